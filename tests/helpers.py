@@ -1,0 +1,50 @@
+"""Running the real CLI in tests: composed in-process with hydra.compose (like
+lightning-hydra-template), or as a subprocess exactly as a user types it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+
+from trainer import config as schema
+
+schema.register()
+
+# Small, fast, offline: the synthetic data root, no checksum (synthetic files
+# are not the real ones), no download, no local copies.
+TINY = ["epochs=1", "batch_size=32", "train.log_every_n_steps=4", "train.eval_batch_size=256",
+        "data.verify=false", "data.download=false", "data.search_paths=[]",
+        "tracking.images_every_n_epochs=0", "tracking.histograms_every_n_epochs=0", "tracking.graph=false"]
+
+
+def tiny(root: Path, *overrides: str) -> list[str]:
+    return [f"data.root={root}", *TINY, *overrides]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_module("trainer.conf", version_base=None):
+        return compose("config", overrides=overrides)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` in `cwd`; outputs go under cwd/outputs."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainer {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_dirs(base: Path) -> list[Path]:
+    return sorted(p.parent for p in (base / "outputs").rglob("metrics.json"))
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,309 @@
+"""trainer.dashboards: what lands in the TensorBoard event file, read back with
+TensorBoard's own reader."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from trainer import dashboards
+from trainer.dashboards import Dashboards, confusion_matrix
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CONV_TAGS = {"images/conv_filters", "images/feature_maps"}
+TEST_TAGS = {"images/misclassified", "images/confusion_matrix"}
+ALL_IMAGE_TAGS = {"images/samples"} | CONV_TAGS | TEST_TAGS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add hand-off latency (a lot of it
+    on a busy CI box). Restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class FakeBatches:
+    """Stands in for the project's batch iterators: `.epoch(0)` yields (x, y)."""
+
+    def __init__(self, n: int = 64, batch: int = 32, device: str = "cpu", seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 1, 28, 28, generator=g).to(device)
+        self.y = torch.randint(0, 10, (n,), generator=g).to(device)
+        self.batch = batch
+        self.passes = 0
+
+    def epoch(self, epoch: int):
+        self.passes += 1
+        for i in range(0, len(self.y), self.batch):
+            yield self.x[i:i + self.batch], self.y[i:i + self.batch]
+
+
+def conv_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+
+
+def mlp_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def train_once(model: nn.Module, batches: FakeBatches) -> None:
+    """One backward pass, so parameters have .grad like at the end of an epoch."""
+    x, y = next(iter(batches.epoch(0)))
+    nn.functional.cross_entropy(model(x), y).backward()
+
+
+def read_events(logdir) -> EventAccumulator:
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def image_steps(acc: EventAccumulator, tag: str) -> list[int]:
+    return [event.step for event in acc.Images(tag)] if tag in acc.Tags()["images"] else []
+
+
+def run(tmp_path, model, *, images=1, histograms=1, epochs=(1,), graph=False, batches=None):
+    batches = batches or FakeBatches()
+    x0, y0 = next(iter(batches.epoch(0)))
+    train_once(model, batches)
+    batches.passes = 0
+    writer = SummaryWriter(str(tmp_path))
+    board = Dashboards(writer, images, histograms, CLASSES)
+    board.start(model, x0, y0, graph=graph)
+    for epoch in epochs:
+        board.epoch(epoch, model, batches, x0, step=epoch * 10)
+    writer.close()
+    return read_events(tmp_path), batches
+
+
+# ---------------------------------------------------------------------------
+# confusion_matrix
+# ---------------------------------------------------------------------------
+
+def test_confusion_matrix_hand_computed():
+    targets = torch.tensor([0, 0, 1, 2, 2, 2])
+    preds = torch.tensor([0, 1, 1, 2, 0, 2])
+    expected = torch.tensor([[1, 1, 0],
+                             [0, 1, 0],
+                             [1, 0, 2]])
+    matrix = confusion_matrix(preds, targets, 3)
+    assert matrix.dtype == torch.int64
+    assert torch.equal(matrix, expected)
+    assert matrix.sum() == len(targets)
+
+
+def test_confusion_matrix_ignores_out_of_range_and_keeps_empty_classes():
+    matrix = confusion_matrix(torch.tensor([0, 5, 1, -1]), torch.tensor([0, 1, 7, 1]), 4)
+    assert matrix.shape == (4, 4)
+    assert matrix.sum() == 1 and matrix[0, 0] == 1
+
+
+# ---------------------------------------------------------------------------
+# What gets logged
+# ---------------------------------------------------------------------------
+
+def test_conv_model_logs_every_image_and_histogram(tmp_path):
+    model = conv_model()
+    acc, batches = run(tmp_path, model, epochs=(1,))
+    assert set(acc.Tags()["images"]) == ALL_IMAGE_TAGS
+    assert image_steps(acc, "images/samples") == [0]
+    assert image_steps(acc, "images/conv_filters") == [0, 10]  # start (step 0) and epoch 1
+    assert image_steps(acc, "images/feature_maps") == [0, 10]
+    assert image_steps(acc, "images/misclassified") == [10]
+    assert image_steps(acc, "images/confusion_matrix") == [10]
+    histograms = set(acc.Tags()["histograms"])
+    for name in ("0.weight", "0.bias", "3.weight", "3.bias"):
+        assert f"weights/{name}" in histograms
+        assert f"grads/{name}" in histograms
+    assert batches.passes == 1  # misclassified + confusion from ONE pass over the test split
+    assert model.training  # train mode restored
+
+
+def test_mlp_logs_no_conv_images(tmp_path):
+    acc, _ = run(tmp_path, mlp_model(), epochs=(1,))
+    tags = set(acc.Tags()["images"])
+    assert tags == {"images/samples"} | TEST_TAGS
+    assert not tags & CONV_TAGS
+
+
+def test_none_grads_are_skipped(tmp_path):
+    model = mlp_model()
+    writer = SummaryWriter(str(tmp_path))
+    board = Dashboards(writer, 0, 1, CLASSES)
+    board.epoch(1, model, FakeBatches(), torch.zeros(1, 1, 28, 28), step=5)  # no backward: all grads None
+    writer.close()
+    histograms = set(read_events(tmp_path).Tags()["histograms"])
+    assert "weights/1.weight" in histograms
+    assert not any(tag.startswith("grads/") for tag in histograms)
+
+
+def test_every_n_epochs_gating(tmp_path):
+    acc, batches = run(tmp_path, conv_model(), images=2, histograms=3, epochs=(1, 2, 3, 4))
+    # rule: epoch 1, then every multiple of N
+    assert image_steps(acc, "images/confusion_matrix") == [10, 20, 40]
+    assert image_steps(acc, "images/misclassified") == [10, 20, 40]
+    assert image_steps(acc, "images/conv_filters") == [0, 10, 20, 40]
+    assert [e.step for e in acc.Histograms("weights/0.weight")] == [10, 30]
+    assert batches.passes == 3
+
+
+def test_zero_turns_parts_off(tmp_path):
+    acc, batches = run(tmp_path / "no_images", conv_model(), images=0, histograms=1, epochs=(1, 2))
+    assert acc.Tags()["images"] == []
+    assert "weights/0.weight" in acc.Tags()["histograms"]
+    assert batches.passes == 0
+
+    acc, _ = run(tmp_path / "no_histograms", conv_model(), images=1, histograms=0, epochs=(1, 2))
+    assert acc.Tags()["histograms"] == []
+    assert "images/confusion_matrix" in acc.Tags()["images"]
+
+
+def test_no_writer_is_a_no_op():
+    batches = FakeBatches()
+    board = Dashboards(None, 1, 1, CLASSES)
+    x, y = next(iter(batches.epoch(0)))
+    board.start(conv_model(), x, y)
+    board.epoch(1, conv_model(), batches, x, step=1)
+    assert batches.passes == 1  # only the call above
+
+
+# ---------------------------------------------------------------------------
+# The pictures themselves
+# ---------------------------------------------------------------------------
+
+def decode(acc: EventAccumulator, tag: str, index: int = -1) -> Image.Image:
+    event = acc.Images(tag)[index]
+    image = Image.open(io.BytesIO(event.encoded_image_string))
+    assert image.size == (event.width, event.height)
+    return image
+
+
+def test_rendered_images_have_sane_sizes(tmp_path):
+    acc, _ = run(tmp_path, conv_model(), epochs=(1,))
+    samples = decode(acc, "images/samples")
+    assert samples.mode == "RGB"
+    # 8 tiles, 4 per row x 2 rows, each at least the 28px input upscaled
+    assert samples.width > samples.height > 2 * 28
+    assert 4 * 28 * 3 < samples.width < 1000
+    matrix = decode(acc, "images/confusion_matrix")
+    assert 10 * dashboards.CELL < matrix.width < 1200
+    assert 10 * dashboards.CELL < matrix.height < 1200
+    filters = decode(acc, "images/conv_filters")  # 4 filters of 3x3, upscaled to be visible
+    assert filters.width >= 4 * dashboards.FILTER_PX and filters.height >= dashboards.FILTER_PX
+    maps = decode(acc, "images/feature_maps")
+    assert maps.width >= 3 * dashboards.PANEL
+
+
+def test_misclassified_capped_at_32_and_captioned(tmp_path):
+    # An untrained model on 200 random examples gets far more than 32 wrong.
+    acc, _ = run(tmp_path, mlp_model(), batches=FakeBatches(n=200, batch=50), epochs=(1,))
+    image = decode(acc, "images/misclassified")
+    tile_w = 28 * (dashboards.TILE // 28) + 2
+    assert image.width == dashboards.GRID_COLUMNS * tile_w + 2  # 8 columns
+    assert image.height > 4 * (28 * (dashboards.TILE // 28))     # 4 rows of tiles + captions
+    assert image.height < 4 * (28 * (dashboards.TILE // 28) + 40)  # captions are < 40 px
+    wrong = dashboards.render_misclassified(torch.randn(3, 1, 28, 28), [1, 2, 3], [0, 0, 0], CLASSES)
+    assert wrong.shape[2] == 3 and wrong.dtype.name == "uint8"
+
+
+def test_perfect_model_gets_a_placeholder():
+    image = dashboards.render_misclassified(torch.empty(0), [], [], CLASSES)
+    assert image.ndim == 3 and image.shape[2] == 3
+
+
+def test_feature_maps_through_a_hook_when_the_first_conv_is_not_first():
+    class Stem(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.expand = nn.Linear(28, 28)
+            self.conv = nn.Conv2d(2, 3, 3)
+
+        def forward(self, x):
+            x = self.expand(x)
+            return self.conv(torch.cat([x, x], 1)).flatten(1)[:, :10]
+
+    model = Stem()
+    maps = Dashboards._feature_maps(model, model.conv, torch.randn(1, 1, 28, 28))
+    assert maps.shape == (1, 3, 26, 26)
+
+
+# ---------------------------------------------------------------------------
+# The graph never stops training
+# ---------------------------------------------------------------------------
+
+def test_graph_is_logged(tmp_path):
+    model = conv_model()
+    writer = SummaryWriter(str(tmp_path))
+    x = torch.randn(2, 1, 28, 28)
+    Dashboards(writer, 1, 1, CLASSES).start(model, x, torch.tensor([0, 1]), graph=True)
+    writer.close()
+    acc = read_events(tmp_path)
+    assert acc.Tags()["graph"]
+    assert model.training
+
+
+def test_graph_failure_prints_one_warning(tmp_path, capsys):
+    class Broken(SummaryWriter):
+        def add_graph(self, *args, **kwargs):
+            raise RuntimeError("trace failed\nsecond line")
+
+    writer = Broken(str(tmp_path))
+    model = conv_model()
+    x = torch.randn(2, 1, 28, 28)
+    Dashboards(writer, 1, 1, CLASSES).start(model, x, torch.tensor([0, 1]), graph=True)
+    writer.close()
+    err = capsys.readouterr().err
+    assert "warning" in err and "trace failed" in err
+    assert len(err.strip().splitlines()) == 1
+    assert model.training
+    assert "images/samples" in read_events(tmp_path).Tags()["images"]  # the rest still logged
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors(tmp_path):
+    model = conv_model().cuda()
+    acc, _ = run(tmp_path, model, batches=FakeBatches(device="cuda"), epochs=(1,))
+    assert set(acc.Tags()["images"]) == ALL_IMAGE_TAGS
+    assert "grads/0.weight" in acc.Tags()["histograms"]
+
+
+def test_dashboards_leave_training_state_alone(tmp_path):
+    """Graph trace and test pass run in eval mode: no BatchNorm statistics updates,
+    no RNG draws (resume must stay exact), and the train/eval mode comes back."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    batches = FakeBatches()
+    x0, y0 = next(iter(batches.epoch(0)))
+    bn = model[1]
+    stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    rng = torch.get_rng_state()
+    writer = SummaryWriter(str(tmp_path))
+    board = Dashboards(writer, 1, 1, CLASSES)
+    board.start(model, x0, y0, graph=True)
+    board.epoch(1, model, batches, x0, step=1)
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    assert torch.equal(bn.num_batches_tracked, stats[2])
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.training
+    model.eval()
+    board.epoch(1, model, batches, x0)  # step defaults to the epoch; eval mode is kept too
+    writer.close()
+    assert not model.training
+
+
+def test_wrapper_prefixes_are_dropped_from_histogram_tags():
+    assert dashboards._clean_name("module.features.0.weight") == "features.0.weight"
+    assert dashboards._clean_name("_orig_mod.head.1.bias") == "head.1.bias"
+    assert dashboards._clean_name("0.weight") == "0.weight"

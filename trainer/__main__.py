@@ -1,0 +1,5 @@
+"""`python -m trainer` (and `torchrun -m trainer`) is the `trainer` command."""
+from trainer.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Checkpoints: written atomically, loaded safely.
+
+A checkpoint is a plain dict of tensors and builtins, so it loads with
+`torch.load(weights_only=True)`: a file that would run code is refused.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import CheckpointError, UserError
+
+FORMAT = "trainer-checkpoint/1"
+
+
+def save(state: dict[str, Any], path: str | Path) -> None:
+    """Write `state` to `path` so that a crash at any moment leaves either the
+    old file or the new one, never a torn one: temp file, fsync, rename."""
+    path = Path(path)
+    state = {"format": FORMAT, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(
+            f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a writable "
+            "output folder (hydra.run.dir=...); the previous checkpoint is intact"
+        ) from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself must reach the disk, or a power cut could lose it.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by `save`, or explain in one line why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a run directory or a .ckpt file to resume=")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).splitlines()[0] if str(e) else "unpickling failed"
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            raise CheckpointError(
+                f"refusing to load {path}: it holds Python objects that would run code on load "
+                "(only tensors and plain values are allowed); use a checkpoint written by trainer"
+            ) from e
+        raise CheckpointError(f"checkpoint {path} is corrupt ({reason}); resume from another checkpoint") from e
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason}); resume from another checkpoint") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a trainer checkpoint (no '{FORMAT}' marker); resume from a run directory made by trainer")
+    return state
+
+
+def find(path: str | Path) -> Path:
+    """A run directory means its last.ckpt; a file means itself."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.ckpt"
+        if not candidate.is_file():
+            raise CheckpointError(
+                f"run directory {path} has no checkpoints/last.ckpt; it never finished a checkpoint, so start it again"
+            )
+        return candidate
+    if not path.exists():
+        raise CheckpointError(f"resume={path} does not exist; pass a run directory or a .ckpt file")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (<run>/checkpoints/x.ckpt)."""
+    checkpoint = Path(checkpoint).resolve()
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent

@@ -1,0 +1,78 @@
+"""Hydra's composition errors, rewritten as one line that names the key or
+value and the valid choices."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+
+from trainer import config as schema
+
+GROUPS = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment")
+
+
+def _known_keys() -> list[str]:
+    keys: set[str] = set(GROUPS) | {"hparams_search"}
+    for node in (schema.TrainerConfig, *schema.SCHEMAS.values()):
+        for f in dataclasses.fields(node):
+            keys.add(f.name)
+            sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            if dataclasses.is_dataclass(sub):
+                keys.update(f"{f.name}.{g.name}" for g in dataclasses.fields(sub))
+    return sorted(k for k in keys if not k.startswith("_"))
+
+
+def _suggest(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, _known_keys(), n=1) or difflib.get_close_matches(leaf, _known_keys(), n=1)
+    return f"; did you mean '{close[0]}'?" if close else "; run `trainer --cfg job` to see every key"
+
+
+def describe(e: BaseException) -> str:
+    text = str(e)
+    cause = str(e.__cause__) if e.__cause__ is not None else ""
+    both = f"{text}\n{cause}"
+
+    missing = re.search(r"Could not (?:find|load) '([^']+)'", text)
+    if missing:
+        path = missing.group(1).lstrip("/")
+        group, _, name = path.rpartition("/")
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        if group and options:
+            valid = [o for o in options if not o.startswith("_")]
+            return f"{group}={name} is not a known choice; valid choices: {', '.join(valid)}"
+        return f"config '{path}' does not exist; check the spelling of the group and option"
+
+    struct = re.search(r"Key '([^']+)' is not in struct", both)
+    full_key = re.search(r"full_key: (\S+)", both)
+    if struct:
+        key = full_key.group(1) if full_key else struct.group(1)
+        return f"unknown config key '{key}'{_suggest(key)}"
+
+    convert = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
+    if convert:
+        key = full_key.group(1) if full_key else "a key"
+        return f"{key}={convert.group(1)} is not a valid {convert.group(2).lower()} value"
+    invalid = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", both)
+    if invalid:
+        key = full_key.group(1) if full_key else "a key"
+        return f"{key}={invalid.group(1)} is not valid; choose one of: {invalid.group(2)}"
+    wrong_type = re.search(r"Invalid type assigned: (\S+) is not a subclass of (\S+)", both)
+    if wrong_type:
+        key = full_key.group(1) if full_key else "a key"
+        return f"{key} must be a {wrong_type.group(2)}, not a {wrong_type.group(1)}"
+
+    override = re.search(r"Could not override '([^']+)'", text)
+    if override:
+        reason = _first(cause) or _first(text.split("\n", 1)[-1])
+        return f"could not set '{override.group(1)}': {reason}"
+    if "mismatched input" in both or "no viable alternative" in both or "token recognition error" in both:
+        return f"could not parse the command line: {_first(text)}; write overrides as key=value"
+    return "; ".join(part for part in (_first(text), _first(cause)) if part)
+
+
+def _first(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

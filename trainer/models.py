@@ -1,0 +1,137 @@
+"""The two model families: a plain MLP and a stack of conv blocks.
+
+Plain nn.Modules with keyword arguments, so a config's `_target_` can build
+them and tests can build them by hand.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+activation(+dropout) per hidden size, then a linear head.
+
+    The default is the seed's quickstart network: 784-512-512-10.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 28 * 28,
+        hidden: Sequence[int] = (512, 512),
+        num_classes: int = 10,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        # Same attribute name as the seed's NeuralNetwork, so printed models match.
+        self.linear_relu_stack = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_relu_stack(self.flatten(x))
+
+
+class ConvNet(nn.Module):
+    """Conv blocks (conv, [batchnorm], activation, [pool], [dropout]) then an MLP head.
+
+    `pool_every` pools after every N-th block, so deep stacks (two convs per
+    resolution, as in VGG-style nets) and the seed's conv-pool-conv-pool
+    `MyModel` are both one config away.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        padding: int | None = None,
+        pool: str = "max",
+        pool_every: int = 1,
+        batchnorm: bool = True,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        head_hidden: Sequence[int] = (128,),
+        head_dropout: float = 0.0,
+        global_pool: bool = False,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        if padding is None:
+            padding = kernel_size // 2  # "same" convolutions unless told otherwise
+        blocks: list[nn.Module] = []
+        c, size = in_channels, image_size
+        for i, out in enumerate(channels):
+            block: list[nn.Module] = [nn.Conv2d(c, out, kernel_size, padding=padding, bias=not batchnorm)]
+            if batchnorm:
+                block.append(nn.BatchNorm2d(out))
+            block.append(ACTIVATIONS[activation]())
+            size = size + 2 * padding - kernel_size + 1
+            if pool != "none" and (i + 1) % pool_every == 0:
+                block.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+                size //= 2
+            if dropout > 0:
+                block.append(nn.Dropout2d(dropout))
+            blocks.append(nn.Sequential(*block))
+            c = out
+        if size < 1:
+            raise ValueError(f"the conv stack shrinks a {image_size}px image to nothing; use fewer blocks, padding or pooling")
+        self.features = nn.Sequential(*blocks)
+        head: list[nn.Module] = []
+        if global_pool:
+            head += [nn.AdaptiveAvgPool2d(1)]
+            width = c
+        else:
+            width = c * size * size
+        head.append(nn.Flatten())
+        for hidden in head_hidden:
+            head += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
+            if head_dropout > 0:
+                head.append(nn.Dropout(head_dropout))
+            width = hidden
+        head.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The first Conv2d of any model, for the filter and feature-map images."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    return None
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,53 @@
+"""Process-wide settings: device choice, seeding, determinism, threads."""
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from trainer.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` prefers cuda, then mps, then cpu (the seed's order). Under
+    torchrun, `cuda`/`auto` mean this process's own GPU, cuda:LOCAL_RANK."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("device=mps is not available on this machine; use device=auto or device=cpu")
+        return torch.device("mps")
+    if name == "cuda" or name.startswith("cuda:"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = local_rank if name == "cuda" else int(name.split(":", 1)[1])
+        if index >= count:
+            have = f"{count} CUDA device{'s' if count != 1 else ''}"
+            raise UserError(f"device={name} is not available: this machine has {have}; use device=auto or device=cpu")
+        return torch.device("cuda", index)
+    raise UserError(f"device={name} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every RNG; with `deterministic`, also ask for deterministic kernels
+    so a CPU run repeats bit for bit."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)

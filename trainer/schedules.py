@@ -1,0 +1,41 @@
+"""Learning-rate schedules by name: none, step, cosine (with warm-up), onecycle."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class WarmupCosine:
+    """Multiplier for LambdaLR: linear warm-up, then cosine decay to min_ratio.
+
+    A class rather than a closure so LambdaLR.state_dict() can save it.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float):
+        self.total_steps, self.warmup_steps, self.min_ratio = total_steps, warmup_steps, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int,
+          interval: str = "epoch", step_size: int = 1, gamma: float = 0.1, warmup_epochs: float = 0.0,
+          min_lr: float = 0.0, max_lr: float | None = None, pct_start: float = 0.25):
+    """The scheduler and when it steps ("epoch" or "step"); (None, "epoch") for a constant lr."""
+    if name == "none":
+        return None, "epoch"
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma), "epoch"
+    units = steps_per_epoch if interval == "step" else 1
+    total = max(1, epochs * units)
+    if name == "cosine":
+        schedule = WarmupCosine(total, int(round(warmup_epochs * units)), min_lr / lr if lr > 0 else 0.0)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), interval
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start), interval
+    raise ValueError(f"unknown scheduler {name}")

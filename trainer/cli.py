@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> float:
     if record is not None and status != "completed":
         record.update(status=status, error=error)
     if status != "completed":
-        print(f"trainer: {status}: {error}", file=sys.stderr)
+        print(f"trainer: {'error' if status == 'failed' else status}: {error}", file=sys.stderr)
         if status == "interrupted" or not multirun:
             sys.exit(exit_code)
     return value

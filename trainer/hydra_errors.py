@@ -23,8 +23,15 @@ def _known_keys() -> list[str]:
 
 
 def _suggest(key: str) -> str:
-    leaf = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(key, _known_keys(), n=1) or difflib.get_close_matches(leaf, _known_keys(), n=1)
+    parent, _, leaf = key.rpartition(".")
+    known = _known_keys()
+    if parent:
+        # A nested key: compare its last part with the field names a group can have.
+        leaves = sorted({k.rsplit(".", 1)[-1] for k in known})
+        close = difflib.get_close_matches(leaf, leaves, n=1)
+        close = [f"{parent}.{close[0]}"] if close else []
+    else:
+        close = difflib.get_close_matches(key, known, n=1)
     return f"; did you mean '{close[0]}'?" if close else "; run `trainer --cfg job` to see every key"
 
 
@@ -43,7 +50,7 @@ def describe(e: BaseException) -> str:
             return f"{group}={name} is not a known choice; valid choices: {', '.join(valid)}"
         return f"config '{path}' does not exist; check the spelling of the group and option"
 
-    struct = re.search(r"Key '([^']+)' is not in struct", both)
+    struct = re.search(r"Key '([^']+)' (?:is )?not in (?:struct|'\w+')", both)
     full_key = re.search(r"full_key: (\S+)", both)
     if struct:
         key = full_key.group(1) if full_key else struct.group(1)
@@ -61,6 +68,10 @@ def describe(e: BaseException) -> str:
     if wrong_type:
         key = full_key.group(1) if full_key else "a key"
         return f"{key} must be a {wrong_type.group(2)}, not a {wrong_type.group(1)}"
+
+    not_list = re.search(r"Error merging override (\S+?)=(\S*).*is not a ListConfig", both, flags=re.S)
+    if not_list:
+        return f"{not_list.group(1)}={not_list.group(2)} is not a list; write it like {not_list.group(1)}=[256,128]"
 
     override = re.search(r"Could not override '([^']+)'", text)
     if override:

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from rich.table import Table
 # The numbers every run reports in HParams, so a sweep's table and parallel
 # coordinates compare real outcomes (never a placeholder metric).
 HPARAM_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "best_epoch", "train_seconds")
+# Trackers whose TensorBoard run is still open. A job that fails part-way
+# never reaches close(); close_open_runs() flushes and closes them for it.
+_OPEN: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -127,12 +131,14 @@ class Tracker:
         self.batch_size = batch_size
         self.record = record
         self.writer = None
+        self._header_written = False
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events a killed run logged after its last
             # checkpoint, so a resumed run has no duplicated steps.
             self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+            _OPEN.add(self)
 
     # ------------------------------------------------------------------ start
     def start(self, *, config_yaml: str, model_summary: str, hparams: dict, device_line: str) -> None:
@@ -154,6 +160,7 @@ class Tracker:
         exp, ssi, _ = hparams_summary(_hparam_values(hparams), {_metric_tag(m): 0.0 for m in HPARAM_METRICS})
         self.writer.file_writer.add_summary(exp)
         self.writer.file_writer.add_summary(ssi)
+        self._header_written = True
 
     def first_batch(self, x, y) -> None:
         # The seed prints these before training; so do we.
@@ -215,9 +222,37 @@ class Tracker:
                 table.add_row(key, shown)
             self.console.print(table)
 
+    def fail(self, status: str) -> None:
+        """The job stopped without final metrics: keep what it logged (flush) and,
+        unless it was only interrupted (resume continues the run), mark the
+        session failed, so HParams lists the run, with its hparams, as failed."""
+        if self.writer is not None and status != "interrupted":
+            if not self._header_written and self.record is not None:
+                self._hparams_header(self.record.data["hparams"])
+            self.writer.file_writer.add_summary(_session_end(False))
+        self.close()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        _OPEN.discard(self)
+
+
+def close_open_runs(status: str) -> bool:
+    """Fail and close every TensorBoard run a failed job left open; True if any."""
+    trackers = list(_OPEN)
+    for tracker in trackers:
+        tracker.fail(status)
+    return bool(trackers)
+
+
+def write_failed_run(run_dir: Path, hparams: dict) -> None:
+    """A TensorBoard run for a sweep job that failed before it had one (a bad
+    value such as lr=-1): its hparams and a failed session, so the sweep's
+    HParams table lists every job."""
+    tracker = Tracker(run_dir, console=Console(quiet=True))
+    tracker._hparams_header(hparams)
+    tracker.fail("failed")
 
 
 def _metric_tag(metric: str) -> str:

@@ -1,0 +1,133 @@
+"""The CLI end to end, as a user runs it: a subprocess on synthetic data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import metrics, run_cli, run_dirs, tiny
+
+
+@pytest.fixture(scope="module")
+def quick_run(synthetic_root, tmp_path_factory):
+    """One tiny default-config run, shared by the assertions below."""
+    cwd = tmp_path_factory.mktemp("quick")
+    proc = run_cli(tiny(synthetic_root, "epochs=2", "tracking.images_every_n_epochs=1",
+                        "tracking.histograms_every_n_epochs=1"), cwd, check=True)
+    (run_dir,) = run_dirs(cwd)
+    return proc, run_dir
+
+
+def test_run_writes_a_valid_metrics_json(quick_run):
+    _, run_dir = quick_run
+    m = metrics(run_dir)
+    assert m["status"] == "completed" and m["error"] is None
+    assert [row["epoch"] for row in m["history"]] == [1, 2]
+    for row in m["history"]:
+        for key in ("train/loss", "train/acc", "test/loss", "test/acc", "epoch_seconds", "samples_per_second", "lr"):
+            assert isinstance(row[key], float), key
+        assert row["epoch_seconds"] > 0 and row["lr"] == pytest.approx(1e-3)
+    assert m["final"]["test/acc"] == m["history"][-1]["test/acc"]
+    assert m["best"]["epoch"] in (1, 2) and m["final"]["epochs"] == 2
+    assert m["timing"]["startup_seconds"] > 0
+
+
+def test_run_prints_first_batch_and_progress(quick_run):
+    proc, run_dir = quick_run
+    assert "Shape of X [N, C, H, W]: torch.Size([32, 1, 28, 28])" in proc.stdout
+    assert "Shape of y: torch.Size([32]) torch.int64" in proc.stdout
+    assert "Parameters: 669,706" in proc.stdout  # the seed's 784-512-512-10 network
+    assert "Run completed" in proc.stdout
+
+
+def test_run_directory_layout(quick_run):
+    _, run_dir = quick_run
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_has_the_expected_tags(quick_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = quick_run
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    ea.Reload()
+    scalars = set(ea.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "test/loss", "test/acc", "lr", "perf/epoch_seconds",
+                "perf/samples_per_second", "final/test_acc"):
+        assert tag in scalars, tag
+    assert "hp_metric" not in scalars
+    final = ea.Scalars("final/test_acc")[-1].value
+    assert final == pytest.approx(metrics(run_dir)["final"]["test/acc"], abs=1e-6)
+    assert {"config", "model"} <= {t.split("/")[0] for t in ea.Tags()["tensors"]}
+    assert "hparams" in ea.PluginTagToContent("hparams") or ea.PluginTagToContent("hparams")
+    assert "images/samples" in ea.Tags()["images"]
+    assert any(t.startswith("weights/") for t in ea.Tags()["histograms"])
+
+
+def test_conv_model_and_adam_from_the_command_line(synthetic_root, tmp_path):
+    run_cli(tiny(synthetic_root, "model=conv", "optimizer=adam", "lr=1e-3", "model.channels=[8,16]",
+                 "model.head_hidden=[32]"), tmp_path, check=True)
+    (run_dir,) = run_dirs(tmp_path)
+    cfg = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "trainer.models.ConvNet" in cfg and "torch.optim.Adam" in cfg
+    assert metrics(run_dir)["final"]["test/acc"] > 0.5  # synthetic classes are easy
+
+
+def test_two_runs_in_the_same_second_get_two_directories(synthetic_root, tmp_path):
+    import subprocess
+    import sys
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "trainer", *tiny(synthetic_root, "data.subset=64")]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0, p.stderr.read()
+    assert len(run_dirs(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optimzer=adam", "'optimzer'"),
+    ("lr=fast", "lr=fast"),
+    ("model=cnn", "model=cnn"),
+    ("loss=triplet_margin", "loss=triplet_margin"),
+    ("lr=-1", "lr=-1"),
+])
+def test_bad_config_is_one_clear_line(synthetic_root, tmp_path, override, expected):
+    proc = run_cli(tiny(synthetic_root, override), tmp_path)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    if override == "model=cnn":
+        assert "conv" in lines[0] and "mlp" in lines[0]  # names the valid choices
+    if override == "optimzer=adam":
+        assert "optimizer" in lines[0]  # suggests the right key
+
+
+def test_resume_continues_to_the_same_result(synthetic_root, tmp_path):
+    """Train 1 epoch, then `resume=<run dir> epochs=3`: the same final metrics
+    and weights as 3 epochs straight (deterministic CPU run)."""
+    common = ["deterministic=true", "train.shuffle=true", "model.hidden=[32]", "model.dropout=0.1",
+              "scheduler=step", "transform=augment"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_cli(tiny(synthetic_root, *common, "epochs=3"), straight, check=True)
+    run_cli(tiny(synthetic_root, *common, "epochs=1"), resumed, check=True)
+    (a,), (b,) = run_dirs(straight), run_dirs(resumed)
+    proc = run_cli([f"resume={b}", "epochs=3"], resumed, check=True)
+    assert "Resuming" in proc.stdout
+    assert run_dirs(resumed) == [b]  # continued in its own directory
+    ma, mb = metrics(a), metrics(b)
+    assert [r["epoch"] for r in mb["history"]] == [1, 2, 3]
+    assert ma["final"]["test/acc"] == mb["final"]["test/acc"]
+    assert ma["final"]["test/loss"] == mb["final"]["test/loss"]
+    wa = torch.load(a / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    wb = torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -257,6 +257,7 @@ def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: b
             if (size, digest) != (want_size, want_sha):
                 return (f"content does not match {info.folder}/{filename} (expected {want_size} bytes "
                         f"sha256 {want_sha[:12]}..., found {size} bytes sha256 {digest[:12]}...)")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; data files are for everyone
         os.replace(tmp, dest)
         if verify:
             _update_stamps(dest.parent, {filename: digest})

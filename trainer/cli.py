@@ -11,6 +11,7 @@ hydra.utils.instantiate; everything below it takes plain arguments.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -46,7 +47,9 @@ def run(cfg: DictConfig) -> float:
     """One job. Returns the monitored metric (what an Optuna sweep maximises).
 
     A failure is recorded in the job's metrics.json; a single run then exits
-    non-zero with one line, a multirun job returns NaN so the sweep goes on.
+    non-zero with one line, a multirun job returns the worst value (-inf, or
+    +inf for early_stopping.mode=min) so the sweep goes on. Not NaN: Optuna
+    2.10 refuses a NaN and hydra-optuna-sweeper 1.3 then ends the whole search.
     """
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -69,14 +72,15 @@ def run(cfg: DictConfig) -> float:
         error = f"internal error: {type(e).__name__}: {_first_line(e)} (traceback in {run_dir / 'trainer.log'})"
         status, exit_code = "failed", EXIT_FAILED
     if record is None and _is_rank0():
-        record = _bare_record(cfg, run_dir, list(hc.overrides.task))
+        record = _bare_record(cfg, run_dir, list(hc.overrides.task), hc.runtime.choices)
     if record is not None and status != "completed":
         record.update(status=status, error=error)
     if status != "completed":
+        _close_tensorboard(cfg, run_dir, record, status, multirun)
         print(f"trainer: {'error' if status == 'failed' else status}: {error}", file=sys.stderr)
         if status == "interrupted" or not multirun:
             sys.exit(exit_code)
-    return value
+    return value if not math.isnan(value) else _worst(cfg)
 
 
 def main() -> None:
@@ -114,6 +118,8 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
 
     loss_fn = build(cfg.loss, "loss")  # before any data: some losses refuse a classifier
     device = pick_device(cfg.device)
+    if record is not None:
+        record.data.update(device=str(device), device_name=_device_name(device))
     set_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     distributed.setup(device)
@@ -342,16 +348,44 @@ def _record(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict)
     return record
 
 
-def _bare_record(cfg, run_dir: Path, overrides: list[str]):
+def _bare_record(cfg, run_dir: Path, overrides: list[str], choices: dict):
     """A metrics.json for a job that failed before it could build its record."""
     from trainer.tracking import RunRecord
 
+    try:  # the hparams, when the config allows: a sweep's HParams view then lists the failed job
+        hparams = _hparams(cfg, choices, overrides)
+    except Exception:
+        hparams = {}
     try:
         _ensure_dir(run_dir)
-        return RunRecord(run_dir / "metrics.json", overrides=overrides, hparams={}, monitor="val/acc", mode="max",
+        return RunRecord(run_dir / "metrics.json", overrides=overrides, hparams=hparams, monitor="val/acc", mode="max",
                          device=str(cfg.get("device", "")))
     except (UserError, OSError):
         return None
+
+
+def _close_tensorboard(cfg, run_dir: Path, record, status: str, multirun: bool) -> None:
+    """A job that stopped part-way: flush its TensorBoard run and mark it failed.
+    In a sweep, a job that failed before it had a run (a bad value) gets one
+    with its hparams, so `tensorboard --logdir <sweep>` lists every job."""
+    from trainer import tracking
+
+    try:
+        if tracking.close_open_runs(status) or not multirun or record is None or not record.data["hparams"]:
+            return
+        if OmegaConf.select(cfg, "tracking.tensorboard", default=True):
+            tracking.write_failed_run(run_dir, record.data["hparams"])
+    except Exception as e:  # never hide the job's own error behind a TensorBoard one
+        print(f"trainer: warning: could not close the TensorBoard run in {run_dir}: {_first_line(e)}", file=sys.stderr)
+
+
+def _worst(cfg) -> float:
+    """The value a failed job reports to the sweeper: worse than any real one."""
+    try:
+        mode = OmegaConf.select(cfg, "early_stopping.mode", default="max")
+    except Exception:
+        mode = "max"
+    return float("inf") if mode == "min" else float("-inf")
 
 
 def _ensure_dir(run_dir: Path) -> None:
@@ -376,15 +410,24 @@ def _timing(trainer, t_start: float) -> dict:
     return timing
 
 
-def _device_line(device, world: int) -> str:
+def _device_name(device) -> str:
+    import platform
+
     import torch
 
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"{torch.get_num_threads()} threads"
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
+
+
+def _device_line(device, world: int) -> str:
     suffix = f", {world} processes (DDP)" if world > 1 else ""
-    return f"Using {device} device ({name}{suffix})"
+    return f"Using {device} device ({_device_name(device)}{suffix})"
 
 
 def _first_line(e: BaseException) -> str:

@@ -156,8 +156,8 @@ def print_report(console, report: dict) -> None:
     summary = Table(title=f"{PROG}: {report['split']} split", show_header=False, title_justify="left")
     summary.add_column("key", style="bold")
     summary.add_column("value", overflow="fold")
-    for key, value in (("checkpoint", f"{report['checkpoint']} ({report['position']})"),
-                       ("data", f"{report['dataset']}, {report['data']} ({report['samples']} images)"),
+    for key, value in (("checkpoint", f"{report['checkpoint_arg']} ({report['position']})"),
+                       ("data", f"{report['dataset']}: {report['data']}; {report['samples']} images"),
                        ("accuracy", f"{report['accuracy']:.2%} ({report['correct']}/{report['samples']})"),
                        ("loss", f"{report['loss']:.4f} ({report['loss_fn']})")):
         summary.add_row(key, value)
@@ -179,7 +179,8 @@ def print_report(console, report: dict) -> None:
         confusion.add_column(str(i), justify="right")
     for i, row in enumerate(matrix):
         cells = [f"[bold green]{v}[/]" if j == i else (f"[red]{v}[/]" if v else "[dim]0[/]") for j, v in enumerate(row)]
-        confusion.add_row(f"{i} {report['classes'][i]}", *cells)
+        name = report["classes"][i]
+        confusion.add_row(name if name == str(i) else f"{i} {name}", *cells)
     console.print(confusion)
 
 
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, console) -> dict:
         "precision": loaded.precision,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    print_report(console, report)
+    print_report(console, {**report, "checkpoint_arg": str(loaded.checkpoint)})
     out = output_path(loaded.checkpoint, args.split, args.output)
     write_report(out, report)
     report["json"] = str(out)

@@ -160,7 +160,15 @@ def load_run(path: str | Path, which: str | None = None, device: str = "auto") -
 
     ckpt = resolve_checkpoint(path, which)
     dev = pick_device(device)
-    state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
+    try:
+        state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
+    except UserError:
+        raise
+    except Exception as e:
+        # Some corrupt files make torch's weights-only unpickler fail with
+        # errors checkpoint.load does not expect (IndexError, KeyError, ...).
+        raise CheckpointError(f"checkpoint {ckpt} is corrupt or truncated ({type(e).__name__}: {_first_line(e)}); "
+                              "use another checkpoint") from e
     config = state.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {ckpt} holds no run config, so its model cannot be rebuilt; "

@@ -1,0 +1,216 @@
+"""trainer-eval and trainer-predict on a model trained by the real CLI.
+
+One tiny run (synthetic Fashion-MNIST-shaped data, MLP 784-32-10, 2 epochs,
+a 64-image validation split) is shared by the module; the commands are run
+in-process through their `main()` where that is enough, and as subprocesses
+where the exit status and the stderr line are the point.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import metrics, run_cli, tiny
+from trainer import data, evaluate, predict
+from trainer.dashboards import confusion_matrix
+from trainer.inference import load_run, resolve_checkpoint
+from trainer.errors import CheckpointError
+
+TEST_SIZE, VAL_SIZE = 256, 64  # conftest's synthetic test split; data.val_split below
+
+
+@pytest.fixture(scope="module")
+def run_dir(synthetic_root, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("inference")
+    run_cli(tiny(synthetic_root, "model.hidden=[32]", "epochs=2", "optimizer=adam", "lr=7e-4",
+                 "train.shuffle=true", f"data.val_split={VAL_SIZE}", "tracking.tensorboard=false",
+                 "hydra.run.dir=outputs/run"), cwd=base, check=True)
+    return base / "outputs" / "run"
+
+
+@pytest.fixture(scope="module")
+def test_split(synthetic_root):
+    return data.load("fashion_mnist", synthetic_root, train=False)
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, text=True,
+                          capture_output=True, timeout=120)
+
+
+def call_main(main, capsys, *args) -> tuple[int, str, str]:
+    """A command's main() in-process: (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(stderr: str, prog: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"{prog}: error: "), stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ eval
+def test_eval_reproduces_the_runs_final_test_metrics(run_dir, test_split):
+    proc = run_module("trainer.evaluate", run_dir, "--checkpoint", "last", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "Per-class accuracy" in proc.stdout and "Confusion matrix" in proc.stdout
+    report = json.loads((run_dir / "checkpoints" / "last.eval-test.json").read_text())
+    final = metrics(run_dir)["final"]
+
+    matrix = torch.tensor(report["confusion_matrix"])
+    assert matrix.shape == (10, 10)
+    assert int(matrix.sum()) == report["samples"] == TEST_SIZE
+    assert report["correct"] == int(matrix.trace())
+    assert report["accuracy"] == pytest.approx(int(matrix.trace()) / TEST_SIZE, abs=1e-12)
+    # Same model, same data, same arithmetic as the run's own final evaluation.
+    assert report["accuracy"] == pytest.approx(final["test/acc"], abs=1e-6)
+    assert report["loss"] == pytest.approx(final["test/loss"], rel=1e-5)
+    assert report["accuracy"] > 0.9
+
+    _, labels = test_split
+    counts = torch.bincount(labels, minlength=10)
+    for i, row in enumerate(report["per_class"]):
+        assert row["index"] == i and row["class"] == data.DATASETS["fashion_mnist"].classes[i]
+        assert row["samples"] == int(matrix[i].sum()) == int(counts[i])  # rows are the true class
+        assert row["correct"] == int(matrix[i, i])
+        assert row["accuracy"] == pytest.approx(row["correct"] / row["samples"])
+    assert report["split"] == "test" and report["position"] == "after epoch 2"
+    assert report["loss_fn"] == "trainer.losses.CrossEntropy"
+
+
+def test_eval_confusion_matches_the_model_sample_by_sample(run_dir, test_split):
+    """Rows are true classes, columns predictions: rebuilt independently here."""
+    images, labels = test_split
+    loaded = load_run(run_dir, "last", "cpu")
+    preds = loaded.logits(images).argmax(1)
+    report = json.loads((run_dir / "checkpoints" / "last.eval-test.json").read_text())
+    assert confusion_matrix(preds, labels, 10).tolist() == report["confusion_matrix"]
+
+
+def test_eval_val_split_with_the_default_best_checkpoint(run_dir, capsys):
+    code, out, err = call_main(evaluate.main, capsys, run_dir, "--split", "val", "--device", "cpu", "--batch-size", "7")
+    assert code == 0, err
+    assert resolve_checkpoint(run_dir).name == "best.ckpt"  # a run dir means best.ckpt when there is one
+    report = json.loads((run_dir / "checkpoints" / "best.eval-val.json").read_text())
+    best = metrics(run_dir)["best"]
+    assert report["samples"] == VAL_SIZE == sum(sum(r) for r in report["confusion_matrix"])
+    assert report["position"] == f"after epoch {best['epoch']}"
+    # The run's seeded validation split, even in batches of 7.
+    assert report["accuracy"] == pytest.approx(best["val/acc"], abs=1e-6)
+    assert report["loss"] == pytest.approx(best["val/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "not-a-run"])
+def test_eval_errors_are_one_line(case, tmp_path, capsys):
+    if case == "missing":
+        target = tmp_path / "nope"
+    elif case == "corrupt":
+        target = tmp_path / "broken.ckpt"
+        target.write_bytes(b"\x80\x02this is not a checkpoint")
+    else:
+        target = tmp_path  # a folder without checkpoints/
+    code, _, err = call_main(evaluate.main, capsys, target, "--device", "cpu")
+    assert code == 1
+    assert str(target) in one_error_line(err, "trainer-eval")
+
+
+# --------------------------------------------------------------- predict
+def _correct_samples(run_dir, images, labels, n: int) -> list[int]:
+    """Indices of test samples the model gets right, one per class for the first n classes."""
+    preds = load_run(run_dir, None, "cpu").logits(images).argmax(1)
+    picked = []
+    for c in range(n):
+        ok = ((labels == c) & (preds == labels)).nonzero().flatten()
+        picked.append(int(ok[0]))
+    return picked
+
+
+def test_predict_names_the_classes_of_png_files(run_dir, test_split, tmp_path, capsys):
+    images, labels = test_split
+    classes = data.DATASETS["fashion_mnist"].classes
+    picked = _correct_samples(run_dir, images, labels, 4)
+    files, expected = [], []
+    for i in picked:
+        path = tmp_path / f"sample{i}.png"
+        Image.fromarray(images[i].numpy(), mode="L").save(path)
+        files.append(path)
+        expected.append(classes[int(labels[i])])
+    # Any size and mode: RGB 56x56, resized with antialiasing to 28x28.
+    i = picked[1]
+    big = tmp_path / "big_rgb.png"
+    Image.fromarray(images[i].numpy(), mode="L").resize((56, 56), Image.Resampling.NEAREST).convert("RGB").save(big)
+    files.append(big)
+    expected.append(classes[int(labels[i])])
+
+    code, out, err = call_main(predict.main, capsys, run_dir, *files, "--top", "3", "--json", "--device", "cpu")
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["file"] for r in results] == [str(f) for f in files]
+    assert [r["predictions"][0]["class"] for r in results] == expected
+    assert results[-1]["size"] == [56, 56] and results[-1]["mode"] == "RGB"
+    for r in results:
+        probs = [p["probability"] for p in r["predictions"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+    # The table, and --invert for a black-on-white drawing of the same sample.
+    negative = tmp_path / "negative.jpg"
+    Image.fromarray(255 - images[picked[2]].numpy(), mode="L").save(negative, quality=100)
+    code, out, err = call_main(predict.main, capsys, run_dir, negative, "--invert", "--device", "cpu")
+    assert code == 0, err
+    assert classes[int(labels[picked[2]])] in out and "inverted" in out
+
+
+def test_predict_rejects_a_file_that_is_not_an_image(run_dir, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(good)
+    bad = tmp_path / "x.png"
+    bad.write_text("not a picture\n")
+    proc = run_module("trainer.predict", run_dir, good, bad)
+    assert proc.returncode == 1
+    assert str(bad) in one_error_line(proc.stderr, "trainer-predict")
+    assert "Traceback" not in proc.stderr
+
+
+def test_predict_errors_are_one_line(run_dir, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(image)
+    code, _, err = call_main(predict.main, capsys, tmp_path / "no-run", image)
+    assert code == 1 and str(tmp_path / "no-run") in one_error_line(err, "trainer-predict")
+    code, _, err = call_main(predict.main, capsys, run_dir, tmp_path / "missing.png")
+    assert code == 1 and "missing.png" in one_error_line(err, "trainer-predict")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"garbage")
+    code, _, err = call_main(predict.main, capsys, broken, image)
+    assert code == 1 and str(broken) in one_error_line(err, "trainer-predict")
+
+
+def test_resolve_checkpoint_choices(run_dir):
+    assert resolve_checkpoint(run_dir, "last").name == "last.ckpt"
+    assert resolve_checkpoint(run_dir, "best").name == "best.ckpt"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(ckpt) == ckpt
+    with pytest.raises(CheckpointError):
+        resolve_checkpoint(run_dir / "missing")
+
+
+def test_console_scripts_are_declared():
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("trainer-eval") == "trainer.evaluate:main"
+    assert scripts.get("trainer-predict") == "trainer.predict:main"

@@ -10,7 +10,6 @@ import os
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from rich.table import Table
 HPARAM_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "best_epoch", "train_seconds")
 # Trackers whose TensorBoard run is still open. A job that fails part-way
 # never reaches close(); close_open_runs() flushes and closes them for it.
-_OPEN: "weakref.WeakSet[Tracker]" = weakref.WeakSet()
+# Strong references: the failed job's frames are gone by then.
+_OPEN: set[Tracker] = set()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -186,6 +186,10 @@ class Tracker:
                 if key in ("epoch", "step", "lr") or not isinstance(value, (int, float)):
                     continue
                 tag = key if "/" in key else f"perf/{key}"
+                # train/loss is already logged per step, at this step too: the
+                # epoch mean gets its own tag, so the curve has one point a step.
+                if tag == "train/loss":
+                    tag = "train/loss_epoch"
                 self.writer.add_scalar(tag, value, step)
             self.writer.add_scalar("epoch", epoch, step)
             self.writer.flush()

@@ -1,0 +1,200 @@
+"""Multiruns end to end, as a user types them: one folder and one TensorBoard
+run per job, failed jobs recorded while the others run, the summary (and its
+rebuild by `trainer-summary`), parallel jobs with joblib, an Optuna search.
+
+Subprocesses on synthetic data with a tiny model; each costs a torch import.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import metrics, run_cli, tiny
+
+SMALL = ("data.subset=128", "model.hidden=[32]")
+
+
+def sweep_args(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
+    return ["-m", *tiny(root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *overrides]
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+
+
+def summary(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / "summary.json").read_text())
+
+
+def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
+    """`trainer-summary <dir>` (the console script's module)."""
+    return subprocess.run([sys.executable, "-m", "trainer.sweep", str(sweep_dir)], text=True, capture_output=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+
+def hparams_session(run_dir: Path) -> dict:
+    """The hparams plugin data of the run's event file, by kind."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    ea = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    ea.Reload()
+    out = {}
+    for content in ea.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        out[data.WhichOneof("data")] = getattr(data, data.WhichOneof("data"))
+    return out
+
+
+# ------------------------------------------------------- a sweep with a bad job
+@pytest.fixture(scope="module")
+def failed_sweep(synthetic_root, tmp_path_factory):
+    """`trainer -m lr=0.01,-1,0.05,1e12` into hydra.sweep.dir=<tmp>/chosen: job 1
+    fails validation, job 3 diverges (its loss becomes NaN) part-way."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    sweep_dir = cwd / "chosen"
+    proc = run_cli(sweep_args(synthetic_root, sweep_dir, "train.log_every_n_steps=1", "lr=0.01,-1,0.05,1e12"), cwd)
+    return proc, sweep_dir
+
+
+def test_a_failed_job_fails_the_sweep_and_is_named(failed_sweep):
+    proc, _ = failed_sweep
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = next(l for l in proc.stderr.splitlines() if "failed jobs:" in l)
+    assert "failed jobs: 1 (" in line and "lr=-1" in line and "must be positive" in line
+    assert "; 3 (" in line and "diverged" in line
+    assert "lr=0.01" not in line and "lr=0.05" not in line
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_job_has_its_own_folder_and_tensorboard_run(failed_sweep):
+    from tensorboard.plugins.hparams import api_pb2
+
+    _, sweep_dir = failed_sweep
+    assert not (sweep_dir.parent / "outputs").exists()  # hydra.sweep.dir was respected
+    jobs = job_dirs(sweep_dir)
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert (job / ".hydra" / "overrides.yaml").is_file()
+        assert len(list(job.glob("events.out.tfevents.*"))) == 1, job
+    assert [metrics(j)["status"] for j in jobs] == ["completed", "failed", "completed", "diverged"]
+    error = metrics(jobs[1])["error"]
+    assert "lr" in error and "\n" not in error
+    # The failed job is in the HParams table too: its hparams, marked failed.
+    session = hparams_session(jobs[1])
+    assert session["session_start_info"].hparams["lr"].number_value == -1
+    assert session["session_end_info"].status == api_pb2.STATUS_FAILURE
+    assert hparams_session(jobs[0])["session_end_info"].status == api_pb2.STATUS_SUCCESS
+    # The diverged job's run keeps the steps it logged, and is marked failed.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(jobs[3]), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("train/loss")][:1] == [1]
+    assert hparams_session(jobs[3])["session_end_info"].status == api_pb2.STATUS_FAILURE
+
+
+def test_summary_files_rank_the_jobs(failed_sweep):
+    _, sweep_dir = failed_sweep
+    doc = summary(sweep_dir)
+    assert doc["jobs"] == 4 and doc["counts"]["completed"] == 2
+    assert doc["counts"]["failed"] == 1 and doc["counts"]["diverged"] == 1
+    rows = doc["rows"]
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "diverged"]  # best first
+    assert rows[0]["best_value"] >= rows[1]["best_value"]
+    for row in rows[:2]:
+        assert 0 <= row["test/acc"] <= 1 and row["epochs"] == 1 and row["seconds"] > 0
+    assert rows[2]["job"] == "1" and "lr=-1" in rows[2]["overrides"] and rows[2]["test/acc"] is None
+    with open(sweep_dir / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["job"] for r in table] == [r["job"] for r in rows]
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "2 completed, 1 failed, 1 diverged" in markdown and markdown.count("\n| ") == 6  # header, rule, 4 jobs
+
+
+def test_the_table_is_printed(failed_sweep):
+    proc, _ = failed_sweep
+    assert "Sweep: 4 jobs (2 completed, 1 failed, 1 diverged)" in proc.stdout
+    assert "summary.csv, summary.md, summary.json" in proc.stdout
+
+
+def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path):
+    _, sweep_dir = failed_sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep_dir, copy)
+    expected = summary(copy)
+    for name in ("summary.csv", "summary.md", "summary.json"):
+        (copy / name).unlink()
+    proc = trainer_summary(copy)
+    assert proc.returncode == 1 and "failed jobs: 1 (" in proc.stderr, proc.stderr
+    rebuilt = summary(copy)
+    assert rebuilt.pop("sweep_dir") == str(copy.resolve())
+    expected.pop("sweep_dir")
+    for doc in (expected, rebuilt):
+        for row in doc["rows"]:
+            row.pop("path")
+    assert rebuilt == expected
+
+
+def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path):
+    """Job 2 killed after its first epoch, job 4 never started: both are rows."""
+    _, sweep_dir = failed_sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep_dir, copy)
+    record = metrics(copy / "2")
+    record.update(status="running", final={}, best={})
+    (copy / "2" / "metrics.json").write_text(json.dumps(record))
+    shutil.copytree(copy / "2" / ".hydra", copy / "4" / ".hydra")
+    proc = trainer_summary(copy)
+    assert proc.returncode == 1, proc.stderr
+    rows = {r["job"]: r for r in summary(copy)["rows"]}
+    assert {j: r["status"] for j, r in rows.items()} == {"0": "completed", "1": "failed", "2": "incomplete",
+                                                         "3": "diverged", "4": "missing"}
+    assert rows["2"]["test/acc"] is not None  # its last epoch's numbers stand in for the final ones
+    assert "2 (" in proc.stderr and "4 (" in proc.stderr
+
+
+# ------------------------------------------------------------------ launchers
+def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(sweep_args(synthetic_root, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                              "threads=1", "lr=0.01,0.05"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = job_dirs(sweep_dir)
+    assert [p.name for p in jobs] == ["0", "1"]
+    assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]
+    assert all(len(list(j.glob("events.out.tfevents.*"))) == 1 for j in jobs)
+    assert sorted(r["overrides"].split()[-1] for r in summary(sweep_dir)["rows"]) == ["lr=0.01", "lr=0.05"]
+    assert len(re.findall(r"Using cpu device \(.*\b1 threads\)", proc.stdout)) == 2  # threads=1 reached the workers
+
+
+def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):
+    """hparams_search=optuna with lr from {0.01, -1}: a trial with lr=-1 fails,
+    the search still runs all 3 trials and reports the best of the others."""
+    sweep_dir = tmp_path / "sweep"
+    # Seed 1234 draws lr=-1 for some trials and 0.01 for others (optuna 2.10).
+    proc = run_cli(sweep_args(synthetic_root, sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+                              "hydra.sweeper.sampler.seed=1234", "lr=choice(0.01,-1)"), tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 3
+    status = {j.name: metrics(j)["status"] for j in jobs}
+    lr = {j.name: metrics(j)["hparams"]["lr"] for j in jobs}
+    assert {status[j] for j in status} == {"completed", "failed"}
+    assert all((status[j] == "failed") == (lr[j] == -1) for j in status), (status, lr)
+    # Sampled values are the jobs' overrides (weight decay from the search space).
+    assert all("optimizer.weight_decay=" in r["overrides"] for r in summary(sweep_dir)["rows"])
+    import yaml
+
+    result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert result["best_params"]["lr"] == 0.01 and math.isfinite(result["best_value"])
+    assert "failed jobs:" in proc.stderr

@@ -55,11 +55,11 @@ class ConvConfig:
     _target_: str = "trainer.models.ConvNet"
     in_channels: int = 1
     image_size: int = 28
-    channels: list[int] = field(default_factory=lambda: [32, 64])
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
     kernel_size: int = 3
     padding: Optional[int] = None
     pool: str = "max"
-    pool_every: int = 1
+    pool_every: int = 2
     batchnorm: bool = True
     activation: str = "relu"
     dropout: float = 0.0

@@ -60,6 +60,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Maximum over ranks (identity in a single process): "did any rank ...?"."""
+    if world_size() > 1:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def broadcast_object(obj):
     """Rank 0's value of a picklable object, on every rank."""
     if world_size() == 1:
@@ -67,3 +75,19 @@ def broadcast_object(obj):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def job_gpu(job_num=None) -> str:
+    """`device=${trainer_gpu:}`: one GPU per parallel sweep job, cuda:(job.num %
+    visible GPUs). Without an argument, the running Hydra job's number (0
+    outside a sweep). With no GPU visible it names cuda:0, which pick_device
+    then refuses with its usual one-line error."""
+    if job_num is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        try:
+            job_num = HydraConfig.get().job.get("num", 0)
+        except ValueError:  # no Hydra job (a plain compose)
+            job_num = 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{int(job_num or 0) % max(count, 1)}"

@@ -183,14 +183,27 @@ class DeviceBatches:
         g = _generator(self.device, position_seed(self.seed, epoch))
         return torch.randperm(len(self.labels), device=self.device, generator=g)
 
+    def global_size(self, step: int) -> int:
+        """Samples in global batch `step` over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
+
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
+        augment = self.train and self.transform.augments
         for step in range(start_step, len(self)):
-            lo, hi = step * self.batch_size, min((step + 1) * self.batch_size, len(self.labels))
-            if self.world_size > 1:
-                lo, hi = _shard(lo, hi, self.rank, self.world_size)
+            glo, ghi = step * self.batch_size, min((step + 1) * self.batch_size, len(self.labels))
+            lo, hi = _shard(glo, ghi, self.rank, self.world_size) if self.world_size > 1 else (glo, ghi)
+            g = _generator(self.device, position_seed(self.seed, epoch, step)) if augment else None
+            if augment and self.world_size > 1:
+                # Draw the augmentation for the whole global batch and keep this
+                # rank's part: a sample gets the same shift/flip/erase whatever
+                # the world size, so DDP matches one process and resume may
+                # change the number of ranks.
+                gidx = order[glo:ghi] if order is not None else slice(glo, ghi)
+                x = self.transform(self.images[gidx], g, train=True)[lo - glo:hi - glo]
+                yield x, self.labels[gidx][lo - glo:hi - glo]
+                continue
             idx = order[lo:hi] if order is not None else slice(lo, hi)
-            g = _generator(self.device, position_seed(self.seed, epoch, step)) if (self.train and self.transform.augments) else None
             yield self.transform(self.images[idx], g, train=self.train), self.labels[idx]
 
 
@@ -226,6 +239,10 @@ class LoaderBatches:
     @property
     def num_samples(self) -> int:
         return len(self) * self.batch_size if self.drop_last else len(self.dataset)
+
+    def global_size(self, step: int) -> int:
+        """Samples in global batch `step` over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         from torch.utils.data import DataLoader

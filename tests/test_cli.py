@@ -1,7 +1,6 @@
 """The CLI end to end, as a user runs it: a subprocess on synthetic data."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

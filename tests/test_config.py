@@ -117,7 +117,7 @@ def test_validation_names_the_key(override, key):
 
 def test_conv_stack_that_shrinks_to_nothing_is_refused():
     with pytest.raises(UserError, match="model.channels"):
-        validate(compose_cfg(["model=conv", "model.channels=[8,8,8,8,8,8]"]))
+        validate(compose_cfg(["model=conv", "model.channels=[8,8,8,8,8,8]", "model.pool_every=1"]))
 
 
 def test_monitor_falls_back_to_test_without_val_split():

@@ -6,7 +6,6 @@ One tiny CLI run (a small conv net, every dashboard on) shared by the module.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from helpers import metrics, run_cli, tiny

@@ -23,8 +23,11 @@ def save(state: dict[str, Any], path: str | Path) -> None:
     old file or the new one, never a torn one: temp file, fsync, rename."""
     path = Path(path)
     state = {"format": FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        # Inside the try: a full disk or a read-only folder can fail the temp
+        # file's creation too, and that is the same one-line error.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -32,14 +35,24 @@ def save(state: dict[str, Any], path: str | Path) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise UserError(
             f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a writable "
             "output folder (hydra.run.dir=...); the previous checkpoint is intact"
         ) from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        _remove(str(stale))
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # the error being reported matters more than a stray temp file
 
 
 def _fsync_dir(folder: Path) -> None:

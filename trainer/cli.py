@@ -10,6 +10,7 @@ hydra.utils.instantiate; everything below it takes plain arguments.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -39,6 +40,15 @@ schema.register()
 # second (a sweep on several machines, a script) never share a directory.
 # Cached, so every place that resolves it in this process sees one value.
 OmegaConf.register_new_resolver("trainer_unique", lambda kind="run": secrets.token_hex(3), use_cache=True)
+# `device=${trainer_gpu:}`: parallel sweep jobs on one machine each take a GPU,
+# cuda:(job number % visible GPUs). See docs/scaling.md.
+OmegaConf.register_new_resolver("trainer_gpu", lambda num=None: _job_gpu(num))
+
+
+def _job_gpu(num):
+    from trainer.distributed import job_gpu
+
+    return job_gpu(num)
 
 
 # --------------------------------------------------------------------- entry
@@ -56,9 +66,11 @@ def run(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     status, error, value, exit_code = "completed", None, float("nan"), 0
     record = None
+    # As typed, unresolved: iterating the ListConfig would resolve the `${lr}` in `optimizer.lr=${lr}`.
+    overrides = OmegaConf.to_container(hc.overrides.task, resolve=False)
     try:
         settings = validate(cfg)
-        record = _record(cfg, run_dir, list(hc.overrides.task), hc.runtime.choices)
+        record = _record(cfg, run_dir, overrides, hc.runtime.choices)
         value = train(cfg, settings, run_dir, record)
     except _Interrupted as stop:
         status, error, exit_code = "interrupted", str(stop), 128 + stop.signum
@@ -67,17 +79,21 @@ def run(cfg: DictConfig) -> float:
 
         status = "diverged" if isinstance(e, Diverged) else "failed"
         error, exit_code = str(e), EXIT_FAILED
-    except Exception as e:  # a bug: one line on the console, the traceback in trainer.log
-        log.error("".join(traceback.format_exception(e)))
-        error = f"internal error: {type(e).__name__}: {_first_line(e)} (traceback in {run_dir / 'trainer.log'})"
-        status, exit_code = "failed", EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT
+        status, error, exit_code = "interrupted", "stopped by SIGINT before training started", 128 + signal.SIGINT
+    except Exception as e:
+        status, error, exit_code = "failed", _unexpected(e, run_dir), EXIT_FAILED
     if record is None and _is_rank0():
-        record = _bare_record(cfg, run_dir, list(hc.overrides.task), hc.runtime.choices)
+        record = _bare_record(cfg, run_dir, overrides, hc.runtime.choices)
     if record is not None and status != "completed":
-        record.update(status=status, error=error)
+        try:
+            record.update(status=status, error=error)
+        except OSError:
+            pass  # a full disk: the line below still says what happened
     if status != "completed":
         _close_tensorboard(cfg, run_dir, record, status, multirun)
-        print(f"trainer: {'error' if status == 'failed' else status}: {error}", file=sys.stderr)
+        if _is_rank0() or status != "interrupted":  # torchrun: rank 0 alone says where to resume
+            print(f"trainer: {'error' if status == 'failed' else status}: {error}", file=sys.stderr)
         if status == "interrupted" or not multirun:
             sys.exit(exit_code)
     return value if not math.isnan(value) else _worst(cfg)
@@ -125,10 +141,20 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
     distributed.setup(device)
     rank, world = distributed.rank(), distributed.world_size()
     main_rank = rank == 0
+    if world > cfg.batch_size:
+        raise UserError(f"batch_size={cfg.batch_size} is the global batch, split over {world} processes; "
+                        f"make it at least {world}")
 
+    resume = cfg.resume
+    if resume == "auto":
+        # A requeued job reruns in its own folder: continue from its last
+        # checkpoint if it has one, else start fresh. Rank 0 decides (the other
+        # ranks write into scratch folders).
+        last = run_dir / "checkpoints" / "last.ckpt"
+        resume = distributed.broadcast_object(str(last) if main_rank and last.is_file() else None)
     resume_state = None
-    if cfg.resume:
-        resume_state = checkpoint.load(cfg.resume)
+    if resume:
+        resume_state = checkpoint.load(resume)
 
     tracker: Any = NullTracker()
     if main_rank:
@@ -152,16 +178,17 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
     transform = build(_transform_cfg(cfg), "transform")
     eval_bs = cfg.train.eval_batch_size
     if cfg.pipeline == "device":
-        def batches(x, y, bs, train):
+        def batches(x, y, bs, train, shard=True):
             return DeviceBatches(x.to(device), y.to(device), bs, transform, shuffle=train and cfg.train.shuffle,
                                  seed=cfg.seed, train=train, drop_last=train and cfg.train.drop_last,
-                                 rank=rank, world_size=world)
+                                 rank=rank if shard else 0, world_size=world if shard else 1)
     else:
-        def batches(x, y, bs, train):
+        def batches(x, y, bs, train, shard=True):
             dataset = data.TensorImages(x, y, transform.torchvision(train=train))
             return LoaderBatches(dataset, bs, device, shuffle=train and cfg.train.shuffle, seed=cfg.seed,
                                  num_workers=cfg.loader.num_workers, pin_memory=cfg.loader.pin_memory,
-                                 drop_last=train and cfg.train.drop_last, rank=rank, world_size=world)
+                                 drop_last=train and cfg.train.drop_last, rank=rank if shard else 0,
+                                 world_size=world if shard else 1)
     train_batches = batches(*splits.train, cfg.batch_size, True)
     eval_batches = {"test": batches(test_x, test_y, eval_bs, False)}
     if splits.val is not None:
@@ -201,9 +228,9 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
         try:
             trainer.load_state_dict(resume_state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"checkpoint {cfg.resume} does not fit this config ({_first_line(e)}); "
+            raise UserError(f"checkpoint {resume} does not fit this config ({_first_line(e)}); "
                             "resume with the run's own settings") from e
-        tracker.message(f"Resuming {cfg.resume}: epoch {trainer.position.epoch}, step {trainer.position.step}")
+        tracker.message(f"Resuming {resume}: epoch {trainer.position.epoch}, step {trainer.position.step}")
 
     if main_rank:
         from trainer.dashboards import Dashboards
@@ -218,7 +245,9 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
     tracker.first_batch(x0, y0)
     if main_rank:
         dashboards.start(model, x0, y0, graph=cfg.tracking.graph and not cfg.compile)
-        trainer.on_epoch_end = lambda epoch, step: dashboards.epoch(epoch, model, eval_batches["test"], x0, step)
+        # Under DDP eval_batches["test"] is rank 0's share: the images cover the whole split.
+        dash_test = batches(test_x, test_y, eval_bs, False, shard=False) if world > 1 else eval_batches["test"]
+        trainer.on_epoch_end = lambda epoch, step: dashboards.epoch(epoch, model, dash_test, x0, step)
 
     t_start = time.time()
     stop.install()
@@ -232,7 +261,14 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
         if main_rank:
             record.data["timing"].update(_timing(trainer, t_start))
             record.data["history"] = trainer.history
-            record.write()
+            failing = sys.exc_info()[0] is not None
+            try:
+                record.write()
+            except OSError:
+                # Already failing (say, a checkpoint on a full disk): that
+                # error is the one to report, not this consequence of it.
+                if not failing:
+                    raise
     best = {"epoch": trainer.early_stopping.best_epoch, settings.monitor: trainer.early_stopping.best}
     if trainer.early_stopping.best_epoch:
         best.update({k: v for k, v in trainer.history[trainer.early_stopping.best_epoch - 1].items() if "/" in k})
@@ -264,6 +300,8 @@ class _StopFlag:
             self.previous[sig] = signal.signal(sig, self._handle)
 
     def uninstall(self) -> None:
+        if self.signum:
+            return  # stopping: a second signal during the clean-up must still exit at once
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()
@@ -342,7 +380,7 @@ def _record(cfg: DictConfig, run_dir: Path, overrides: list[str], choices: dict)
     _ensure_dir(run_dir)
     record = RunRecord(run_dir / "metrics.json", overrides=overrides, hparams=_hparams(cfg, choices, overrides),
                        monitor=cfg.early_stopping.monitor, mode=cfg.early_stopping.mode, device=str(cfg.device))
-    if cfg.resume:
+    if cfg.resume and (cfg.resume != "auto" or (run_dir / "checkpoints" / "last.ckpt").is_file()):
         record.load_previous()
     record.write()
     return record
@@ -371,7 +409,8 @@ def _close_tensorboard(cfg, run_dir: Path, record, status: str, multirun: bool) 
     from trainer import tracking
 
     try:
-        if tracking.close_open_runs(status) or not multirun or record is None or not record.data["hparams"]:
+        if tracking.close_open_runs(status) or not multirun or status == "interrupted" \
+                or record is None or not record.data["hparams"]:
             return
         if OmegaConf.select(cfg, "tracking.tensorboard", default=True):
             tracking.write_failed_run(run_dir, record.data["hparams"])
@@ -430,6 +469,21 @@ def _device_line(device, world: int) -> str:
     return f"Using {device} device ({_device_name(device)}{suffix})"
 
 
+# A full disk, a quota, a folder made read-only: the machine's state, not a bug.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _unexpected(e: Exception, run_dir: Path) -> str:
+    """The one line for an exception that is not a UserError."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        # Reads can fail with EACCES too, so the line says what failed rather than guessing "write".
+        return (f"{e.strerror}: {e.filename or run_dir}; free some disk space or fix the permissions "
+                "(or choose another output folder with hydra.run.dir=...)")
+    # A bug: one line on the console, the traceback in trainer.log.
+    log.error("".join(traceback.format_exception(e)))
+    return f"internal error: {type(e).__name__}: {_first_line(e)} (traceback in {run_dir / 'trainer.log'})"
+
+
 def _first_line(e: BaseException) -> str:
     lines = [line for line in str(e).splitlines() if line.strip()]
     return lines[0] if lines else type(e).__name__
@@ -440,7 +494,7 @@ def _expand_resume(args: list[str]) -> list[str]:
     """`resume=<run dir or ckpt>` re-applies that run's own overrides and
     writes into its own directory, so the user never repeats a flag."""
     resume = [a for a in args if a.startswith("resume=")]
-    if not resume:
+    if not resume or resume[-1] == "resume=auto":  # auto: resolved in train(), in the run's own folder
         return args
     import yaml
 
@@ -472,7 +526,7 @@ def _install_error_reporter() -> None:
                 raise
             from trainer.hydra_errors import describe
 
-            print(f"trainer: error: {describe(e)}", file=sys.stderr)
+            print(f"trainer: error: {describe(e, sys.argv[1:])}", file=sys.stderr)
             sys.exit(EXIT_FAILED)
 
     hydra_utils.run_and_report = run_and_report

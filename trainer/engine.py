@@ -92,6 +92,9 @@ class NullTracker:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
 
+    def progress(self, *args, **kwargs) -> "NullTracker":
+        return self  # its update() and close() do nothing too
+
 
 @dataclass
 class Trainer:
@@ -125,6 +128,7 @@ class Trainer:
         self.partial: dict | None = None  # sums of a part-trained epoch, for mid-epoch checkpoints
         self.first_step_time: float | None = None  # wall clock after this process's first step
         self.eval_split = "val" if "val" in self.eval_batches else "test"
+        self.eval_samples: dict[str, int] = {}  # samples counted by the last evaluation of each split
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.autocast = (
             torch.autocast(self.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
@@ -150,7 +154,7 @@ class Trainer:
             self.save("last.ckpt")
             if is_best and self.save_best:
                 self.save("best.ckpt")
-            signum = self.stop_requested()
+            signum = self.agreed_stop(check=True)
             if signum:
                 raise Interrupted(signum)
             if self.early_stopping.should_stop:
@@ -172,15 +176,23 @@ class Trainer:
         seen, seconds = 0, 0.0
         if start_step and self.partial is not None:
             # Resuming mid-epoch: carry on the sums of the part already trained.
-            loss_sum += self.partial["loss_sum"].to(self.device)
-            correct += self.partial["correct"].to(self.device)
-            seen, seconds = self.partial["seen"], self.partial["seconds"]
+            # They are totals over all ranks, so only rank 0 adds them (any world size).
+            if distributed.is_main():
+                loss_sum += self.partial["loss_sum"].to(self.device)
+                correct += self.partial["correct"].to(self.device)
+                seen = self.partial["seen"]
+            seconds = self.partial["seconds"]
+        world = distributed.world_size()
         window_loss = torch.zeros((), device=self.device)
         window_steps = 0
         progress = self.tracker.progress(epoch, self.epochs, total_steps, start_step)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(self.train_batches.epoch(epoch, start_step), start=start_step):
-            loss, logits = self.train_step(x, y)
+            # DDP averages gradients over ranks; weighting each rank's mean loss by
+            # world * local / global size makes that average the global batch's
+            # mean even when the parts differ (a last partial batch).
+            weight = world * len(y) / self.train_batches.global_size(step) if world > 1 else 1.0
+            loss, logits = self.train_step(x, y, weight)
             if loss is None:  # a skipped non-finite batch
                 continue
             if self.first_step_time is None:
@@ -205,11 +217,13 @@ class Trainer:
                 window_steps = 0
             if last:
                 continue  # a complete epoch is evaluated and saved by fit()
-            signum = self.stop_requested()
             periodic = self.checkpoint_every_n_steps and self.position.global_step % self.checkpoint_every_n_steps == 0
+            signum = self.agreed_stop(check=periodic or self.position.global_step % self.log_every_n_steps == 0)
             if signum or periodic:
                 self.check_finite(loss.item(), epoch, step + 1)
-                self.partial = {"loss_sum": loss_sum.clone(), "correct": correct.clone(), "seen": seen,
+                self.partial = {"loss_sum": distributed.all_reduce_sum(loss_sum).clone(),
+                                "correct": distributed.all_reduce_sum(correct).clone(),
+                                "seen": int(distributed.all_reduce_sum(torch.tensor(seen, device=self.device)).item()),
                                 "seconds": seconds + time.perf_counter() - t0}
                 self.save("last.ckpt")
                 if signum:
@@ -231,11 +245,14 @@ class Trainer:
         self.check_finite(metrics["train/loss"], epoch, self.position.step)
         return metrics
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor):
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
+        """One optimisation step. `weight` scales the loss for backward only (DDP, see train_epoch)."""
         with self.autocast:
             logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-        if self.nan_policy == "skip" and not torch.isfinite(loss):
+            # An empty share of a global batch (DDP, fewer samples than ranks)
+            # still joins the gradient all-reduce, with a zero loss.
+            loss = self.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
+        if self.nan_policy == "skip" and not self._all_finite(loss):
             # Skipping needs to know now, so this policy syncs every step.
             self.skipped_batches += 1
             self.tracker.message(f"skipped a batch with non-finite loss ({self.skipped_batches}/{self.max_skipped_batches})")
@@ -247,15 +264,16 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None, None
         self.optimizer.zero_grad(set_to_none=True)
+        objective = loss * weight if weight != 1.0 else loss
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             if self.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            objective.backward()
             if self.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
@@ -269,10 +287,10 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
         matrix = None
-        for x, y in batches.epoch(0):
+        for x, y in batches.epoch(0):  # every rank runs every batch, even an empty share
             with self.autocast:
                 logits = self.model(x)
-                loss = self.loss_fn(logits, y)
+                loss = self.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
             pred = logits.argmax(1)
             loss_sum += loss.float() * len(y)
             correct += (pred == y).sum()
@@ -282,6 +300,7 @@ class Trainer:
                 batch_matrix = torch.bincount(y * k + pred, minlength=k * k).view(k, k)
                 matrix = batch_matrix if matrix is None else matrix + batch_matrix
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct, count]))
+        self.eval_samples[split] = int(totals[2].item())  # over all ranks: the split's size
         n = max(totals[2].item(), 1)
         metrics: dict[str, Any] = {f"{split}/loss": totals[0].item() / n, f"{split}/acc": totals[1].item() / n}
         if confusion and matrix is not None:
@@ -293,6 +312,8 @@ class Trainer:
         final = {k: v for k, v in self.history[-1].items() if "/" in k} if self.history else {}
         if "test" in self.eval_batches and self.eval_split != "test":
             final.update(self.evaluate(self.eval_batches["test"], "test"))
+        if "test" in self.eval_samples:
+            final["test_samples"] = self.eval_samples["test"]
         final["epochs"] = self.history[-1]["epoch"] if self.history else 0
         final["train_seconds"] = sum(row["epoch_seconds"] for row in self.history)
         return final
@@ -304,6 +325,22 @@ class Trainer:
                 f"loss became {value} at epoch {epoch}, step {step}; the last good checkpoint is kept. "
                 "Lower lr, add grad clipping (train.grad_clip=1.0), or set train.nan_policy=skip"
             )
+
+    def agreed_stop(self, check: bool) -> int:
+        """The stop signal (0 = none). Under DDP every rank must stop at the same
+        step, so a signal is acted on only where all ranks look (`check`:
+        logging points, checkpoint points, epoch ends) and is shared by all."""
+        signum = self.stop_requested()
+        if distributed.world_size() == 1:
+            return signum
+        if not check:
+            return 0
+        return int(distributed.all_reduce_max(torch.tensor(signum, device=self.device)).item())
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank: DDP ranks must skip a batch together."""
+        bad = (~torch.isfinite(loss.detach())).to(torch.int32)
+        return not distributed.all_reduce_max(bad).item()
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -356,4 +393,7 @@ class Trainer:
     def save(self, name: str) -> None:
         if self.checkpoint_dir is None or not distributed.is_main():
             return
+        # Events logged so far reach the disk with the checkpoint: after a
+        # kill, resume (which purges later steps) then has no gap.
+        self.tracker.flush()
         checkpoint.save(self.state_dict(), self.checkpoint_dir / name)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from trainer import config as schema
 
 GROUPS = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment")
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 def _known_keys() -> list[str]:
@@ -35,7 +38,14 @@ def _suggest(key: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else "; run `trainer --cfg job` to see every key"
 
 
-def describe(e: BaseException) -> str:
+def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
+    """One line for an error raised while Hydra composes the config (or sets up
+    the run folder). `overrides` is the command line: some Hydra errors do not
+    say which key they are about, and it lets the line name it anyway."""
+    if isinstance(e, OSError) and e.errno is not None:  # not Hydra's MissingConfigException, also an OSError
+        # Hydra creates the run folder and writes .hydra/ before any of our code runs.
+        return (f"cannot write {e.filename or 'the output folder'}: {e.strerror}; choose a writable output folder "
+                "with hydra.run.dir=... (or hydra.sweep.dir=... for -m)")
     text = str(e)
     cause = str(e.__cause__) if e.__cause__ is not None else ""
     both = f"{text}\n{cause}"
@@ -54,7 +64,10 @@ def describe(e: BaseException) -> str:
     full_key = re.search(r"full_key: (\S+)", both)
     if struct:
         key = full_key.group(1) if full_key else struct.group(1)
-        return f"unknown config key '{key}'{_suggest(key)}"
+        # `x.y=1` with no `x`: name what was typed too, not only the part that is unknown.
+        typed = re.search(r"Could not override '([^']+)'", text)
+        within = f" (in '{typed.group(1)}')" if typed and typed.group(1) != key else ""
+        return f"unknown config key '{key}'{within}{_suggest(key)}"
 
     convert = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
     if convert:
@@ -73,13 +86,40 @@ def describe(e: BaseException) -> str:
     if not_list:
         return f"{not_list.group(1)}={not_list.group(2)} is not a list; write it like {not_list.group(1)}=[256,128]"
 
+    parsed = getattr(e, "override", None)  # hydra's OverrideParseException
+    if isinstance(parsed, str):
+        reasons = [line.strip() for line in text.splitlines()
+                   if line.strip() and not line.strip().startswith(("Error parsing override", "See https", "^"))]
+        reason = reasons[0] if reasons else "syntax error"
+        if reason.startswith("LexerNoViableAltException"):
+            reason = "a character the override syntax does not allow"
+        return (f"could not parse the override '{parsed}': {reason}; write overrides as key=value "
+                "(quote a value with special characters: key='...')")
+
     override = re.search(r"Could not override '([^']+)'", text)
     if override:
         reason = _first(cause) or _first(text.split("\n", 1)[-1])
         return f"could not set '{override.group(1)}': {reason}"
     if "mismatched input" in both or "no viable alternative" in both or "token recognition error" in both:
         return f"could not parse the command line: {_first(text)}; write overrides as key=value"
+    group = _bad_group_value(overrides)
+    if group:
+        return group
     return "; ".join(part for part in (_first(text), _first(cause)) if part)
+
+
+def _bad_group_value(overrides: Sequence[str]) -> str:
+    """Hydra fails on a group given a number, a bool or a list of them
+    (optimizer=5, data=true, data=[1]) with a message that names no key:
+    find it on the command line."""
+    for override in overrides:
+        key, eq, value = override.lstrip("+~").partition("=")
+        # What Hydra reads as a bool, a number or a list, not an option's name.
+        if eq and key in GROUPS and (not re.fullmatch(r"[A-Za-z_][\w-]*", value)
+                                     or value.lower() in ("true", "false", "null", "inf", "nan")):
+            options = sorted(p.stem for p in (CONF / key).glob("*.yaml") if not p.stem.startswith("_"))
+            return f"{key}={value} is not a known choice; valid choices: {', '.join(options)}"
+    return ""
 
 
 def _first(text: str) -> str:

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from trainer.errors import UserError
+from trainer.errors import UserError, run_reporting
 
 PROG = "trainer-predict"
 SIZE = 28
-EXIT_FAILED = 1
 
 
 class ImageFileError(UserError):
@@ -183,15 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from rich.console import Console
 
-    console = Console(highlight=False, soft_wrap=False)
-    try:
-        run(args, console)
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_reporting(PROG, run, args, Console(highlight=False, soft_wrap=False))
 
 
 if __name__ == "__main__":

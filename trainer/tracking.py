@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -235,6 +234,10 @@ class Tracker:
                 self._hparams_header(self.record.data["hparams"])
             self.writer.file_writer.add_summary(_session_end(False))
         self.close()
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -3,6 +3,7 @@ all in one step before any data is touched. Each failure is one line naming
 the key, the bad value and what would be valid."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,21 @@ def _choice(key: str, value, allowed) -> None:
 
 def validate(cfg) -> Settings:
     """Raise UserError on the first problem; return derived settings."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        # Every interpolation resolved and every value present, once, here:
+        # `lr=${nope}` or `~epochs` fails now naming its key, not mid-run.
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return _validate(cfg)
+    except OmegaConfBaseException as e:
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        key = getattr(e, "full_key", None) or "the config"
+        raise UserError(f"{key}: {reason}; check its value (trainer --cfg job shows the whole config)") from e
+
+
+def _validate(cfg) -> Settings:
     _check(cfg.epochs >= 1, f"epochs={cfg.epochs} must be at least 1")
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be at least 1")
     _check(cfg.lr > 0, f"lr={cfg.lr} must be positive (for example lr=1e-3)")
@@ -53,7 +69,7 @@ def validate(cfg) -> Settings:
     from trainer.data import DATASETS
 
     _choice("data.name", d.name, tuple(DATASETS))
-    _check(d.val_split >= 0, f"data.val_split={d.val_split} must be 0 (none), a fraction below 1, or a count")
+    _check(d.val_split >= 0 and math.isfinite(d.val_split), f"data.val_split={d.val_split} must be 0 (none), a fraction below 1, or a count")
     _check(d.subset >= 0 and d.test_subset >= 0, "data.subset and data.test_subset must be 0 (all) or a positive count")
     n_train = d.subset or 60000
     n_val = int(round(d.val_split * n_train)) if d.val_split < 1 else int(d.val_split)
@@ -90,6 +106,10 @@ def validate(cfg) -> Settings:
         _choice("model.activation", m.activation, ACTIVATIONS)
     if "num_classes" in m:
         _check(m.num_classes == 10, f"model.num_classes={m.num_classes}: both datasets have 10 classes")
+    # Both datasets are 1x28x28: any other input shape fails at the first batch.
+    for key, fits in (("in_features", 28 * 28), ("in_channels", 1), ("image_size", 28)):
+        if key in m:
+            _check(m[key] == fits, f"model.{key}={m[key]}: the images are 1x28x28, so it must be {fits}")
 
     o = cfg.optimizer
     for key in ("momentum", "weight_decay", "dampening", "lr_decay"):

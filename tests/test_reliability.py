@@ -1,0 +1,384 @@
+"""Processes that die, get signals, diverge or run out of disk: driven for real.
+
+Every run here is the real CLI in a subprocess. Where a test needs something
+to happen at an exact point of training (a SIGKILL half-way through writing a
+checkpoint, a NaN batch, a full disk), the child is started through CHILD
+below: it patches the test's fault into the process, then runs `python -m
+trainer` unchanged. The trainer itself has no test hooks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import metrics, run_cli, tiny
+from trainer import checkpoint
+
+# Every moving part whose state must survive a kill: shuffling, per-sample
+# augmentation, dropout (the global RNG), a per-step cosine schedule, Adam's
+# moments, a validation split with early-stopping state, and checkpoints
+# inside epochs. 256 training samples / batch 32 = 8 steps per epoch, 16 in
+# all; checkpoints at global steps 3, 6, 8 (epoch end), 9, 12, 15, 16.
+STEPS = 16
+
+
+def config(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return tiny(root, "epochs=2", "data.subset=320", "data.val_split=64", "deterministic=true", "device=cpu",
+                "train.shuffle=true", "transform=augment", "model.hidden=[32]", "model.dropout=0.2",
+                "optimizer=adam", "scheduler=cosine", "early_stopping.patience=3", "checkpoint.every_n_steps=3",
+                "train.log_every_n_steps=1", f"hydra.run.dir={run_dir}", *extra)
+
+
+# ------------------------------------------------------------------ the child
+# TRAINER_TEST_FAULT (JSON) picks what to inject:
+#   kill_after_step: N      SIGKILL right after step N is logged (events flushed first,
+#                           as if the OS had written them: resume must drop them)
+#   torn_write_at_step: N   the checkpoint of global step N gets half its bytes, then SIGKILL
+#   slow_from_step: N       from step N on, touch `ready` and sleep 0.25 s per step
+#                           (the test then signals the process from outside)
+#   nan_at_calls: [i, ...]  the i-th training batches (1-based) become NaN
+#   disk_full_after_step: N after step N every temp-file creation fails with ENOSPC
+#   slow_prepare: true      data preparation touches `ready`, then sleeps (start-up)
+CHILD = r"""
+import errno, io, json, os, runpy, signal, sys, tempfile, time
+import torch
+import trainer
+from trainer import engine, tracking
+
+fault = json.loads(os.environ["TRAINER_TEST_FAULT"])
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+real_log_step = tracking.Tracker.log_step
+def log_step(self, step, values):
+    real_log_step(self, step, values)
+    if step == fault.get("kill_after_step"):
+        self.writer.flush()
+        die()
+    if step >= fault.get("slow_from_step", float("inf")):
+        open(fault["ready"], "a").close()
+        time.sleep(0.25)
+    if step == fault.get("disk_full_after_step"):
+        tempfile.mkstemp = no_space
+tracking.Tracker.log_step = log_step
+
+real_save = torch.save
+def save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("position", {}).get("global_step") == fault.get("torn_write_at_step"):
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        f.flush()
+        die()
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+
+calls = [0]
+real_train_step = engine.Trainer.train_step
+def train_step(self, x, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] in fault.get("nan_at_calls", ()):
+        x = x * float("nan")
+    return real_train_step(self, x, *args, **kwargs)
+engine.Trainer.train_step = train_step
+
+if fault.get("slow_prepare"):
+    from trainer import data
+    def prepare(*args, **kwargs):
+        open(fault["ready"], "a").close()
+        time.sleep(60)
+    data.prepare = prepare
+
+sys.argv[0] = os.path.join(os.path.dirname(trainer.__file__), "__main__.py")
+runpy.run_module("trainer", run_name="__main__", alter_sys=True)
+"""
+
+
+def start(args: list[str], cwd: Path, **fault) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200",
+           "TRAINER_TEST_FAULT": json.dumps(fault)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_child(args: list[str], cwd: Path, **fault) -> subprocess.CompletedProcess:
+    return finish(start(args, cwd, **fault))
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The run failed with exactly one stderr line and no traceback; return that line."""
+    assert proc.returncode not in (0, None), proc.stdout[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def position(run_dir: Path, name: str = "last.ckpt") -> dict:
+    return checkpoint.load(run_dir / "checkpoints" / name)["position"]
+
+
+def resume(run_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return run_cli([f"resume={run_dir}"], cwd=cwd)
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def without_timing(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("train_seconds", "epoch_seconds", "samples_per_second")}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """b ended exactly where the uninterrupted run a did: metrics, history, weights, optimizer."""
+    ma, mb = metrics(a), metrics(b)
+    assert mb["status"] == "completed", mb
+    assert without_timing(mb["final"]) == without_timing(ma["final"])
+    assert mb["best"] == ma["best"]
+    assert [without_timing(r) for r in mb["history"]] == [without_timing(r) for r in ma["history"]]
+    sa, sb = checkpoint.load(a / "checkpoints" / "last.ckpt"), checkpoint.load(b / "checkpoints" / "last.ckpt")
+    assert sa["model"].keys() == sb["model"].keys()
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    for i, state in sa["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, sb["optimizer"]["state"][i][name]), (i, name)
+    assert sa["scheduler"] == sb["scheduler"] and sa["early_stopping"] == sb["early_stopping"]
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def reference(synthetic_root, tmp_path_factory) -> Path:
+    """The uninterrupted run every interrupted one must match bit for bit."""
+    base = tmp_path_factory.mktemp("reference")
+    ok(run_cli(config(synthetic_root, base / "A"), cwd=base))
+    return base / "A"
+
+
+# ------------------------------------------------------------------ SIGKILL
+def test_sigkill_anywhere_then_resume_is_bit_identical(synthetic_root, reference, tmp_path):
+    b = tmp_path / "B"
+    # 1. SIGKILL half-way through writing the mid-epoch-1 checkpoint of step 6:
+    #    last.ckpt is still the one of step 3, whole.
+    killed = run_child(config(synthetic_root, b), tmp_path, torn_write_at_step=6)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert position(b) == {"epoch": 1, "step": 3, "global_step": 3}
+    assert len(list((b / "checkpoints").glob(".last.ckpt.*.tmp"))) == 1  # the torn one, never renamed
+    # 2. Resume; SIGKILL again mid-epoch 2, one step after the checkpoint of step 12.
+    killed = run_child([f"resume={b}"], tmp_path, kill_after_step=13)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert position(b) == {"epoch": 2, "step": 4, "global_step": 12}
+    assert metrics(b)["status"] == "running"
+    # 3. Resume to the end: same directory, same result as never stopping.
+    ok(resume(b, tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["B"]  # no second run directory
+    assert sorted(p.name for p in (b / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # temp file gone
+    assert metrics(b)["resumed"] == 2
+    assert_same_run(reference, b)
+    # One TensorBoard run with every step exactly once, and the same values.
+    loss = scalars(b, "train/loss")
+    assert [step for step, _ in loss] == list(range(1, STEPS + 1))
+    assert loss == scalars(reference, "train/loss")
+    assert [step for step, _ in scalars(b, "val/acc")] == [8, 16]
+
+
+# ------------------------------------------------------------------ SIGINT / SIGTERM
+def signal_run(root: Path, run_dir: Path, cwd: Path, *signums: int, **fault) -> subprocess.CompletedProcess:
+    """Start a run, wait until it is training in epoch 2 (or at `fault`'s
+    point), send `signums` from outside."""
+    ready = cwd / "ready"
+    proc = start(config(root, run_dir), cwd, ready=str(ready), **(fault or {"slow_from_step": 10}))
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert proc.poll() is None, finish(proc).stderr
+        assert time.monotonic() < deadline, "the run never got to the point where it is signalled"
+        time.sleep(0.05)
+    for signum in signums:
+        proc.send_signal(signum)
+        time.sleep(0.05)
+    return finish(proc)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_and_resume_finishes_identically(synthetic_root, reference, tmp_path, signum):
+    run_dir = tmp_path / "run"
+    stopped = signal_run(synthetic_root, run_dir, tmp_path, signum)
+    assert stopped.returncode == 128 + signum, stopped.stderr
+    assert "Traceback" not in stopped.stdout + stopped.stderr, stopped.stderr
+    # A notice when the signal arrives (it says how to stop at once), then the outcome.
+    notice, line = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert "finishing this step and saving a checkpoint" in notice, notice
+    assert line.startswith("trainer: interrupted:") and f"resume={run_dir}" in line, line
+    record = metrics(run_dir)
+    assert record["status"] == "interrupted" and signal.Signals(signum).name in record["error"]
+    at = position(run_dir)
+    assert at["epoch"] == 2 and 10 <= at["global_step"] < STEPS  # the step in progress was finished and saved
+    ok(resume(run_dir, tmp_path))
+    assert_same_run(reference, run_dir)
+    assert [step for step, _ in scalars(run_dir, "train/loss")] == list(range(1, STEPS + 1))
+
+
+def test_second_ctrl_c_exits_at_once(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = signal_run(synthetic_root, run_dir, tmp_path, signal.SIGINT, signal.SIGINT)
+    assert stopped.returncode == 130
+    assert "stopped at once by a second SIGINT" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert metrics(run_dir)["status"] == "interrupted"
+
+
+def test_ctrl_c_during_start_up_is_one_line(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = signal_run(synthetic_root, run_dir, tmp_path, signal.SIGINT, slow_prepare=True)
+    assert stopped.returncode == 130
+    assert one_line_error(stopped) == "trainer: interrupted: stopped by SIGINT before training started"
+    assert metrics(run_dir)["status"] == "interrupted"
+
+
+# ------------------------------------------------------------------ NaN / inf
+def test_nan_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    failed = run_child(config(synthetic_root, run_dir), tmp_path, nan_at_calls=[5])
+    line = one_line_error(failed)
+    assert line.startswith("trainer: diverged:") and "epoch 1, step 5" in line, line
+    record = metrics(run_dir)
+    assert record["status"] == "diverged" and "epoch 1, step 5" in record["error"]
+    state = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert state["position"]["global_step"] == 3
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_nan_policy_skip_counts_skipped_batches(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_child(config(synthetic_root, run_dir, "train.nan_policy=skip", "train.max_skipped_batches=2"),
+                     tmp_path, nan_at_calls=[2, 11])
+    ok(done)
+    assert "skipped a batch with non-finite loss (1/2)" in done.stdout
+    assert "skipped a batch with non-finite loss (2/2)" in done.stdout
+    assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["skipped_batches"] == 2
+    assert metrics(run_dir)["status"] == "completed"
+
+
+def test_exploding_lr_with_skip_gives_up_after_max_skipped_batches(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    failed = run_cli(config(synthetic_root, run_dir, "optimizer=sgd", "lr=1e30", "train.nan_policy=skip",
+                            "train.max_skipped_batches=2"), cwd=tmp_path)
+    line = one_line_error(failed)
+    assert "train.max_skipped_batches=2" in line and "epoch 1, step" in line, line
+    assert metrics(run_dir)["status"] == "diverged"
+
+
+# ------------------------------------------------------------------ unwritable output
+def test_output_folder_that_cannot_be_created(synthetic_root, tmp_path):
+    # A regular file where a folder should be: fails for root too (chmod does not).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    failed = run_cli(config(synthetic_root, blocker / "run"), cwd=tmp_path)
+    line = one_line_error(failed)
+    assert str(blocker) in line and "hydra.run.dir" in line, line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 0o555 folder anyway")
+def test_read_only_output_folder(synthetic_root, tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        line = one_line_error(run_cli(config(synthetic_root, parent / "run"), cwd=tmp_path))
+    finally:
+        parent.chmod(0o755)
+    assert str(parent) in line and "hydra.run.dir" in line, line
+
+
+@pytest.mark.parametrize("full_after, first_failing_write, kept", [
+    (4, "last.ckpt", 3),        # the mid-epoch checkpoint of step 6
+    (7, "metrics.json", 6),     # the epoch-end record of step 8, before its checkpoint
+], ids=["checkpoint", "metrics.json"])
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(synthetic_root, tmp_path, full_after,
+                                                              first_failing_write, kept):
+    run_dir = tmp_path / "run"
+    failed = run_child(config(synthetic_root, run_dir), tmp_path, disk_full_after_step=full_after)
+    line = one_line_error(failed)
+    assert "No space left on device" in line and "internal error" not in line, line
+    if first_failing_write == "last.ckpt":
+        assert "last.ckpt" in line and "previous checkpoint is intact" in line, line
+    assert position(run_dir) == {"epoch": 1, "step": kept, "global_step": kept}
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+# ------------------------------------------------------------------ bad checkpoints
+class RunsCode:
+    """Unpickling this creates `marker`: what a malicious checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _truncated(src: Path, dest: Path) -> None:
+    data = src.read_bytes()
+    dest.write_bytes(data[: len(data) // 3])
+
+
+def _foreign(src: Path, dest: Path) -> None:
+    torch.save(torch.ones(3), dest)
+
+
+def _malicious(src: Path, dest: Path) -> None:
+    state = checkpoint.load(src)
+    state["model"]["payload"] = RunsCode(dest.parent / "pwned")
+    torch.save(state, dest)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_truncated, "is corrupt or truncated"),
+    (_foreign, "is not a trainer checkpoint"),
+    (_malicious, "would run code on load"),
+], ids=["truncated", "foreign", "malicious"])
+def test_bad_checkpoint_is_refused_in_one_line(reference, tmp_path, make, expected):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    make(reference / "checkpoints" / "last.ckpt", ckpt)
+    line = one_line_error(resume(run_dir, tmp_path))
+    assert expected in line and str(ckpt) in line, line
+    assert not (run_dir / "checkpoints" / "pwned").exists()
+
+
+def test_malicious_pickle_really_runs_code_without_weights_only(tmp_path):
+    # The payload above is a real one: a plain torch.load executes it.
+    path, marker = tmp_path / "evil.ckpt", tmp_path / "marker"
+    torch.save({"x": RunsCode(marker)}, path)
+    torch.load(path, weights_only=False)
+    assert marker.exists()

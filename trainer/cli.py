@@ -101,6 +101,8 @@ def run(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console script: Hydra's entry point with one-line errors and resume."""
+    # Progress lines reach a pipe or log file as they happen, not in blocks.
+    sys.stdout.reconfigure(line_buffering=True)
     _install_error_reporter()
     try:
         sys.argv = [sys.argv[0], *_expand_resume(sys.argv[1:])]

@@ -151,7 +151,9 @@ def _validate(cfg) -> Settings:
     monitor = es.monitor
     if split == "val" and not n_val:
         monitor = f"test/{metric}"  # the quickstart evaluates on test every epoch
-    return Settings(monitor=monitor)
+    # One multi-tensor kernel per op instead of a loop over parameters (same
+    # numbers, fewer dispatches); every optimizer in the config tree has it.
+    return Settings(monitor=monitor, optimizer_kwargs={"foreach": True})
 
 
 def _is_prob(value) -> bool:

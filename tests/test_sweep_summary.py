@@ -354,3 +354,15 @@ def test_table_escapes_markup_and_fits_narrow_consoles(tmp_path):
     assert "overrides" in text and "lr=0.1" in text and "50.00%" in text
     assert "epochs" not in text  # dropped so the overrides stay readable
     assert max(len(line) for line in text.splitlines()) <= 70
+
+
+def test_overrides_every_job_shares_are_said_once(tmp_path):
+    make_job(tmp_path, "0", ["optimizer=sgd", "epochs=2"])
+    make_job(tmp_path, "1", ["optimizer=adam", "epochs=2"])
+    summarize(tmp_path, _quiet())
+    md = (tmp_path / "summary.md").read_text()
+    assert "Every job: `epochs=2`." in md
+    assert "| optimizer=sgd |" in md and "| optimizer=adam |" in md
+    # The files keep each job's full overrides.
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert sorted(r["overrides"] for r in rows) == ["optimizer=adam epochs=2", "optimizer=sgd epochs=2"]

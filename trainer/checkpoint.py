@@ -5,68 +5,35 @@ A checkpoint is a plain dict of tensors and builtins, so it loads with
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainer.errors import CheckpointError, UserError
+from trainer.files import atomic_write
 
 FORMAT = "trainer-checkpoint/1"
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
-    """Write `state` to `path` so that a crash at any moment leaves either the
-    old file or the new one, never a torn one: temp file, fsync, rename."""
+    """Write `state` to `path` atomically (trainer.files): a kill at any moment
+    leaves the previous checkpoint or the new one, never a torn one."""
     path = Path(path)
     state = {"format": FORMAT, **state}
-    tmp = None
     try:
-        # Inside the try: a full disk or a read-only folder can fail the temp
-        # file's creation too, and that is the same one-line error.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda f: torch.save(state, f), binary=True)
     except OSError as e:
-        _remove(tmp)
         raise UserError(
             f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a writable "
             "output folder (hydra.run.dir=...); the previous checkpoint is intact"
         ) from e
-    except BaseException:
-        _remove(tmp)
-        raise
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        _remove(str(stale))
-
-
-def _remove(tmp: str | None) -> None:
-    if tmp is not None:
         try:
-            Path(tmp).unlink(missing_ok=True)
+            stale.unlink(missing_ok=True)
         except OSError:
-            pass  # the error being reported matters more than a stray temp file
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself must reach the disk, or a power cut could lose it.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            pass
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

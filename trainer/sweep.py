@@ -25,13 +25,13 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from hydra.experimental.callback import Callback
 
 from trainer.errors import UserError
+from trainer.files import atomic_write
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
     from rich.console import Console
@@ -64,6 +64,17 @@ def collect(sweep_dir) -> list[dict]:
     if not root.is_dir():
         raise SweepError(f"{root} is not a folder; pass a sweep folder (hydra.sweep.dir)")
     return [_row(root, job) for job in find_jobs(root)]
+
+
+def shared_overrides(rows: list[dict]) -> str:
+    """Overrides every job has (epochs=2 in `-m optimizer=a,b epochs=2`): they
+    tell the jobs apart no better than the defaults, so the tables say them
+    once and each row shows only what differs."""
+    lists = [(row.get("overrides") or "").split() for row in rows]
+    if len(lists) < 2:
+        return ""
+    shared = set.intersection(*map(set, lists))
+    return " ".join(o for o in lists[0] if o in shared)
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -327,14 +338,7 @@ def write_summary(sweep_dir, rows: list[dict], monitor: str | None = None, mode:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _csv_text(table: list[dict]) -> str:
@@ -373,7 +377,8 @@ def ranked_by(rows: list[dict], monitor: str) -> str:
 def _cell(row: dict, key: str, monitor: str) -> str:
     value = row.get(key)
     if key == "overrides":
-        return value or "(defaults)"
+        shared = set(row.get("_shared", "").split())
+        return " ".join(o for o in (value or "").split() if o not in shared) or "(defaults)"
     if value is None:
         return "" if key == "error" else "-"
     if key == "seconds":
@@ -405,12 +410,15 @@ _TEXT_KEYS = ("job", "status", "overrides", "error")
 
 def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str) -> str:
     columns = _display_columns(rows, monitor)
+    shared = shared_overrides(rows)
+    rows = [{**row, "_shared": shared} for row in rows]
 
     def line(cells):
         return "| " + " | ".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in cells) + " |"
 
     out = [f"# Sweep `{root.resolve()}`", "",
-           f"{len(rows)} jobs: {_counts_text(rows)}. Ranked by {ranked_by(rows, monitor)} ({mode}).", "",
+           f"{len(rows)} jobs: {_counts_text(rows)}. Ranked by {ranked_by(rows, monitor)} ({mode}).",
+           *([f"Every job: `{shared}`."] if shared else []), "",
            line([header for header, _ in columns]),
            "| " + " | ".join("---" if key in _TEXT_KEYS else "---:" for _, key in columns) + " |"]
     out += [line([_cell(row, key, monitor) for _, key in columns]) for row in rows]
@@ -449,8 +457,10 @@ def render_table(rows: list[dict], monitor: str | None = None, mode: str | None 
             if needed(columns) <= width:
                 break
             columns = [c for c in columns if c[1] != key]
+    shared = shared_overrides(rows)
+    rows = [{**row, "_shared": shared} for row in rows]
     table = Table(title=title or f"Sweep: {len(rows)} jobs ({_counts_text(rows)}), ranked by "
-                                 f"{ranked_by(rows, monitor)} ({mode})")
+                                 f"{ranked_by(rows, monitor)} ({mode})" + (f"; every job: {shared}" if shared else ""))
     for header, key in columns:
         if key in ("job", "status"):
             table.add_column(header, no_wrap=True, min_width=max(len(header), max(len(str(r.get(key))) for r in rows)))

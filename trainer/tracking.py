@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from trainer.files import atomic_write
 
 # The numbers every run reports in HParams, so a sweep's table and parallel
 # coordinates compare real outcomes (never a placeholder metric).
@@ -25,16 +25,8 @@ _OPEN: set[Tracker] = set()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(data), f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text))
 
 
 def _jsonable(value):

@@ -261,7 +261,7 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
     finally:
         stop.uninstall()
         if main_rank:
-            record.data["timing"].update(_timing(trainer, t_start))
+            record.data["timing"].update(_timing(trainer, t_start, cfg.compile))
             record.data["history"] = trainer.history
             failing = sys.exc_info()[0] is not None
             try:
@@ -444,10 +444,13 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _timing(trainer, t_start: float) -> dict:
+def _timing(trainer, t_start: float, compiled: bool) -> dict:
     timing = {"fit_seconds": time.time() - t_start}
-    if getattr(trainer, "first_step_time", None):
+    if trainer.first_step_time:
         timing["startup_seconds"] = trainer.first_step_time - process_start_time()
+        timing["first_step_seconds"] = trainer.first_step_seconds
+        if compiled:
+            timing["compile_seconds"] = trainer.first_step_seconds
     return timing
 
 

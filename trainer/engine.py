@@ -127,6 +127,7 @@ class Trainer:
         self.skipped_batches = 0
         self.partial: dict | None = None  # sums of a part-trained epoch, for mid-epoch checkpoints
         self.first_step_time: float | None = None  # wall clock after this process's first step
+        self.first_step_seconds: float | None = None
         self.eval_split = "val" if "val" in self.eval_batches else "test"
         self.eval_samples: dict[str, int] = {}  # samples counted by the last evaluation of each split
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -198,6 +199,9 @@ class Trainer:
             if self.first_step_time is None:
                 self.sync()
                 self.first_step_time = time.time()
+                # The first step pays for compilation (compile=true) and lazy
+                # initialisation: reported apart as warm-up.
+                self.first_step_seconds = time.perf_counter() - t0
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)

@@ -31,6 +31,8 @@ def _suggest(key: str) -> str:
     if parent:
         # A nested key: compare its last part with the field names a group can have.
         leaves = sorted({k.rsplit(".", 1)[-1] for k in known})
+        if leaf in leaves:  # a real key, but not of the option chosen for this group
+            return f"; the chosen {parent} has no '{leaf}' (run `trainer --cfg job` to see its keys)"
         close = difflib.get_close_matches(leaf, leaves, n=1)
         close = [f"{parent}.{close[0]}"] if close else []
     else:

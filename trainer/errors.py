@@ -18,18 +18,3 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint cannot be read, is not ours, or would run code on load."""
-
-
-def run_reporting(prog: str, func, *args) -> None:
-    """Run a console command's body; a UserError or Ctrl-C becomes one line
-    on stderr and an exit status (1, 130), never a traceback."""
-    import sys
-
-    try:
-        func(*args)
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)

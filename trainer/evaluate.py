@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError, run_reporting
+from trainer.commands import positive_int, run_reporting
+from trainer.errors import UserError
 
 PROG = "trainer-eval"
 SPLITS = ("test", "val", "train")
@@ -198,16 +199,6 @@ def write_report(path: Path, report: dict) -> None:
 
 
 # ------------------------------------------------------------------ entry
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -225,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", default=None,
                    help="folder holding <Name>/raw/ (default: the run's data.root)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N", default=None,
+    p.add_argument("--batch-size", type=positive_int, metavar="N", default=None,
                    help="evaluation batch size (default: the run's train.eval_batch_size)")
     p.add_argument("--output", metavar="FILE", default=None,
                    help="write the JSON here instead of beside the checkpoint")

@@ -34,7 +34,8 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.errors import UserError, run_reporting
+from trainer.commands import positive_int, run_reporting
+from trainer.errors import UserError
 
 PROG = "trainer-predict"
 SIZE = 28
@@ -98,16 +99,6 @@ def predict(run, images, top: int) -> list[list[tuple[int, float]]]:
     return [[(int(i), float(v)) for i, v in zip(ix, vx)] for ix, vx in zip(indices.tolist(), values.tolist())]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -119,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="a run directory (outputs/runs/<run>) or a .ckpt file")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
-    p.add_argument("--top", type=_positive_int, default=1, metavar="K", help="show the K most likely classes (default 1)")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes (default 1)")
     p.add_argument("--invert", action="store_true",
                    help="invert the images first: for black-on-white drawings (the model saw white-on-black)")
     p.add_argument("--checkpoint", choices=("best", "last"), default=None,

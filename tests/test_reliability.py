@@ -256,11 +256,12 @@ def test_second_ctrl_c_exits_at_once(synthetic_root, tmp_path):
     assert metrics(run_dir)["status"] == "interrupted"
 
 
-def test_ctrl_c_during_start_up_is_one_line(synthetic_root, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_start_up_is_one_line(synthetic_root, tmp_path, sig):
     run_dir = tmp_path / "run"
-    stopped = signal_run(synthetic_root, run_dir, tmp_path, signal.SIGINT, slow_prepare=True)
-    assert stopped.returncode == 130
-    assert one_line_error(stopped) == "trainer: interrupted: stopped by SIGINT before training started"
+    stopped = signal_run(synthetic_root, run_dir, tmp_path, sig, slow_prepare=True)
+    assert stopped.returncode == 128 + sig
+    assert one_line_error(stopped) == f"trainer: interrupted: stopped by {sig.name} before training started"
     assert metrics(run_dir)["status"] == "interrupted"
 
 

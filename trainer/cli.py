@@ -68,6 +68,7 @@ def run(cfg: DictConfig) -> float:
     record = None
     # As typed, unresolved: iterating the ListConfig would resolve the `${lr}` in `optimizer.lr=${lr}`.
     overrides = OmegaConf.to_container(hc.overrides.task, resolve=False)
+    _stop_on_sigterm_at_startup()
     try:
         settings = validate(cfg)
         record = _record(cfg, run_dir, overrides, hc.runtime.choices)
@@ -283,6 +284,19 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
     distributed.teardown()
     value = best.get(settings.monitor)
     return float(value) if value is not None else float("nan")
+
+
+def _stop_on_sigterm_at_startup() -> None:
+    """Before the loop takes over SIGTERM (it then finishes the step and
+    saves), there is nothing to save: stop now, but as `interrupted` with
+    exit 143 and a metrics.json that says so, like Ctrl-C."""
+    def handle(signum, frame):
+        raise _Interrupted(signum, f"stopped by {signal.Signals(signum).name} before training started")
+
+    try:
+        signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread (an in-process launcher): keep the default
+        pass
 
 
 class _StopFlag:

@@ -278,6 +278,14 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(synthe
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+def test_nan_between_logging_points_names_the_window(synthetic_root, tmp_path):
+    """The loss is read back only every log_every_n_steps: the error names the window it hides in."""
+    run_dir = tmp_path / "run"
+    failed = run_child(config(synthetic_root, run_dir, "train.log_every_n_steps=4", "checkpoint.every_n_steps=0"),
+                       tmp_path, nan_at_calls=[6])
+    assert "epoch 1, steps 5-8" in one_line_error(failed)
+
+
 def test_nan_policy_skip_counts_skipped_batches(synthetic_root, tmp_path):
     run_dir = tmp_path / "run"
     done = run_child(config(synthetic_root, run_dir, "train.nan_policy=skip", "train.max_skipped_batches=2"),

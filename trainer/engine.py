@@ -214,7 +214,7 @@ class Trainer:
             last = step + 1 == total_steps
             if self.position.global_step % self.log_every_n_steps == 0 or last:
                 mean_loss = (window_loss / window_steps).item()
-                self.check_finite(mean_loss, epoch, step + 1)
+                self.check_finite(mean_loss, epoch, step + 1, since=step + 2 - window_steps)
                 self.tracker.log_step(self.position.global_step, {"train/loss": mean_loss, "lr": self.lr})
                 progress.update(step + 1, mean_loss)
                 window_loss.zero_()
@@ -323,10 +323,13 @@ class Trainer:
         return final
 
     # ---------------------------------------------------------------- checks
-    def check_finite(self, value: float, epoch: int, step: int) -> None:
+    def check_finite(self, value: float, epoch: int, step: int, since: int | None = None) -> None:
+        """`since`: the first step of the window `value` averages (the loss is
+        only read back at logging points, so that is as close as it gets)."""
         if not math.isfinite(value):
+            where = f"step {step}" if since is None or since >= step else f"steps {since}-{step}"
             raise Diverged(
-                f"loss became {value} at epoch {epoch}, step {step}; the last good checkpoint is kept. "
+                f"loss became {value} at epoch {epoch}, {where}; the last good checkpoint is kept. "
                 "Lower lr, add grad clipping (train.grad_clip=1.0), or set train.nan_policy=skip"
             )
 

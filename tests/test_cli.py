@@ -1,6 +1,7 @@
 """The CLI end to end, as a user runs it: a subprocess on synthetic data."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -117,8 +118,10 @@ def test_resume_continues_to_the_same_result(synthetic_root, tmp_path):
               "scheduler=step", "transform=augment"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
-    run_cli(tiny(synthetic_root, *common, "epochs=3"), straight, check=True)
-    run_cli(tiny(synthetic_root, *common, "epochs=1"), resumed, check=True)
+    # The two independent runs side by side: most of each is importing torch.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda job: run_cli(tiny(synthetic_root, *common, job[0]), job[1], check=True),
+                      [("epochs=3", straight), ("epochs=1", resumed)]))
     (a,), (b,) = run_dirs(straight), run_dirs(resumed)
     proc = run_cli([f"resume={b}", "epochs=3"], resumed, check=True)
     assert "Resuming" in proc.stdout

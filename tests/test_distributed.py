@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,12 @@ def ddp_runs(synthetic_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     for sub in ("one", "two", "resumed", "scratch"):
         (base / sub).mkdir()
-    one = run_cli(tiny(synthetic_root, *COMMON, "epochs=3"), cwd=base / "one", check=True)
-    two = _torchrun(tiny(synthetic_root, *COMMON, "epochs=2", "resume=auto"), cwd=base / "two",
-                    scratch=base / "scratch")
+    # The 1-process run is independent of the torchrun one: start it alongside.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        single = pool.submit(run_cli, tiny(synthetic_root, *COMMON, "epochs=3"), cwd=base / "one", check=True)
+        two = _torchrun(tiny(synthetic_root, *COMMON, "epochs=2", "resume=auto"), cwd=base / "two",
+                        scratch=base / "scratch")
+        one = single.result()
     (two_dir,) = run_dirs(base / "two")
     two_record = metrics(two_dir)  # before the resumed run rewrites it
     resumed = run_cli(tiny(synthetic_root, *COMMON, "epochs=3", "resume=auto", f"hydra.run.dir={two_dir}"),

@@ -284,13 +284,12 @@ class Trainer:
         return loss.detach(), logits.detach()
 
     @torch.inference_mode()
-    def evaluate(self, batches, split: str, confusion: bool = False) -> dict[str, Any]:
+    def evaluate(self, batches, split: str) -> dict[str, Any]:
         """Loss and accuracy summed over the whole split (and over DDP ranks), then divided once."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
-        matrix = None
         for x, y in batches.epoch(0):  # every rank runs every batch, even an empty share
             with self.autocast:
                 logits = self.model(x)
@@ -299,16 +298,10 @@ class Trainer:
             loss_sum += loss.float() * len(y)
             correct += (pred == y).sum()
             count += len(y)
-            if confusion:
-                k = logits.shape[1]
-                batch_matrix = torch.bincount(y * k + pred, minlength=k * k).view(k, k)
-                matrix = batch_matrix if matrix is None else matrix + batch_matrix
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct, count]))
         self.eval_samples[split] = int(totals[2].item())  # over all ranks: the split's size
         n = max(totals[2].item(), 1)
         metrics: dict[str, Any] = {f"{split}/loss": totals[0].item() / n, f"{split}/acc": totals[1].item() / n}
-        if confusion and matrix is not None:
-            metrics["confusion"] = distributed.all_reduce_sum(matrix)
         return metrics
 
     def test(self) -> dict[str, float]:

@@ -43,8 +43,9 @@ def config(root: Path, run_dir: Path, *extra: str) -> list[str]:
 #   kill_after_step: N      SIGKILL right after step N is logged (events flushed first,
 #                           as if the OS had written them: resume must drop them)
 #   torn_write_at_step: N   the checkpoint of global step N gets half its bytes, then SIGKILL
-#   slow_from_step: N       from step N on, touch `ready` and sleep 0.25 s per step
-#                           (the test then signals the process from outside)
+#   slow_from_step: N       from step N on, touch `ready` and sleep `slow_seconds`
+#                           (default 0.25) per step; the test then signals the process
+#                           from outside
 #   nan_at_calls: [i, ...]  the i-th training batches (1-based) become NaN
 #   disk_full_after_step: N after step N every temp-file creation fails with ENOSPC
 #   slow_prepare: true      data preparation touches `ready`, then sleeps (start-up)
@@ -70,7 +71,7 @@ def log_step(self, step, values):
         die()
     if step >= fault.get("slow_from_step", float("inf")):
         open(fault["ready"], "a").close()
-        time.sleep(0.25)
+        time.sleep(fault.get("slow_seconds", 0.25))
     if step == fault.get("disk_full_after_step"):
         tempfile.mkstemp = no_space
 tracking.Tracker.log_step = log_step
@@ -214,7 +215,9 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(synthetic_root, reference
 # ------------------------------------------------------------------ SIGINT / SIGTERM
 def signal_run(root: Path, run_dir: Path, cwd: Path, *signums: int, **fault) -> subprocess.CompletedProcess:
     """Start a run, wait until it is training in epoch 2 (or at `fault`'s
-    point), send `signums` from outside."""
+    point), send `signums` from outside. Each signal after the first is sent
+    once the run has printed its notice for the one before, so the test does
+    not depend on how fast a loaded machine schedules either process."""
     ready = cwd / "ready"
     proc = start(config(root, run_dir), cwd, ready=str(ready), **(fault or {"slow_from_step": 10}))
     deadline = time.monotonic() + 180
@@ -222,10 +225,16 @@ def signal_run(root: Path, run_dir: Path, cwd: Path, *signums: int, **fault) -> 
         assert proc.poll() is None, finish(proc).stderr
         assert time.monotonic() < deadline, "the run never got to the point where it is signalled"
         time.sleep(0.05)
-    for signum in signums:
+    seen, notices = "", 0
+    for i, signum in enumerate(signums):
+        while notices < i:
+            line = proc.stderr.readline()
+            assert line, f"the run ended before its notice for signal {i}:\n{seen}"
+            seen += line
+            notices += "finishing this step" in line
         proc.send_signal(signum)
-        time.sleep(0.05)
-    return finish(proc)
+    done = finish(proc)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, seen + done.stderr)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -249,7 +258,12 @@ def test_signal_saves_and_resume_finishes_identically(synthetic_root, reference,
 
 def test_second_ctrl_c_exits_at_once(synthetic_root, tmp_path):
     run_dir = tmp_path / "run"
-    stopped = signal_run(synthetic_root, run_dir, tmp_path, signal.SIGINT, signal.SIGINT)
+    # From step 10 on each step takes 60 s: a run that waited for the step to
+    # finish would take longer than that.
+    started = time.monotonic()
+    stopped = signal_run(synthetic_root, run_dir, tmp_path, signal.SIGINT, signal.SIGINT,
+                         slow_from_step=10, slow_seconds=60)
+    assert time.monotonic() - started < 60
     assert stopped.returncode == 130
     assert "stopped at once by a second SIGINT" in stopped.stderr
     assert "Traceback" not in stopped.stderr

@@ -47,7 +47,7 @@ train: data
 	$(BIN)/trainer $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto $(ARGS)
 
 bench: data
 	$(BIN)/python bench/run.py --data-root data $(ARGS)

@@ -2,6 +2,7 @@
 files in ../shared/data when that folder exists (tests needing it skip otherwise)."""
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -84,6 +85,14 @@ def real_data() -> Path:
 
 
 def pytest_configure(config):
+    # `make test` runs the suite on every core with pytest-xdist: each worker
+    # then gets its share of the cores, because two workers each running
+    # all-core OpenMP kernels on the same cores slow each other down many times.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     config.addinivalue_line(
         "markers", "requires_real_data: needs ../shared/data; skipped cleanly when it is absent")
 

@@ -114,6 +114,18 @@ def test_config_fuzz_valid_or_one_line_naming_the_key(hydra_context, cfg_overrid
     assert any(key in message for key in named), (cfg_overrides, message)
 
 
+@pytest.mark.parametrize("override,hint", [
+    ("lr=fast", "write a number such as 0.001"),
+    ("seed=1.5", "write a whole number"),
+    ("deterministic=maybe", "write true or false"),
+    ("train.shuffle=maybe", "write true or false"),
+])
+def test_a_value_of_the_wrong_type_says_what_to_write(hydra_context, override, hint):
+    message = outcome([override])
+    assert message is not None and message.startswith(f"{override} is not a valid "), message
+    assert hint in message and "\n" not in message
+
+
 # ------------------------------------------------------------------ bad commands, for real
 # override -> what the line must name. The first four fail in validation
 # (after importing torch), the others while Hydra composes.

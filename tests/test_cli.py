@@ -112,6 +112,7 @@ def test_bad_config_is_one_clear_line(synthetic_root, tmp_path):
         assert "Traceback" not in proc.stdout + proc.stderr
     assert "conv" in procs["model=cnn"].stderr and "mlp" in procs["model=cnn"].stderr  # names the valid choices
     assert "did you mean 'optimizer'" in procs["optimzer=adam"].stderr  # suggests the right key
+    assert "a number such as 0.001" in procs["lr=fast"].stderr  # says what a valid value looks like
 
 
 def test_resume_continues_to_the_same_result(synthetic_root, tmp_path):

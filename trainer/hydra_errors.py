@@ -40,6 +40,10 @@ def _suggest(key: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else "; run `trainer --cfg job` to see every key"
 
 
+# What a value of each schema type looks like, for the "could not be converted" case.
+_EXAMPLES = {"float": "; write a number such as 0.001 or 1e-3", "integer": "; write a whole number such as 64",
+             "bool": "; write true or false"}
+
 def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     """One line for an error raised while Hydra composes the config (or sets up
     the run folder). `overrides` is the command line: some Hydra errors do not
@@ -71,10 +75,12 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
         within = f" (in '{typed.group(1)}')" if typed and typed.group(1) != key else ""
         return f"unknown config key '{key}'{within}{_suggest(key)}"
 
-    convert = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
+    convert = (re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
+               or re.search(r"Value '([^']*)' is not a valid (\w+)", both))
     if convert:
         key = full_key.group(1) if full_key else "a key"
-        return f"{key}={convert.group(1)} is not a valid {convert.group(2).lower()} value"
+        kind = convert.group(2).lower()
+        return f"{key}={convert.group(1)} is not a valid {kind} value{_EXAMPLES.get(kind, '')}"
     invalid = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", both)
     if invalid:
         key = full_key.group(1) if full_key else "a key"

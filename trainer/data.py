@@ -39,7 +39,6 @@ import importlib.util
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import DataError
+from trainer.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -229,41 +229,46 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+class _Rejected(Exception):
+    """A candidate copy that must not be used; the message says why."""
+
+
 def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: bool) -> str | None:
     """Copy src to dest atomically, hashing on the way; return why it was
     rejected (nothing is left behind then), or None when it was copied."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{filename}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        sha, size = hashlib.sha256(), 0
+    sha, size = hashlib.sha256(), 0
+
+    def copy(fout) -> None:
+        nonlocal size
         opener = gzip.open if src.suffix == ".gz" else open
         try:
-            with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            with opener(src, "rb") as fin:
                 while chunk := fin.read(_CHUNK):
                     sha.update(chunk)
                     size += len(chunk)
                     fout.write(chunk)
         except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            return f"cannot read it ({type(e).__name__}: {e})"
+            raise _Rejected(f"cannot read it ({type(e).__name__}: {e})") from e
         digest = sha.hexdigest()
         known = _known_as(digest)
         if known and known != (info.folder, filename):
             # Even with verify off: copying Fashion-MNIST in as MNIST would be
             # a silent retrain on the wrong data.
-            return f"it is {known[0]}/{known[1]}, not {info.folder}/{filename}"
+            raise _Rejected(f"it is {known[0]}/{known[1]}, not {info.folder}/{filename}")
         if verify:
             want_size, want_sha = RAW_FILES[info.folder][filename]
             if (size, digest) != (want_size, want_sha):
-                return (f"content does not match {info.folder}/{filename} (expected {want_size} bytes "
-                        f"sha256 {want_sha[:12]}..., found {size} bytes sha256 {digest[:12]}...)")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; data files are for everyone
-        os.replace(tmp, dest)
-        if verify:
-            _update_stamps(dest.parent, {filename: digest})
-        return None
-    finally:
-        tmp.unlink(missing_ok=True)
+                raise _Rejected(f"content does not match {info.folder}/{filename} (expected {want_size} bytes "
+                                f"sha256 {want_sha[:12]}..., found {size} bytes sha256 {digest[:12]}...)")
+
+    try:
+        atomic_write(dest, copy, binary=True)
+    except _Rejected as e:
+        return str(e)
+    if verify:
+        _update_stamps(dest.parent, {filename: sha.hexdigest()})
+    return None
 
 
 def _known_as(digest: str) -> tuple[str, str] | None:
@@ -316,17 +321,9 @@ def _update_stamps(raw: Path, digests: dict[str, str]) -> None:
         st = (raw / filename).stat()
         stamps[filename] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     try:
-        fd, tmp = tempfile.mkstemp(dir=raw, prefix=f"{STAMP_NAME}.", suffix=".part")
+        atomic_write(raw / STAMP_NAME, lambda f: json.dump(stamps, f, indent=1, sort_keys=True))
     except OSError:
-        return  # a read-only data folder still verifies; it just rehashes every run
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(stamps, f, indent=1, sort_keys=True)
-        os.replace(tmp, raw / STAMP_NAME)
-    except OSError:
-        pass
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        pass  # a read-only data folder still verifies; it just rehashes every run
 
 
 def _verify(raw: Path, info: DatasetInfo, filenames: list[str]) -> None:

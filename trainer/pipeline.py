@@ -141,7 +141,28 @@ def _first(value):
     return float(values[0])  # one channel: MNIST-style images are grayscale
 
 
-class DeviceBatches:
+class _GlobalBatches:
+    """How both pipelines count: `size` samples cut into global batches of
+    `batch_size` (each shared out over the ranks), the last one partial
+    unless `drop_last`."""
+
+    size: int
+    batch_size: int
+    drop_last: bool
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else self.size
+
+    def global_size(self, step: int) -> int:
+        """Samples in global batch `step` over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.num_samples - step * self.batch_size)
+
+
+class DeviceBatches(_GlobalBatches):
     """Batches drawn from a split held on the device.
 
     With world_size > 1 every rank draws the same permutation and takes its
@@ -162,6 +183,7 @@ class DeviceBatches:
         world_size: int = 1,
     ):
         self.images, self.labels = images, labels
+        self.size = len(labels)
         self.batch_size = batch_size
         self.transform = transform
         self.shuffle, self.seed, self.train = shuffle, seed, train
@@ -169,23 +191,11 @@ class DeviceBatches:
         self.rank, self.world_size = rank, world_size
         self.device = images.device
 
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
-
     def order(self, epoch: int) -> torch.Tensor | None:
         if not self.shuffle:
             return None
         g = _generator(self.device, position_seed(self.seed, epoch))
         return torch.randperm(len(self.labels), device=self.device, generator=g)
-
-    def global_size(self, step: int) -> int:
-        """Samples in global batch `step` over all ranks (the last one may be partial)."""
-        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
@@ -215,7 +225,7 @@ def _shard(lo: int, hi: int, rank: int, world_size: int) -> tuple[int, int]:
     return start, start + per + (1 if rank < extra else 0)
 
 
-class LoaderBatches:
+class LoaderBatches(_GlobalBatches):
     """The classic path: a torchvision dataset, per-sample transforms, a DataLoader.
 
     Shuffling still follows the (seed, epoch) permutation so resume can skip
@@ -227,22 +237,11 @@ class LoaderBatches:
     def __init__(self, dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
                  num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1):
         self.dataset = dataset
+        self.size = len(dataset)
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else len(self.dataset)
-
-    def global_size(self, step: int) -> int:
-        """Samples in global batch `step` over all ranks (the last one may be partial)."""
-        return min(self.batch_size, self.num_samples - step * self.batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         from torch.utils.data import DataLoader

@@ -44,6 +44,7 @@ def _suggest(key: str) -> str:
 _EXAMPLES = {"float": "; write a number such as 0.001 or 1e-3", "integer": "; write a whole number such as 64",
              "bool": "; write true or false"}
 
+
 def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     """One line for an error raised while Hydra composes the config (or sets up
     the run folder). `overrides` is the command line: some Hydra errors do not
@@ -62,8 +63,7 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
         group, _, name = path.rpartition("/")
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         if group and options:
-            valid = [o for o in options if not o.startswith("_")]
-            return f"{group}={name} is not a known choice; valid choices: {', '.join(valid)}"
+            return _not_a_choice(group, name, options)
         return f"config '{path}' does not exist; check the spelling of the group and option"
 
     struct = re.search(r"Key '([^']+)' (?:is )?not in (?:struct|'\w+')", both)
@@ -125,9 +125,13 @@ def _bad_group_value(overrides: Sequence[str]) -> str:
         # What Hydra reads as a bool, a number or a list, not an option's name.
         if eq and key in GROUPS and (not re.fullmatch(r"[A-Za-z_][\w-]*", value)
                                      or value.lower() in ("true", "false", "null", "inf", "nan")):
-            options = sorted(p.stem for p in (CONF / key).glob("*.yaml") if not p.stem.startswith("_"))
-            return f"{key}={value} is not a known choice; valid choices: {', '.join(options)}"
+            return _not_a_choice(key, value, sorted(p.stem for p in (CONF / key).glob("*.yaml")))
     return ""
+
+
+def _not_a_choice(group: str, value: str, options) -> str:
+    valid = [o for o in options if not o.startswith("_")]
+    return f"{group}={value} is not a known choice; valid choices: {', '.join(valid)}"
 
 
 def _first(text: str) -> str:

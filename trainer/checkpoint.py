@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from trainer.errors import CheckpointError, UserError
+from trainer.errors import CheckpointError, UserError, first_line
 from trainer.files import atomic_write
 
 FORMAT = "trainer-checkpoint/1"
@@ -52,8 +52,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             ) from e
         raise CheckpointError(f"checkpoint {path} is corrupt ({reason}); resume from another checkpoint") from e
     except Exception as e:  # torch's unpickler fails in many ways on a damaged file
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason}); resume from another checkpoint") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first_line(e)}); "
+                              "resume from another checkpoint") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a trainer checkpoint (no '{FORMAT}' marker); resume from a run directory made by trainer")
     return state

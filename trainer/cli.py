@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import config as schema
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 from trainer.process import process_start_time
 from trainer.validate import validate
 
@@ -231,7 +231,7 @@ def train(cfg: DictConfig, settings, run_dir: Path, record) -> float:
         try:
             trainer.load_state_dict(resume_state)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"checkpoint {resume} does not fit this config ({_first_line(e)}); "
+            raise UserError(f"checkpoint {resume} does not fit this config ({first_line(e)}); "
                             "resume with the run's own settings") from e
         tracker.message(f"Resuming {resume}: epoch {trainer.position.epoch}, step {trainer.position.step}")
 
@@ -348,7 +348,7 @@ def build(node: DictConfig, group: str, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        reason = _first_line(cause) if cause is not None else _first_line(e)
+        reason = first_line(cause) if cause is not None else first_line(e)
         raise UserError(f"could not build {group} ({node.get('_target_')}): {reason}; check the {group}.* values") from e
 
 
@@ -431,7 +431,7 @@ def _close_tensorboard(cfg, run_dir: Path, record, status: str, multirun: bool) 
         if OmegaConf.select(cfg, "tracking.tensorboard", default=True):
             tracking.write_failed_run(run_dir, record.data["hparams"])
     except Exception as e:  # never hide the job's own error behind a TensorBoard one
-        print(f"trainer: warning: could not close the TensorBoard run in {run_dir}: {_first_line(e)}", file=sys.stderr)
+        print(f"trainer: warning: could not close the TensorBoard run in {run_dir}: {first_line(e)}", file=sys.stderr)
 
 
 def _worst(cfg) -> float:
@@ -500,12 +500,8 @@ def _unexpected(e: Exception, run_dir: Path) -> str:
                 "(or choose another output folder with hydra.run.dir=...)")
     # A bug: one line on the console, the traceback in trainer.log.
     log.error("".join(traceback.format_exception(e)))
-    return f"internal error: {type(e).__name__}: {_first_line(e)} (traceback in {run_dir / 'trainer.log'})"
+    return f"internal error: {type(e).__name__}: {first_line(e)} (traceback in {run_dir / 'trainer.log'})"
 
-
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 # --------------------------------------------------------------------- resume

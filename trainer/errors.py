@@ -18,3 +18,10 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint cannot be read, is not ours, or would run code on load."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first non-blank line (its type name if it has none): what
+    fits in a one-line message when the exception is not ours."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from trainer import checkpoint
-from trainer.errors import CheckpointError, UserError
+from trainer.errors import CheckpointError, UserError, first_line
 
 CHECKPOINT_CHOICES = ("best", "last")
 
@@ -89,13 +89,13 @@ def instantiate(node: dict, what: str, source: Path | str = "", **kwargs) -> Any
         factory = get_object(target)
     except Exception as e:  # ImportError, AttributeError, hydra's own errors
         raise UserError(f"cannot rebuild the {what} of {source}: {target} cannot be imported "
-                        f"({_first_line(e)}); is this the trainer version that wrote it?") from e
+                        f"({first_line(e)}); is this the trainer version that wrote it?") from e
     try:
         return factory(**args)
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"cannot rebuild the {what} of {source} ({target}): {_first_line(e)}") from e
+        raise UserError(f"cannot rebuild the {what} of {source} ({target}): {first_line(e)}") from e
 
 
 def build_model(config: dict, source: Path | str = "") -> nn.Module:
@@ -160,15 +160,7 @@ def load_run(path: str | Path, which: str | None = None, device: str = "auto") -
 
     ckpt = resolve_checkpoint(path, which)
     dev = pick_device(device)
-    try:
-        state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
-    except UserError:
-        raise
-    except Exception as e:
-        # Some corrupt files make torch's weights-only unpickler fail with
-        # errors checkpoint.load does not expect (IndexError, KeyError, ...).
-        raise CheckpointError(f"checkpoint {ckpt} is corrupt or truncated ({type(e).__name__}: {_first_line(e)}); "
-                              "use another checkpoint") from e
+    state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
     config = state.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {ckpt} holds no run config, so its model cannot be rebuilt; "
@@ -182,13 +174,9 @@ def load_run(path: str | Path, which: str | None = None, device: str = "auto") -
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {ckpt}: the weights do not fit the model its config describes "
-                              f"({_first_line(e)})") from e
+                              f"({first_line(e)})") from e
     model = model.to(dev).eval()
     transform = build_transform(config, ckpt)
     return LoadedRun(checkpoint=ckpt, run_dir=checkpoint.run_dir_of(ckpt), state=state, config=config,
                      model=model, transform=transform, device=dev, dataset=data_cfg["name"], classes=info.classes)
 
-
-def _first_line(e: BaseException) -> str:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -48,3 +49,43 @@ def run_dirs(base: Path) -> list[Path]:
 
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def side_by_side(func, items) -> list:
+    """[func(item) for item in items], two at a time: each CLI run is mostly
+    importing torch, which one core does alone."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(func, items))
+
+
+def run_all(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    return side_by_side(lambda args: run_cli(args, cwd=cwd), commands)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """Exit non-zero, exactly one non-empty stderr line, no traceback anywhere; return the line."""
+    assert proc.returncode not in (0, None), proc.stdout[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def patch_bytes(path: Path, offset: int, payload: bytes) -> None:
+    """Overwrite part of a file in place (a corrupt data file, same size)."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + len(payload)] = payload
+    path.write_bytes(bytes(data))
+
+
+def hparams_plugin_data(ea) -> dict:
+    """{'experiment' | 'session_start_info' | 'session_end_info': message} from
+    the hparams plugin of a loaded EventAccumulator."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = {}
+    for content in ea.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        kind = data.WhichOneof("data")
+        out[kind] = getattr(data, kind)
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from helpers import compose_cfg, run_cli, tiny
+from helpers import compose_cfg, one_line_error, patch_bytes, run_all, tiny
 from trainer.data import RAW_FILES
 from trainer.errors import UserError
 from trainer.hydra_errors import GROUPS, describe
 from trainer.validate import validate
-
-
-def one_line_error(proc) -> str:
-    """Exit non-zero, exactly one non-empty stderr line, no traceback anywhere; return the line."""
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
-def run_all(commands: list[list[str]], cwd: Path) -> list:
-    # Two at a time: most of each run is importing torch.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda args: run_cli(args, cwd=cwd), commands))
 
 
 # ------------------------------------------------------------------ config fuzz
@@ -149,14 +133,8 @@ def test_bad_commands_exit_with_one_line(synthetic_root, tmp_path):
 
 
 # ------------------------------------------------------------------ bad data, for real
-def _patch(path: Path, offset: int, payload: bytes) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset:offset + len(payload)] = payload
-    path.write_bytes(bytes(data))
-
-
 def _wrong_magic(raw: Path) -> str:
-    _patch(raw / "train-images-idx3-ubyte", 0, struct.pack(">I", 2049))
+    patch_bytes(raw / "train-images-idx3-ubyte", 0, struct.pack(">I", 2049))
     return "train-images-idx3-ubyte"
 
 
@@ -174,7 +152,7 @@ def _count_mismatch(raw: Path) -> str:
 
 
 def _label_out_of_range(raw: Path) -> str:
-    _patch(raw / "train-labels-idx1-ubyte", 8 + 3, bytes([12]))
+    patch_bytes(raw / "train-labels-idx1-ubyte", 8 + 3, bytes([12]))
     return "train-labels-idx1-ubyte"
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import patch_bytes
 from trainer import data
 from trainer.errors import DataError
 
@@ -216,15 +217,9 @@ def test_prepare_uses_torchvision_download_last(synthetic_root, tmp_path, monkey
 # Corrupt files: each error names the file
 # --------------------------------------------------------------------------
 
-def patch(path: Path, offset: int, payload: bytes) -> None:
-    b = bytearray(path.read_bytes())
-    b[offset:offset + len(payload)] = payload
-    path.write_bytes(bytes(b))
-
-
 def test_wrong_magic(small):
     root, raw = small
-    patch(raw / "train-images-idx3-ubyte", 0, struct.pack(">I", 2049))
+    patch_bytes(raw / "train-images-idx3-ubyte", 0, struct.pack(">I", 2049))
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte: has wrong magic number 2049 \(expected 2051"):
         data.load("mnist", root, train=True)
 
@@ -252,7 +247,7 @@ def test_count_mismatch(small):
 
 def test_label_out_of_range(small):
     root, raw = small
-    patch(raw / "train-labels-idx1-ubyte", 8 + 3, bytes([12]))
+    patch_bytes(raw / "train-labels-idx1-ubyte", 8 + 3, bytes([12]))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte: label 12 at index 3 is outside 0..9"):
         data.load("mnist", root, train=True)
 
@@ -273,7 +268,7 @@ def test_checksum_mismatch(small, monkeypatch):
     monkeypatch.setitem(data.RAW_FILES, "MNIST", synthetic_checksums(raw))
     data.prepare("mnist", root, download=False, verify=True, log=lambda m: None)  # valid as is
     p = raw / "t10k-images-idx3-ubyte"
-    patch(p, 500, b"\xff\xfe")  # same size, other bytes
+    patch_bytes(p, 500, b"\xff\xfe")  # same size, other bytes
     bump_mtime(p)
     with pytest.raises(DataError) as e:
         data.prepare("mnist", root, download=False, verify=True, log=lambda m: None)
@@ -303,7 +298,7 @@ def test_verification_cache_rehashes_changed_files(small, monkeypatch):
 
     p = raw / "train-labels-idx1-ubyte"
     good = p.read_bytes()
-    patch(p, 8, bytes([(good[8] + 1) % 10]))
+    patch_bytes(p, 8, bytes([(good[8] + 1) % 10]))
     bump_mtime(p)
     with pytest.raises(DataError, match="train-labels-idx1-ubyte fails its MNIST checksum"):
         data.prepare("mnist", root, download=False, verify=True, log=lambda m: None)
@@ -320,7 +315,7 @@ def test_bad_candidate_is_skipped(small, tmp_path, monkeypatch):
     _, good_raw = small
     monkeypatch.setitem(data.RAW_FILES, "MNIST", synthetic_checksums(good_raw))
     bad = lay_out(good_raw, tmp_path / "bad", "flat_plain", "MNIST")
-    patch(bad / "train-images-idx3-ubyte", 1000, b"\x01\x02\x03")  # right size, wrong content
+    patch_bytes(bad / "train-images-idx3-ubyte", 1000, b"\x01\x02\x03")  # right size, wrong content
     (bad / "t10k-images-idx3-ubyte").unlink()
     (bad / "t10k-images-idx3-ubyte.gz").write_bytes(
         gzip.compress((good_raw / "t10k-images-idx3-ubyte").read_bytes())[:-200])  # truncated gzip
@@ -355,7 +350,7 @@ def test_existing_bad_file_is_not_replaced(small, tmp_path, monkeypatch):
     root, raw = small
     monkeypatch.setitem(data.RAW_FILES, "MNIST", synthetic_checksums(raw))
     good = lay_out(raw, tmp_path / "good", "flat_plain", "MNIST")
-    patch(raw / "train-images-idx3-ubyte", 100, b"\x07")
+    patch_bytes(raw / "train-images-idx3-ubyte", 100, b"\x07")
     with pytest.raises(DataError, match="train-images-idx3-ubyte fails its MNIST checksum"):
         data.prepare("mnist", root, search_paths=[str(good)], download=False, verify=True, log=lambda m: None)
 

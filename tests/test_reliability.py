@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import metrics, run_cli, tiny
+from helpers import metrics, one_line_error, run_cli, tiny
 from trainer import checkpoint
 
 # Every moving part whose state must survive a kill: shuffling, per-sample
@@ -123,15 +123,6 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.Completed
 
 def run_child(args: list[str], cwd: Path, **fault) -> subprocess.CompletedProcess:
     return finish(start(args, cwd, **fault))
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """The run failed with exactly one stderr line and no traceback; return that line."""
-    assert proc.returncode not in (0, None), proc.stdout[-2000:]
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def ok(proc: subprocess.CompletedProcess) -> None:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import metrics, run_cli, tiny
+from helpers import hparams_plugin_data, metrics, run_cli, tiny
 
 SMALL = ("data.subset=128", "model.hidden=[32]")
 
@@ -43,16 +43,11 @@ def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
 def hparams_session(run_dir: Path) -> dict:
     """The hparams plugin data of the run's event file, by kind."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
 
     (events,) = run_dir.glob("events.out.tfevents.*")
     ea = EventAccumulator(str(events), size_guidance={"tensors": 0})
     ea.Reload()
-    out = {}
-    for content in ea.PluginTagToContent("hparams").values():
-        data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        out[data.WhichOneof("data")] = getattr(data, data.WhichOneof("data"))
-    return out
+    return hparams_plugin_data(ea)
 
 
 # ------------------------------------------------------- a sweep with a bad job

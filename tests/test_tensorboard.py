@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from helpers import metrics, run_cli, tiny
+from helpers import hparams_plugin_data, metrics, run_cli, tiny
 
 pytest.importorskip("tensorboard")
 
@@ -35,18 +35,6 @@ def tb_run(synthetic_root, tmp_path_factory):
     return run_dir, ea
 
 
-def hparams_data(ea) -> dict:
-    """{'experiment' | 'session_start_info' | 'session_end_info': message} from the hparams plugin."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    out = {}
-    for content in ea.PluginTagToContent("hparams").values():
-        data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        kind = data.WhichOneof("data")
-        out[kind] = getattr(data, kind)
-    return out
-
-
 def test_hydra_run_dir_override_is_the_run_folder(tb_run):
     run_dir, _ = tb_run
     assert (run_dir / "metrics.json").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
@@ -55,7 +43,7 @@ def test_hydra_run_dir_override_is_the_run_folder(tb_run):
 
 def test_hparams_session_has_the_run_settings(tb_run):
     _, ea = tb_run
-    data = hparams_data(ea)
+    data = hparams_plugin_data(ea)
     assert set(data) == {"experiment", "session_start_info", "session_end_info"}
     hparams = data["session_start_info"].hparams
     assert hparams["optimizer"].string_value == "sgd"

@@ -9,11 +9,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-
-from trainer import config as schema
-
-schema.register()
+from trainer import api, runtime
+from trainer.build import make_parts
+from trainer.config import validate
 
 # Small, fast, offline: the synthetic data root, no checksum (synthetic files
 # are not the real ones), no download, no local copies.
@@ -27,8 +25,22 @@ def tiny(root: Path, *overrides: str) -> list[str]:
 
 
 def compose_cfg(overrides: list[str]):
-    with initialize_config_module("trainer.conf", version_base=None):
-        return compose("config", overrides=overrides)
+    """The typed config the CLI would run (trainer.api.compose: the same tree)."""
+    return api.compose(*overrides)
+
+
+def check_before_data(config) -> None:
+    """What a run checks before it touches data: the values, the device, and
+    the model, loss, transform and optimizer constructors (trainer.build)."""
+    validate(config)
+    make_parts(config, runtime.pick_device(config.device))
+
+
+def names_key(message: str, key: str) -> bool:
+    """Whether `message` names `key` as a key (not as part of another word)."""
+    import re
+
+    return re.search(rf"(^|[\s'\"(]){re.escape(key)}($|[\s'\"=.,;:)\]])", message) is not None
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None,

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
-from helpers import metrics, one_line_error, run_all, run_cli, run_dirs, side_by_side, tiny
+from helpers import hparams_plugin_data, metrics, one_line_error, run_all, run_cli, run_dirs, side_by_side, tiny
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,26 @@ def test_run_prints_first_batch_and_progress(quick_run):
     proc, run_dir = quick_run
     assert "Shape of X [N, C, H, W]: torch.Size([32, 1, 28, 28])" in proc.stdout
     assert "Shape of y: torch.Size([32]) torch.int64" in proc.stdout
-    assert "Parameters: 669,706" in proc.stdout  # the seed's 784-512-512-10 network
+    assert "Model: MLP, 669,706 parameters" in proc.stdout  # the seed's 784-512-512-10 network
     assert "Run completed" in proc.stdout
+
+
+def test_trainer_log_holds_the_console_and_the_model(quick_run):
+    proc, run_dir = quick_run
+    log = (run_dir / "trainer.log").read_text()
+    for line in ("Model: MLP, 669,706 parameters", "Shape of y: torch.Size([32]) torch.int64", "epoch   2"):
+        assert line in log, line
+    assert "Linear(in_features=784, out_features=512, bias=True)" in log  # print(model), as the seed does
+
+
+def test_the_record_says_what_happened(quick_run):
+    _, run_dir = quick_run
+    m = metrics(run_dir)
+    assert m["monitor"] == "test/acc"  # no validation split: the per-epoch evaluation is on test
+    assert m["best"]["test/acc"] == max(row["test/acc"] for row in m["history"])
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "${" not in config and "lr: 0.001" in config  # resolved
+    assert "lr" not in yaml.safe_load(config)["optimizer"]  # one lr, at the top level
 
 
 def test_run_directory_layout(quick_run):
@@ -61,7 +80,7 @@ def test_tensorboard_has_the_expected_tags(quick_run):
     final = ea.Scalars("final/test_acc")[-1].value
     assert final == pytest.approx(metrics(run_dir)["final"]["test/acc"], abs=1e-6)
     assert {"config", "model"} <= {t.split("/")[0] for t in ea.Tags()["tensors"]}
-    assert "hparams" in ea.PluginTagToContent("hparams") or ea.PluginTagToContent("hparams")
+    assert set(hparams_plugin_data(ea)) == {"experiment", "session_start_info", "session_end_info"}
     assert "images/samples" in ea.Tags()["images"]
     assert any(t.startswith("weights/") for t in ea.Tags()["histograms"])
 

@@ -3,6 +3,7 @@ TensorBoard's own reader."""
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer import dashboards
-from trainer.dashboards import Dashboards, confusion_matrix
+from trainer.dashboards import Dashboards
+from trainer.engine import confusion_matrix
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -73,16 +75,22 @@ def image_steps(acc: EventAccumulator, tag: str) -> list[int]:
     return [event.step for event in acc.Images(tag)] if tag in acc.Tags()["images"] else []
 
 
+def board(writer, model, batches, images=1, histograms=1, graph=False) -> Dashboards:
+    """Dashboards drawing into `writer` (the run record holds it in a run)."""
+    return Dashboards(SimpleNamespace(writer=writer), model, batches, class_names=CLASSES,
+                      images_every_n_epochs=images, histograms_every_n_epochs=histograms, graph=graph)
+
+
 def run(tmp_path, model, *, images=1, histograms=1, epochs=(1,), graph=False, batches=None):
     batches = batches or FakeBatches()
     x0, y0 = next(iter(batches.epoch(0)))
     train_once(model, batches)
     batches.passes = 0
     writer = SummaryWriter(str(tmp_path))
-    board = Dashboards(writer, images, histograms, CLASSES)
-    board.start(model, x0, y0, graph=graph)
+    dash = board(writer, model, batches, images, histograms, graph)
+    dash.start(x0, y0)
     for epoch in epochs:
-        board.epoch(epoch, model, batches, x0, step=epoch * 10)
+        dash.after_epoch(epoch, step=epoch * 10)
     writer.close()
     return read_events(tmp_path), batches
 
@@ -140,8 +148,7 @@ def test_mlp_logs_no_conv_images(tmp_path):
 def test_none_grads_are_skipped(tmp_path):
     model = mlp_model()
     writer = SummaryWriter(str(tmp_path))
-    board = Dashboards(writer, 0, 1, CLASSES)
-    board.epoch(1, model, FakeBatches(), torch.zeros(1, 1, 28, 28), step=5)  # no backward: all grads None
+    board(writer, model, FakeBatches(), images=0).after_epoch(1, step=5)  # no backward: all grads None
     writer.close()
     histograms = set(read_events(tmp_path).Tags()["histograms"])
     assert "weights/1.weight" in histograms
@@ -171,16 +178,11 @@ def test_zero_turns_parts_off(tmp_path):
 
 def test_no_writer_is_a_no_op():
     batches = FakeBatches()
-    board = Dashboards(None, 1, 1, CLASSES)
+    dash = board(None, conv_model(), batches)
     x, y = next(iter(batches.epoch(0)))
-    board.start(conv_model(), x, y)
-    board.epoch(1, conv_model(), batches, x, step=1)
-    assert batches.passes == 1  # only the call above
-
-
-# ---------------------------------------------------------------------------
-# The pictures themselves
-# ---------------------------------------------------------------------------
+    dash.start(x, y)
+    dash.after_epoch(1, step=1)
+    assert batches.passes == 1  # only the pass that drew the sample batch: nothing evaluated
 
 def decode(acc: EventAccumulator, tag: str, index: int = -1) -> Image.Image:
     event = acc.Images(tag)[index]
@@ -234,7 +236,7 @@ def test_feature_maps_through_a_hook_when_the_first_conv_is_not_first():
             return self.conv(torch.cat([x, x], 1)).flatten(1)[:, :10]
 
     model = Stem()
-    maps = Dashboards._feature_maps(model, model.conv, torch.randn(1, 1, 28, 28))
+    maps = board(None, model, FakeBatches())._feature_maps(model.conv, torch.randn(1, 1, 28, 28))
     assert maps.shape == (1, 3, 26, 26)
 
 
@@ -246,7 +248,7 @@ def test_graph_is_logged(tmp_path):
     model = conv_model()
     writer = SummaryWriter(str(tmp_path))
     x = torch.randn(2, 1, 28, 28)
-    Dashboards(writer, 1, 1, CLASSES).start(model, x, torch.tensor([0, 1]), graph=True)
+    board(writer, model, FakeBatches(), graph=True).start(x, torch.tensor([0, 1]))
     writer.close()
     acc = read_events(tmp_path)
     assert acc.Tags()["graph"]
@@ -261,7 +263,7 @@ def test_graph_failure_prints_one_warning(tmp_path, capsys):
     writer = Broken(str(tmp_path))
     model = conv_model()
     x = torch.randn(2, 1, 28, 28)
-    Dashboards(writer, 1, 1, CLASSES).start(model, x, torch.tensor([0, 1]), graph=True)
+    board(writer, model, FakeBatches(), graph=True).start(x, torch.tensor([0, 1]))
     writer.close()
     err = capsys.readouterr().err
     assert "warning" in err and "trace failed" in err
@@ -290,15 +292,15 @@ def test_dashboards_leave_training_state_alone(tmp_path):
     stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
     rng = torch.get_rng_state()
     writer = SummaryWriter(str(tmp_path))
-    board = Dashboards(writer, 1, 1, CLASSES)
-    board.start(model, x0, y0, graph=True)
-    board.epoch(1, model, batches, x0, step=1)
+    dash = board(writer, model, batches, graph=True)
+    dash.start(x0, y0)
+    dash.after_epoch(1, step=1)
     assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
     assert torch.equal(bn.num_batches_tracked, stats[2])
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training
     model.eval()
-    board.epoch(1, model, batches, x0)  # step defaults to the epoch; eval mode is kept too
+    dash.after_epoch(1, step=2)  # eval mode is kept too
     writer.close()
     assert not model.training
 

@@ -58,7 +58,7 @@ def test_rank_shares_partition_every_global_batch(n, bs, drop_last, world):
         assert make(0, world).global_size(step) == len(y1)
         seen.append(y)
     seen = torch.cat(seen)
-    assert len(seen) == len(set(seen.tolist())) == make(0, 1).num_samples
+    assert len(seen) == len(set(seen.tolist())) == make(0, 1).count.num_samples
 
 
 def test_eval_shares_cover_the_split_once():
@@ -74,10 +74,9 @@ def test_eval_shares_cover_the_split_once():
 # ---------------------------------------------------------------- torchrun
 def _compose_with_hydra(overrides: list[str]):
     """The composed config with its `hydra` node (what a launcher gets)."""
-    from hydra import compose, initialize_config_module
+    from trainer import api
 
-    with initialize_config_module("trainer.conf", version_base=None):
-        return compose("config", overrides=overrides, return_hydra_config=True)
+    return api.compose(*overrides, hydra_config=True)
 
 
 def _torchrun(args: list[str], cwd: Path, scratch: Path, nproc: int = 2, timeout: float = 240):

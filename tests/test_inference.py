@@ -21,9 +21,15 @@ from PIL import Image
 
 from helpers import metrics, run_cli, tiny
 from trainer import data, evaluate, predict
-from trainer.dashboards import confusion_matrix
-from trainer.inference import load_run, resolve_checkpoint
+from trainer.checkpoint import find
+from trainer.engine import confusion_matrix
+from trainer.inference import load_run
 from trainer.errors import CheckpointError
+
+
+def resolve_checkpoint(path, which=None):
+    """What trainer-eval and trainer-predict mean by a path."""
+    return find(path, which, prefer=("best", "last"))
 
 TEST_SIZE, VAL_SIZE = 256, 64  # conftest's synthetic test split; data.val_split below
 

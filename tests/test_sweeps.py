@@ -169,7 +169,7 @@ def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
     assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]
     assert all(len(list(j.glob("events.out.tfevents.*"))) == 1 for j in jobs)
     assert sorted(r["overrides"].split()[-1] for r in summary(sweep_dir)["rows"]) == ["lr=0.01", "lr=0.05"]
-    assert len(re.findall(r"Using cpu device \(.*\b1 threads\)", proc.stdout)) == 2  # threads=1 reached the workers
+    assert len(re.findall(r"Using cpu device \(.*\b1 thread\)", proc.stdout)) == 2  # threads=1 reached the workers
 
 
 def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):

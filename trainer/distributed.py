@@ -28,15 +28,6 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def env_rank() -> int:
-    """This process's rank before the process group exists (for choosing outputs)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def setup(device: torch.device) -> None:
     """Join the process group: nccl for CUDA, gloo otherwise."""
     if not launched_by_torchrun() or dist.is_initialized():
@@ -77,17 +68,9 @@ def broadcast_object(obj):
     return holder[0]
 
 
-def job_gpu(job_num=None) -> str:
-    """`device=${trainer_gpu:}`: one GPU per parallel sweep job, cuda:(job.num %
-    visible GPUs). Without an argument, the running Hydra job's number (0
-    outside a sweep). With no GPU visible it names cuda:0, which pick_device
-    then refuses with its usual one-line error."""
-    if job_num is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            job_num = HydraConfig.get().job.get("num", 0)
-        except ValueError:  # no Hydra job (a plain compose)
-            job_num = 0
+def job_gpu(job_num: int) -> str:
+    """`device=${trainer_gpu:}`: one GPU per parallel sweep job, cuda:(job
+    number % visible GPUs). With no GPU visible it names cuda:0, which
+    pick_device then refuses with its usual one-line error."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return f"cuda:{int(job_num or 0) % max(count, 1)}"

@@ -1,12 +1,21 @@
-"""The one exception type a user ever sees as a message instead of a traceback."""
+"""The one exception type a user ever sees as a message instead of a
+traceback, and the one place that turns any error into that message."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
 
 
 class UserError(Exception):
     """A problem the user can fix: bad config value, missing or corrupt file.
 
     The message is one line that names the problem and the fix (config key,
-    file, value). `cli.py` prints it and exits non-zero; nothing else does.
+    file, value). `report()` prints it and exits non-zero.
     """
+
+    exit_code = 1
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
@@ -20,8 +29,40 @@ class CheckpointError(UserError):
     """A checkpoint cannot be read, is not ours, or would run code on load."""
 
 
-def first_line(e: BaseException) -> str:
-    """An exception's first non-blank line (its type name if it has none): what
-    fits in a one-line message when the exception is not ours."""
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
+def first_line(e: BaseException | str) -> str:
+    """The first non-blank line of an exception (its type name if it has none)
+    or of a text ('' if it has none): what fits in a one-line message."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return "" if isinstance(e, str) else type(e).__name__
+
+
+def internal(e: BaseException, log_path: str | None = None) -> str:
+    """The one line for a bug in trainer itself; the traceback goes to
+    `log_path` (a run's trainer.log, written by its caller), else to a file
+    of its own that the line names."""
+    text = "".join(traceback.format_exception(e))
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix="trainer-traceback-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    return f"internal error: {type(e).__name__}: {first_line(e)} (traceback in {log_path})"
+
+
+def report(prog: str, func, *args):
+    """Run a console command's body: a UserError, Ctrl-C or bug becomes one
+    line on stderr and an exit status (1, 130), never a traceback."""
+    try:
+        return func(*args)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{prog}: {internal(e)}", file=sys.stderr)
+        sys.exit(1)

@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.commands import positive_int, run_reporting
+from trainer.commands import positive_int
+from trainer import errors
 from trainer.errors import UserError
 
 PROG = "trainer-eval"
@@ -85,67 +86,41 @@ def data_root(data_cfg: dict, folder: str, run_dir: Path, override: str | None) 
 
 
 def split_data(data_cfg: dict, seed: int, root: Path, split: str, log) -> tuple[Any, Any, str]:
-    """(images uint8 [N,28,28], labels [N], description) of one split, as the run saw it."""
-    from trainer import data
+    """(images uint8 [N,28,28], labels [N], description) of one split, as the
+    run saw it: trainer.build.load_data, the same function training used."""
+    from trainer.build import load_data
 
-    name = data_cfg["name"]
-    data.prepare(name, root, data_cfg.get("search_paths") or [], download=bool(data_cfg.get("download", True)),
-                 verify=bool(data_cfg.get("verify", True)), log=log)
+    splits = load_data(data_cfg, seed, log=log, root=root)
+    subset, test_subset = int(data_cfg.get("subset") or 0), int(data_cfg.get("test_subset") or 0)
     if split == "test":
-        x, y = data.load(name, root, train=False)
-        n = int(data_cfg.get("test_subset") or 0)
-        if n:
-            return x[:n], y[:n], f"test set, first {n} images (the run's data.test_subset)"
-        return x, y, "test set"
-    x, y = data.load(name, root, train=True)
-    n = int(data_cfg.get("subset") or 0)
-    if n:
-        x, y = x[:n], y[:n]
-    val_split = float(data_cfg.get("val_split") or 0)
-    splits = data.split_validation(x, y, val_split, seed=seed)
+        what = f"test set, first {test_subset} images (the run's data.test_subset)" if test_subset else "test set"
+        return (*splits.test, what)
     if split == "val":
         if splits.val is None:
             raise UserError("the run had no validation split (data.val_split=0); use --split test or --split train")
         return (*splits.val, f"validation split (data.val_split={data_cfg.get('val_split')}, seed {seed})")
-    what = "train set" + (f", first {n} images" if n else "") + (", validation part removed" if splits.val is not None else "")
+    what = ("train set" + (f", first {subset} images" if subset else "")
+            + (", validation part removed" if splits.val is not None else ""))
     return (*splits.train, what)
 
 
 # -------------------------------------------------------------- evaluation
 def evaluate(run, images, labels, loss_fn, batch_size: int) -> dict[str, Any]:
-    """Loss, accuracy and confusion matrix, computed as Trainer.evaluate does."""
-    import torch
-
-    from trainer.dashboards import confusion_matrix
+    """Loss, accuracy and confusion matrix: engine.evaluate, the pass that scored the run."""
+    from trainer import engine
     from trainer.pipeline import DeviceBatches
 
     dev = run.device
-    loss_fn = loss_fn.to(dev)
     batches = DeviceBatches(images.to(dev), labels.to(dev), batch_size, run.transform, shuffle=False, train=False)
-    loss_sum = torch.zeros((), device=dev)
-    count = 0
-    preds = []
-    with torch.inference_mode():
-        for x, y in batches.epoch(0):
-            with run.autocast():
-                logits = run.model(x)
-                loss = loss_fn(logits, y)
-            loss_sum += loss.float() * len(y)
-            count += len(y)
-            preds.append(logits.argmax(1))
-    num_classes = len(run.classes)
-    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=dev)
-    matrix = confusion_matrix(pred, labels.to(dev), num_classes).cpu()
-    correct = int(matrix.diagonal().sum())
-    n = max(count, 1)
+    result = engine.evaluate(run.model, batches, loss_fn.to(dev), dev, run.precision, num_classes=len(run.classes))
+    matrix = result.confusion.cpu()
     per_class = []
     for i, name in enumerate(run.classes):
-        samples = int(matrix[i].sum())
-        right = int(matrix[i, i])
+        samples, right = int(matrix[i].sum()), int(matrix[i, i])
         per_class.append({"index": i, "class": name, "samples": samples, "correct": right,
                           "accuracy": right / samples if samples else None})
-    return {"samples": count, "correct": correct, "accuracy": correct / n, "loss": loss_sum.item() / n,
-            "per_class": per_class, "confusion_matrix": matrix.tolist()}
+    return {"samples": result.samples, "correct": int(matrix.diagonal().sum()), "accuracy": result.acc,
+            "loss": result.loss, "per_class": per_class, "confusion_matrix": matrix.tolist()}
 
 
 # ----------------------------------------------------------------- output
@@ -190,10 +165,10 @@ def output_path(checkpoint: Path, split: str, override: str | None) -> Path:
 
 
 def write_report(path: Path, report: dict) -> None:
-    from trainer.tracking import write_json_atomic
+    from trainer.record import write_json
 
     try:
-        write_json_atomic(path, report)
+        write_json(path, report)
     except OSError as e:
         raise UserError(f"could not write {path}: {e.strerror or e}; choose another file with --output") from e
 
@@ -225,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, console) -> dict:
     from trainer import data
-    from trainer.inference import build_loss, describe_position, load_run
+    from trainer.build import make_loss
+    from trainer.inference import describe_position, load_run
 
     loaded = load_run(args.path, args.checkpoint, args.device)
     config = loaded.config
@@ -235,7 +211,7 @@ def run(args: argparse.Namespace, console) -> dict:
     seed = int(config.get("seed", 0))
     images, labels, what = split_data(data_cfg, seed, root, args.split,
                                       log=lambda text: console.print(text, style="dim"))
-    loss_fn = build_loss(config, loaded.checkpoint)
+    loss_fn = make_loss(config.get("loss"))
     batch_size = args.batch_size or int((config.get("train") or {}).get("eval_batch_size") or 2000)
     result = evaluate(loaded, images, labels, loss_fn, batch_size)
     report = {
@@ -271,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from rich.console import Console
 
-    run_reporting(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
 
 
 if __name__ == "__main__":

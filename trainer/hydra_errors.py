@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer import config as schema
+from trainer.errors import first_line
 
 GROUPS = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment")
 CONF = Path(__file__).resolve().parent / "conf"
@@ -25,7 +26,7 @@ def _known_keys() -> list[str]:
     return sorted(k for k in keys if not k.startswith("_"))
 
 
-def _suggest(key: str) -> str:
+def suggest(key: str) -> str:
     parent, _, leaf = key.rpartition(".")
     known = _known_keys()
     if parent:
@@ -50,50 +51,72 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     the run folder). `overrides` is the command line: some Hydra errors do not
     say which key they are about, and it lets the line name it anyway."""
     if isinstance(e, OSError) and e.errno is not None:  # not Hydra's MissingConfigException, also an OSError
-        # Hydra creates the run folder and writes .hydra/ before any of our code runs.
+        # Hydra creates the run folder before any of our code runs.
         return (f"cannot write {e.filename or 'the output folder'}: {e.strerror}; choose a writable output folder "
                 "with hydra.run.dir=... (or hydra.sweep.dir=... for -m)")
     text = str(e)
     cause = str(e.__cause__) if e.__cause__ is not None else ""
-    both = f"{text}\n{cause}"
+    for matcher in _MATCHERS:
+        line = matcher(e, text, f"{text}\n{cause}", overrides)
+        if line:
+            return line
+    return "; ".join(part for part in (first_line(text), first_line(cause)) if part)
 
+
+def lr_elsewhere(key: str, value: str) -> str:
+    """The line for a learning rate set inside a group (optimizer.lr=...)."""
+    return (f"{key} is not a key: the learning rate is the top-level lr, one value for the optimizer, "
+            f"the scheduler and the record; write lr={value}")
+
+
+def _missing_option(e, text, both, overrides):
     missing = re.search(r"Could not (?:find|load) '([^']+)'", text)
-    if missing:
-        path = missing.group(1).lstrip("/")
-        group, _, name = path.rpartition("/")
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        if group and options:
-            return _not_a_choice(group, name, options)
-        return f"config '{path}' does not exist; check the spelling of the group and option"
+    if not missing:
+        return None
+    path = missing.group(1).lstrip("/")
+    group, _, name = path.rpartition("/")
+    options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+    if group and options:
+        return _not_a_choice(group, name, options)
+    return f"config '{path}' does not exist; check the spelling of the group and option"
 
+
+def _unknown_key(e, text, both, overrides):
     struct = re.search(r"Key '([^']+)' (?:is )?not in (?:struct|'\w+')", both)
+    if not struct:
+        return None
     full_key = re.search(r"full_key: (\S+)", both)
-    if struct:
-        key = full_key.group(1) if full_key else struct.group(1)
-        # `x.y=1` with no `x`: name what was typed too, not only the part that is unknown.
-        typed = re.search(r"Could not override '([^']+)'", text)
-        within = f" (in '{typed.group(1)}')" if typed and typed.group(1) != key else ""
-        return f"unknown config key '{key}'{within}{_suggest(key)}"
+    key = full_key.group(1) if full_key else struct.group(1)
+    if key.endswith(".lr") and key.count(".") == 1:
+        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{key}=")), "...")
+        return lr_elsewhere(key, value)
+    # `x.y=1` with no `x`: name what was typed too, not only the part that is unknown.
+    typed = re.search(r"Could not override '([^']+)'", text)
+    within = f" (in '{typed.group(1)}')" if typed and typed.group(1) != key else ""
+    return f"unknown config key '{key}'{within}{suggest(key)}"
 
+
+def _bad_value(e, text, both, overrides):
+    full_key = re.search(r"full_key: (\S+)", both)
+    key = full_key.group(1) if full_key else "a key"
     convert = (re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
                or re.search(r"Value '([^']*)' is not a valid (\w+)", both))
     if convert:
-        key = full_key.group(1) if full_key else "a key"
         kind = convert.group(2).lower()
         return f"{key}={convert.group(1)} is not a valid {kind} value{_EXAMPLES.get(kind, '')}"
     invalid = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", both)
     if invalid:
-        key = full_key.group(1) if full_key else "a key"
         return f"{key}={invalid.group(1)} is not valid; choose one of: {invalid.group(2)}"
     wrong_type = re.search(r"Invalid type assigned: (\S+) is not a subclass of (\S+)", both)
     if wrong_type:
-        key = full_key.group(1) if full_key else "a key"
         return f"{key} must be a {wrong_type.group(2)}, not a {wrong_type.group(1)}"
-
     not_list = re.search(r"Error merging override (\S+?)=(\S*).*is not a ListConfig", both, flags=re.S)
     if not_list:
         return f"{not_list.group(1)}={not_list.group(2)} is not a list; write it like {not_list.group(1)}=[256,128]"
+    return None
 
+
+def _syntax(e, text, both, overrides):
     parsed = getattr(e, "override", None)  # hydra's OverrideParseException
     if isinstance(parsed, str):
         reasons = [line.strip() for line in text.splitlines()
@@ -103,17 +126,25 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
             reason = "a character the override syntax does not allow"
         return (f"could not parse the override '{parsed}': {reason}; write overrides as key=value "
                 "(quote a value with special characters: key='...')")
-
     override = re.search(r"Could not override '([^']+)'", text)
     if override:
-        reason = _first(cause) or _first(text.split("\n", 1)[-1])
+        cause = str(e.__cause__) if e.__cause__ is not None else ""
+        reason = first_line(cause) or first_line(text.split("\n", 1)[-1])
         return f"could not set '{override.group(1)}': {reason}"
     if "mismatched input" in both or "no viable alternative" in both or "token recognition error" in both:
-        return f"could not parse the command line: {_first(text)}; write overrides as key=value"
-    group = _bad_group_value(overrides)
-    if group:
-        return group
-    return "; ".join(part for part in (_first(text), _first(cause)) if part)
+        return f"could not parse the command line: {first_line(text)}; write overrides as key=value"
+    return None
+
+
+def _group_not_a_name(e, text, both, overrides):
+    """Hydra fails on a group given a number, a bool or a list of them
+    (optimizer=5, data=true, data=[1]) with a message that names no key."""
+    if not ("Config group override must be" in text or isinstance(e, TypeError)):
+        return None
+    return _bad_group_value(overrides) or None
+
+
+_MATCHERS = (_missing_option, _unknown_key, _bad_value, _syntax, _group_not_a_name)
 
 
 def _bad_group_value(overrides: Sequence[str]) -> str:
@@ -122,6 +153,8 @@ def _bad_group_value(overrides: Sequence[str]) -> str:
     find it on the command line."""
     for override in overrides:
         key, eq, value = override.lstrip("+~").partition("=")
+        if "," in value and not value.startswith("["):
+            continue  # a sweep over several options (optimizer=sgd,adam), not one bad value
         # What Hydra reads as a bool, a number or a list, not an option's name.
         if eq and key in GROUPS and (not re.fullmatch(r"[A-Za-z_][\w-]*", value)
                                      or value.lower() in ("true", "false", "null", "inf", "nan")):
@@ -132,10 +165,3 @@ def _bad_group_value(overrides: Sequence[str]) -> str:
 def _not_a_choice(group: str, value: str, options) -> str:
     valid = [o for o in options if not o.startswith("_")]
     return f"{group}={value} is not a known choice; valid choices: {', '.join(valid)}"
-
-
-def _first(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""

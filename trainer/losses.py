@@ -24,41 +24,38 @@ class NLL(nn.Module):
         return F.nll_loss(F.log_softmax(logits, dim=1), target)
 
 
-class _OneHot(nn.Module):
-    """Base for losses that compare scores with a one-hot target."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        one_hot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
-        return self.compare(logits, one_hot)
+def _one_hot(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class indices [B] as one-hot rows shaped and typed like the logits."""
+    return F.one_hot(target, logits.shape[1]).to(logits.dtype)
 
 
-class MSE(_OneHot):
+class MSE(nn.Module):
     """Mean squared error between softmax probabilities and the one-hot target.
 
     On raw logits MSE pulls them towards 0/1 and trains poorly; on the
     softmax it is the well-known (bounded) Brier-score loss.
     """
 
-    def compare(self, logits, one_hot):
-        return F.mse_loss(torch.softmax(logits, dim=1), one_hot)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(torch.softmax(logits, dim=1), _one_hot(logits, target))
 
 
-class BCE(_OneHot):
+class BCE(nn.Module):
     """Binary cross-entropy per class (one-vs-rest) against one-hot targets.
 
     Uses the with-logits form: nn.BCELoss on sigmoid outputs is the same
     maths but loses precision and can produce log(0).
     """
 
-    def compare(self, logits, one_hot):
-        return F.binary_cross_entropy_with_logits(logits, one_hot)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, _one_hot(logits, target))
 
 
-class PoissonNLL(_OneHot):
+class PoissonNLL(nn.Module):
     """Poisson NLL with the logits read as log-rates and one-hot counts."""
 
-    def compare(self, logits, one_hot):
-        return F.poisson_nll_loss(logits, one_hot, log_input=True)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.poisson_nll_loss(logits, _one_hot(logits, target), log_input=True)
 
 
 class MultiMargin(nn.MultiMarginLoss):

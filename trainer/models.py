@@ -1,7 +1,9 @@
 """The two model families: a plain MLP and a stack of conv blocks.
 
 Plain nn.Modules with keyword arguments, so a config's `_target_` can build
-them and tests can build them by hand.
+them and tests can build them by hand. A constructor that refuses its
+arguments raises ValueError starting `<argument>=<value>`, which the build
+step reports as `model.<argument>=<value> ...`.
 """
 from __future__ import annotations
 
@@ -21,8 +23,7 @@ ACTIVATIONS = {
 }
 
 
-def activation(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+POOLS = ("max", "avg", "none")
 
 
 class MLP(nn.Module):
@@ -88,23 +89,21 @@ class ConvNet(nn.Module):
         super().__init__()
         if padding is None:
             padding = kernel_size // 2  # "same" convolutions unless told otherwise
+        pooled = [pool != "none" and (i + 1) % pool_every == 0 for i in range(len(channels))]
+        size = _feature_size(image_size, kernel_size, padding, pooled, list(channels))
         blocks: list[nn.Module] = []
-        c, size = in_channels, image_size
-        for i, out in enumerate(channels):
+        c = in_channels
+        for out, pools in zip(channels, pooled):
             block: list[nn.Module] = [nn.Conv2d(c, out, kernel_size, padding=padding, bias=not batchnorm)]
             if batchnorm:
                 block.append(nn.BatchNorm2d(out))
             block.append(ACTIVATIONS[activation]())
-            size = size + 2 * padding - kernel_size + 1
-            if pool != "none" and (i + 1) % pool_every == 0:
+            if pools:
                 block.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
-                size //= 2
             if dropout > 0:
                 block.append(nn.Dropout2d(dropout))
             blocks.append(nn.Sequential(*block))
             c = out
-        if size < 1:
-            raise ValueError(f"the conv stack shrinks a {image_size}px image to nothing; use fewer blocks, padding or pooling")
         self.features = nn.Sequential(*blocks)
         head: list[nn.Module] = []
         if global_pool:
@@ -125,12 +124,36 @@ class ConvNet(nn.Module):
         return self.head(self.features(x))
 
 
+def _feature_size(image_size: int, kernel_size: int, padding: int, pooled: list[bool], channels: list[int]) -> int:
+    """The side of the feature maps after every block; ValueError if it reaches 0."""
+    size = image_size
+    for i, pools in enumerate(pooled):
+        size = (size + 2 * padding - kernel_size + 1) // (2 if pools else 1)
+        if size < 1:
+            raise ValueError(f"channels={channels} has {len(channels)} blocks, but a {image_size}px image shrinks "
+                             f"to nothing after block {i + 1}; use fewer blocks, more padding or a larger pool_every")
+    return size
+
+
 def first_conv(model: nn.Module) -> nn.Conv2d | None:
     """The first Conv2d of any model, for the filter and feature-map images."""
-    for module in model.modules():
+    for module in unwrap(model).modules():
         if isinstance(module, nn.Conv2d):
             return module
     return None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside the DDP / DataParallel and torch.compile wrappers:
+    what checkpoints store and what the dashboards trace (a DDP forward would
+    wait for the other ranks)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def parameter_count(model: nn.Module) -> int:

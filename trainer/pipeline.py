@@ -11,17 +11,21 @@ can be reproduced from three integers: that is what makes mid-epoch resume
 exact and lets DDP ranks agree on one permutation without talking.
 
 `pipeline=loader` keeps the classic per-sample torch DataLoader path (for
-per-sample torchvision transforms, num_workers, pin_memory).
+per-sample torchvision transforms, num_workers, pin_memory). Its randomness
+is drawn the same way, per sample from (seed, epoch, step, index in the
+batch), so it resumes exactly too, with any number of workers.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+PIPELINES = ("device", "loader")
 
 
 def position_seed(seed: int, epoch: int, step: int = -1) -> int:
@@ -141,7 +145,8 @@ def _first(value):
     return float(values[0])  # one channel: MNIST-style images are grayscale
 
 
-class _GlobalBatches:
+@dataclass(frozen=True)
+class Counting:
     """How both pipelines count: `size` samples cut into global batches of
     `batch_size` (each shared out over the ranks), the last one partial
     unless `drop_last`."""
@@ -161,8 +166,14 @@ class _GlobalBatches:
         """Samples in global batch `step` over all ranks (the last one may be partial)."""
         return min(self.batch_size, self.num_samples - step * self.batch_size)
 
+    def bounds(self, step: int, rank: int, world_size: int) -> tuple[int, int, int, int]:
+        """(global lo, global hi, this rank's lo, hi) of batch `step` in the epoch's order."""
+        glo, ghi = step * self.batch_size, min((step + 1) * self.batch_size, self.size)
+        lo, hi = _shard(glo, ghi, rank, world_size) if world_size > 1 else (glo, ghi)
+        return glo, ghi, lo, hi
 
-class DeviceBatches(_GlobalBatches):
+
+class DeviceBatches:
     """Batches drawn from a split held on the device.
 
     With world_size > 1 every rank draws the same permutation and takes its
@@ -183,13 +194,17 @@ class DeviceBatches(_GlobalBatches):
         world_size: int = 1,
     ):
         self.images, self.labels = images, labels
-        self.size = len(labels)
-        self.batch_size = batch_size
+        self.count = Counting(len(labels), batch_size, drop_last)
         self.transform = transform
         self.shuffle, self.seed, self.train = shuffle, seed, train
-        self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
         self.device = images.device
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def global_size(self, step: int) -> int:
+        return self.count.global_size(step)
 
     def order(self, epoch: int) -> torch.Tensor | None:
         if not self.shuffle:
@@ -201,8 +216,7 @@ class DeviceBatches(_GlobalBatches):
         order = self.order(epoch)
         augment = self.train and self.transform.augments
         for step in range(start_step, len(self)):
-            glo, ghi = step * self.batch_size, min((step + 1) * self.batch_size, len(self.labels))
-            lo, hi = _shard(glo, ghi, self.rank, self.world_size) if self.world_size > 1 else (glo, ghi)
+            glo, ghi, lo, hi = self.count.bounds(step, self.rank, self.world_size)
             g = _generator(self.device, position_seed(self.seed, epoch, step)) if augment else None
             if augment and self.world_size > 1:
                 # Draw the augmentation for the whole global batch and keep this
@@ -225,40 +239,75 @@ def _shard(lo: int, hi: int, rank: int, world_size: int) -> tuple[int, int]:
     return start, start + per + (1 if rank < extra else 0)
 
 
-class LoaderBatches(_GlobalBatches):
-    """The classic path: a torchvision dataset, per-sample transforms, a DataLoader.
+class LoaderBatches:
+    """The classic path: per-sample torchvision transforms and a DataLoader.
 
-    Shuffling still follows the (seed, epoch) permutation so resume can skip
-    to a position; per-sample augmentation randomness in workers cannot be
-    replayed, so mid-epoch resume with augmentation is exact only on
-    pipeline=device.
+    The order is the (seed, epoch) permutation of DeviceBatches, and each
+    sample's augmentation is drawn from its own seed (seed, epoch, step,
+    index in the batch) inside the worker, so batches do not depend on which
+    worker made them, how many there are, or where a resumed epoch starts.
+    The loader has its own generator: it never draws from the global RNG
+    that dropout uses.
     """
 
-    def __init__(self, dataset, batch_size: int, device: torch.device, shuffle: bool = False, seed: int = 0,
-                 num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False, rank: int = 0, world_size: int = 1):
-        self.dataset = dataset
-        self.size = len(dataset)
-        self.batch_size, self.device = batch_size, device
-        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, transform: BatchTransform,
+                 device: torch.device, shuffle: bool = False, seed: int = 0, train: bool = True,
+                 num_workers: int = 0, pin_memory: bool = False, drop_last: bool = False, rank: int = 0,
+                 world_size: int = 1):
+        self.dataset = SeededImages(images, labels, transform.torchvision(train=train))
+        self.count = Counting(len(labels), batch_size, drop_last)
+        self.device = device
+        self.shuffle, self.seed = shuffle, seed
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def global_size(self, step: int) -> int:
+        return self.count.global_size(step)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         from torch.utils.data import DataLoader
 
-        n = len(self.dataset)
+        n = self.count.size
         if self.shuffle:
             order = torch.randperm(n, generator=_generator(torch.device("cpu"), position_seed(self.seed, epoch))).tolist()
         else:
             order = list(range(n))
         batches = []
         for step in range(start_step, len(self)):
-            lo, hi = step * self.batch_size, min((step + 1) * self.batch_size, n)
-            if self.world_size > 1:
-                lo, hi = _shard(lo, hi, self.rank, self.world_size)
-            batches.append(order[lo:hi])
+            glo, _, lo, hi = self.count.bounds(step, self.rank, self.world_size)
+            # Seeds by position in the global batch: the same sample gets the same draw on any rank count.
+            base = position_seed(self.seed, epoch, step)
+            batches.append([(order[i], base + (i - glo)) for i in range(lo, hi)])
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
                             pin_memory=self.pin_memory and self.device.type == "cuda",
-                            persistent_workers=False)
+                            generator=torch.Generator().manual_seed(position_seed(self.seed, epoch)))
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class SeededImages(torch.utils.data.Dataset):
+    """Per-sample dataset over decoded tensors, yielding what torchvision's
+    MNIST yields (a PIL image through `transform`, an int label). Indexed by
+    (index, seed): the transform's random draws come from that seed, with
+    the process's own RNG state put back afterwards."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        from PIL import Image
+
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = Image.fromarray(self.images[index].numpy(), mode="L")
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                image = self.transform(image)
+        return image, int(self.labels[index])

@@ -34,7 +34,8 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.commands import positive_int, run_reporting
+from trainer.commands import positive_int
+from trainer import errors
 from trainer.errors import UserError
 
 PROG = "trainer-predict"
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from rich.console import Console
 
-    run_reporting(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
 
 
 if __name__ == "__main__":

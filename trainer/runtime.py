@@ -1,12 +1,17 @@
-"""Process-wide settings: device choice, seeding, determinism, threads."""
+"""Process-wide settings: device choice, mixed precision, seeding, determinism, threads."""
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import random
 
 import torch
 
 from trainer.errors import UserError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,3 +56,28 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def set_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def autocast(device: torch.device, precision: str):
+    """The one autocast choice for training, evaluation and inference: a run's
+    numbers are the same wherever its model runs."""
+    dtype = _AMP_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str):
+    """fp16 gradients need loss scaling; bf16 and fp32 do not (None)."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def device_name(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3' or the CPU's model name with torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    threads = torch.get_num_threads()
+    return f"{model or platform.processor() or 'CPU'}, {threads} thread{'s' if threads != 1 else ''}"

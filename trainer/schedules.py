@@ -5,6 +5,12 @@ import math
 
 import torch
 
+NAMES = ("none", "step", "cosine", "onecycle")
+INTERVALS = ("epoch", "step")
+# Schedules laid out over the whole run when it starts: their shape depends
+# on the number of epochs and steps, so a resume cannot change those.
+SPANS_THE_RUN = ("cosine", "onecycle")
+
 
 class WarmupCosine:
     """Multiplier for LambdaLR: linear warm-up, then cosine decay to min_ratio.
@@ -33,9 +39,22 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
     units = steps_per_epoch if interval == "step" else 1
     total = max(1, epochs * units)
     if name == "cosine":
-        schedule = WarmupCosine(total, int(round(warmup_epochs * units)), min_lr / lr if lr > 0 else 0.0)
+        schedule = WarmupCosine(total, int(round(warmup_epochs * units)), min_lr / lr)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), interval
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start), interval
-    raise ValueError(f"unknown scheduler {name}")
+    raise ValueError(f"name={name} is not a schedule; choose one of: {', '.join(NAMES)}")
+
+
+def rescale(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:
+    """Multiply the learning rate by `factor` from here on, schedule included
+    (a resume with a new `lr`): the current lr and every base the scheduler
+    computes from."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):  # the last three: OneCycleLR
+            if key in group:
+                group[key] *= factor
+    if scheduler is not None:
+        scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

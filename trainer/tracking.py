@@ -1,109 +1,94 @@
-"""Where a run's numbers go: the console (rich), TensorBoard, metrics.json.
+"""What a run says while it trains: the console (rich), TensorBoard scalars,
+and each finished epoch handed to the run record.
 
-Only rank 0 builds a Tracker; other DDP ranks get engine.NullTracker.
+Every console line also goes, as plain text, to Python logging and so to
+the run's trainer.log (record.LogBuffer). Only rank 0 builds a Tracker;
+other DDP ranks get engine.NullTracker.
 """
 from __future__ import annotations
 
-import json
-import math
+import io
+import logging
+import os
+import sys
 import time
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from trainer.files import atomic_write
+from trainer import display
 
-# The numbers every run reports in HParams, so a sweep's table and parallel
-# coordinates compare real outcomes (never a placeholder metric).
-HPARAM_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "best_epoch", "train_seconds")
-# Trackers whose TensorBoard run is still open. A job that fails part-way
-# never reaches close(); close_open_runs() flushes and closes them for it.
-# Strong references: the failed job's frames are gone by then.
-_OPEN: set[Tracker] = set()
+log = logging.getLogger("trainer.console")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n"
-    atomic_write(path, lambda f: f.write(text))
+class Output:
+    """The console: rich on a terminal, plain lines in a pipe or file (no
+    escape codes, no wrapping of long lines), and every line logged."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
+        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet)
+
+    def say(self, text: str, style: str | None = None) -> None:
+        self.console.print(text, style=style, highlight=False, markup=False)
+        log.info(text)
+
+    def note(self, text: str) -> None:
+        """For trainer.log only (the model printed in full, say)."""
+        log.info(text)
+
+    def show(self, renderable, plain: str | None = None) -> None:
+        """A table or other rich object; the log gets it drawn as plain text."""
+        self.console.print(renderable)
+        log.info(plain if plain is not None else render_plain(renderable))
+
+    def warn(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+        log.warning(text)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value
-    return value
+def render_plain(renderable, width: int = 160) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, highlight=False, soft_wrap=False).print(renderable)
+    return buffer.getvalue().rstrip("\n")
 
 
-class RunRecord:
-    """metrics.json: status, error, final and best metrics, per-epoch history, timing.
-
-    Rewritten (atomically) at the start, after every epoch and at the end, so
-    a sweep summary built from the files sees even a run that was killed.
-    """
-
-    def __init__(self, path: Path, *, overrides: list[str], hparams: dict, monitor: str, mode: str, device: str):
-        self.path = Path(path)
-        self.data: dict[str, Any] = {
-            "status": "running",
-            "error": None,
-            "overrides": overrides,
-            "hparams": hparams,
-            "monitor": monitor,
-            "mode": mode,
-            "device": device,
-            "final": {},
-            "best": {},
-            "history": [],
-            "timing": {},
-        }
-
-    def load_previous(self) -> None:
-        """On resume, keep the earlier timing entries (start-up of the first attempt)."""
-        try:
-            previous = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return
-        self.data["timing"] = {**previous.get("timing", {}), **self.data["timing"]}
-        self.data["resumed"] = previous.get("resumed", 0) + 1
-
-    def update(self, **fields) -> None:
-        self.data.update(fields)
-        self.write()
-
-    def write(self) -> None:
-        write_json_atomic(self.path, self.data)
+def wide_console(quiet: bool = False) -> Console:
+    """A console for tables: a log or pipe gets 160 columns (or $COLUMNS)
+    instead of rich's 80, which would squash the columns."""
+    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(highlight=False, quiet=quiet, width=wide)
 
 
-class _Progress:
-    """A live bar on a terminal; the seed's `loss: ... [n/N]` lines otherwise."""
+class Progress:
+    """A live bar on a terminal, redrawn by rich's own timer (4 times a
+    second) from a step count the loop sets for free; the seed's
+    `loss: ... [n/N]` lines at logging points otherwise."""
 
-    def __init__(self, console: Console, epoch: int, epochs: int, total: int, start: int, batch_size: int):
-        self.console, self.total, self.batch_size = console, total, batch_size
+    def __init__(self, output: Output, epoch: int, epochs: int, total: int, start: int, batch_size: int):
+        self.output, self.total, self.batch_size = output, total, batch_size
         self.label = f"epoch {epoch}/{epochs}"
-        self.live = console.is_terminal
+        self.live = output.console.is_terminal
         self.t0, self.start = time.perf_counter(), start
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=True)
+            self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                           console=output.console, transient=True, refresh_per_second=4)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total, completed=start, info="")
+
+    def advance(self, step: int) -> None:
+        if self.live:
+            self.bar.update(self.task, completed=step)
 
     def update(self, step: int, loss: float) -> None:
         rate = (step - self.start) * self.batch_size / max(time.perf_counter() - self.t0, 1e-9)
         if self.live:
-            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f}  {rate:,.0f} samples/s")
+            self.bar.update(self.task, completed=step, info=f"loss {display.significant(loss)}  {rate:,.0f} samples/s")
         else:
-            self.console.print(f"{self.label}  loss: {loss:>7f}  [{step:>5d}/{self.total:>5d}]  {rate:,.0f} samples/s",
-                               highlight=False)
+            self.output.say(f"{self.label}  loss: {loss:>7f}  [{step:>5d}/{self.total:>5d}]  {rate:,.0f} samples/s")
 
     def close(self) -> None:
         if self.live:
@@ -112,66 +97,36 @@ class _Progress:
 
 
 class Tracker:
-    """Console + TensorBoard for one run (rank 0)."""
+    """Console lines, TensorBoard scalars (the record's writer) and each
+    finished epoch into the record, for one run (rank 0)."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True, purge_step: int | None = None,
-                 batch_size: int = 64, console: Console | None = None, record: RunRecord | None = None):
-        self.run_dir = Path(run_dir)
-        # soft_wrap: log lines stay whole when the output is a file or a pipe.
-        self.console = console or Console(highlight=False, soft_wrap=True)
-        self.batch_size = batch_size
-        self.record = record
-        self.writer = None
-        self._header_written = False
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, output: Output, record, batch_size: int):
+        self.output, self.record, self.batch_size = output, record, batch_size
 
-            # purge_step drops events a killed run logged after its last
-            # checkpoint, so a resumed run has no duplicated steps.
-            self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
-            _OPEN.add(self)
+    @property
+    def writer(self):
+        return self.record.writer  # opened when the record starts
 
-    # ------------------------------------------------------------------ start
-    def start(self, *, config_yaml: str, model_summary: str, hparams: dict, device_line: str) -> None:
-        from rich.syntax import Syntax
+    def message(self, text: str) -> None:
+        self.output.say(text)
 
-        self.console.rule("[bold]trainer")
-        self.console.print(Syntax(config_yaml.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
-        self.console.print(model_summary, highlight=False)
-        self.console.print(device_line)
-        self.console.print(f"Outputs: {self.run_dir}")
-        if self.writer is not None:
-            self.writer.add_text("config", "```yaml\n" + config_yaml + "\n```", 0)
-            self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
-            self._hparams_header(hparams)
+    def format_metric(self, key: str, value) -> str:
+        return display.metric(key, value)
 
-    def _hparams_header(self, hparams: dict) -> None:
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-        exp, ssi, _ = hparams_summary(_hparam_values(hparams), {_metric_tag(m): 0.0 for m in HPARAM_METRICS})
-        self.writer.file_writer.add_summary(exp)
-        self.writer.file_writer.add_summary(ssi)
-        self._header_written = True
+    def progress(self, epoch: int, epochs: int, total: int, start: int) -> Progress:
+        return Progress(self.output, epoch, epochs, total, start, self.batch_size)
 
     def first_batch(self, x, y) -> None:
         # The seed prints these before training; so do we.
-        self.console.print(f"Shape of X [N, C, H, W]: {x.shape} {x.dtype}")
-        self.console.print(f"Shape of y: {y.shape} {y.dtype}")
+        self.output.say(f"Shape of X [N, C, H, W]: {x.shape} {x.dtype}")
+        self.output.say(f"Shape of y: {y.shape} {y.dtype}")
 
-    def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
-
-    def progress(self, epoch: int, epochs: int, total: int, start: int) -> _Progress:
-        return _Progress(self.console, epoch, epochs, total, start, self.batch_size)
-
-    # ------------------------------------------------------------- per step/epoch
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, step)
 
     def log_epoch(self, row: dict, is_best: bool = False) -> None:
-        epoch, step = row["epoch"], row["step"]
         if self.writer is not None:
             for key, value in row.items():
                 if key in ("epoch", "step", "lr") or not isinstance(value, (int, float)):
@@ -179,103 +134,16 @@ class Tracker:
                 tag = key if "/" in key else f"perf/{key}"
                 # train/loss is already logged per step, at this step too: the
                 # epoch mean gets its own tag, so the curve has one point a step.
-                if tag == "train/loss":
-                    tag = "train/loss_epoch"
-                self.writer.add_scalar(tag, value, step)
-            self.writer.add_scalar("epoch", epoch, step)
+                self.writer.add_scalar("train/loss_epoch" if tag == "train/loss" else tag, value, row["step"])
             self.writer.flush()
-        parts = [f"epoch {epoch:>3d}"]
+        parts = [f"epoch {row['epoch']:>3d}"]
         for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
             if key in row:
-                value = row[key]
-                parts.append(f"{key} {100 * value:5.2f}%" if key.endswith("acc") else f"{key} {value:.4f}")
-        parts.append(f"{row['epoch_seconds']:.2f}s  {row['samples_per_second']:,.0f} samples/s")
-        self.console.print("  ".join(parts) + ("  *" if is_best else ""), highlight=False)
-        if self.record is not None:
-            self.record.data["history"].append(row)
-            self.record.write()
-
-    # ------------------------------------------------------------------ end
-    def finish(self, status: str, final: dict, best: dict) -> None:
-        if self.writer is not None:
-            values = {**final, "best_epoch": best.get("epoch", 0)}
-            for metric in HPARAM_METRICS:
-                if isinstance(values.get(metric), (int, float)):
-                    self.writer.add_scalar(_metric_tag(metric), values[metric], 0)
-            # Session status: TensorBoard marks failed runs in the HParams table.
-            self.writer.file_writer.add_summary(_session_end(status == "completed"))
-            self.writer.flush()
-        if final:
-            table = Table(title=f"Run {status}")
-            table.add_column("metric")
-            table.add_column("value", justify="right")
-            for key, value in final.items():
-                if isinstance(value, float):
-                    shown = f"{100 * value:.2f}%" if key.endswith("acc") else f"{value:.4f}"
-                else:
-                    shown = str(value)
-                table.add_row(key, shown)
-            self.console.print(table)
-
-    def fail(self, status: str) -> None:
-        """The job stopped without final metrics: keep what it logged (flush) and,
-        unless it was only interrupted (resume continues the run), mark the
-        session failed, so HParams lists the run, with its hparams, as failed."""
-        if self.writer is not None and status != "interrupted":
-            if not self._header_written and self.record is not None:
-                self._hparams_header(self.record.data["hparams"])
-            self.writer.file_writer.add_summary(_session_end(False))
-        self.close()
+                parts.append(f"{key} {display.metric(key, row[key])}")
+        parts.append(f"{display.duration(row['epoch_seconds'])}  {row['samples_per_second']:,.0f} samples/s")
+        self.output.say("  ".join(parts) + ("  *" if is_best else ""))
+        self.record.epoch(row)
 
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        _OPEN.discard(self)
-
-
-def close_open_runs(status: str) -> bool:
-    """Fail and close every TensorBoard run a failed job left open; True if any."""
-    trackers = list(_OPEN)
-    for tracker in trackers:
-        tracker.fail(status)
-    return bool(trackers)
-
-
-def write_failed_run(run_dir: Path, hparams: dict) -> None:
-    """A TensorBoard run for a sweep job that failed before it had one (a bad
-    value such as lr=-1): its hparams and a failed session, so the sweep's
-    HParams table lists every job."""
-    tracker = Tracker(run_dir, console=Console(quiet=True))
-    tracker._hparams_header(hparams)
-    tracker.fail("failed")
-
-
-def _metric_tag(metric: str) -> str:
-    return "final/" + metric.replace("/", "_")
-
-
-def _hparam_values(hparams: dict) -> dict:
-    out = {}
-    for key, value in hparams.items():
-        if isinstance(value, bool) or isinstance(value, (int, float, str)):
-            out[key] = value
-        elif value is None:
-            out[key] = "none"
-        else:
-            out[key] = str(value)
-    return out
-
-
-def _session_end(ok: bool):
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
-
-    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
-                                          end_time_secs=time.time())
-    content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=0).SerializeToString()
-    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content))
-    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])

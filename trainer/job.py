@@ -1,0 +1,238 @@
+"""One job from start to outcome: the run folder's lock, build, fit, and what
+the record says when it stops early. The CLI (single runs and sweep jobs)
+and the Python API both come here.
+
+Every failure ends as an Outcome with a status and one line; a job never
+raises for something that went wrong in it, so a sweep goes on.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import math
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.config import TrainerConfig, as_dict
+from trainer.engine import Diverged, Interrupted
+from trainer.errors import UserError, internal
+from trainer.record import RunRecord, hparams
+from trainer.tracking import Output
+
+EXIT_FAILED = 1
+
+
+@dataclass
+class Job:
+    """Where and as what a job runs: what Hydra knows about it, as plain values."""
+
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    choices: dict = field(default_factory=dict)
+    multirun: bool = False
+    hydra_yaml: str | None = None
+
+
+@dataclass
+class Outcome:
+    status: str                  # completed | failed | diverged | interrupted
+    error: str | None
+    value: float                 # the monitored metric; the worst possible one when the job failed
+    run_dir: Path
+    signum: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "completed":
+            return 0
+        return 128 + self.signum if self.status == "interrupted" else EXIT_FAILED
+
+
+def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Outcome:
+    """Run one job to its outcome; its record says the same."""
+    from trainer.build import build, fit
+
+    output = output or Output()
+    main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 alone writes the record
+    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams(config, job.choices, job.overrides),
+                       config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main)
+    worst = -math.inf if config.early_stopping.mode != "min" else math.inf
+    stop, run, traceback_text = StopFlag(record), None, None
+    try:
+        with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
+            done = _completed_already(config, record, output)
+            if done is not None:
+                return Outcome("completed", None, done, job.run_dir)
+            _refuse_to_overwrite(config, record, job)
+            run = build(config, job.run_dir, record, output, stop)
+            with stop.installed():
+                value = fit(run)
+        return Outcome("completed", None, value if not math.isnan(value) else worst, job.run_dir)
+    except Interrupted as e:
+        where = (f"at epoch {run.trainer.position.epoch}, step {run.trainer.position.step}; checkpoint saved, "
+                 f"continue with resume={job.run_dir}") if run is not None else "before training started"
+        outcome = Outcome("interrupted", f"stopped by {signal.Signals(e.signum).name} {where}", worst, job.run_dir,
+                          e.signum)
+    except Diverged as e:
+        outcome = Outcome("diverged", str(e), worst, job.run_dir)
+    except UserError as e:
+        outcome = Outcome("failed", str(e), worst, job.run_dir)
+    except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT
+        outcome = Outcome("interrupted", "stopped by SIGINT before training started", worst, job.run_dir,
+                          signal.SIGINT)
+    except Exception as e:  # noqa: BLE001 - a bug, or the machine (a full disk): one line either way
+        outcome = Outcome("failed", _unexpected(e, record), worst, job.run_dir)
+        if outcome.error.startswith("internal error"):
+            traceback_text = "".join(traceback.format_exception(e))
+    record.fail(outcome.status, outcome.error, traceback_text)
+    return outcome
+
+
+def refuse(job: Job, error: str) -> Outcome:
+    """A job whose config could not even be read: recorded like any failure."""
+    record = RunRecord(job.run_dir, overrides=job.overrides, hparams={}, config={}, hydra_yaml=job.hydra_yaml,
+                       main=os.environ.get("RANK", "0") == "0")
+    record.fail("failed", error)
+    return Outcome("failed", error, -math.inf, job.run_dir)
+
+
+def _completed_already(config: TrainerConfig, record: RunRecord, output: Output) -> float | None:
+    """`resume=auto` on a job that completed (a sweep continued) with nothing
+    left to train: its files stay as they are and it reports what it
+    recorded. More epochs than it trained continue it."""
+    previous = record.previous
+    if config.resume != "auto" or previous is None or previous.get("status") != "completed":
+        return None
+    trained = int((previous.get("final") or {}).get("epochs") or 0)
+    planned = int((previous.get("hparams") or {}).get("epochs") or trained)
+    if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
+        return None
+    output.say(f"Already completed: {record.run_dir} (left as it is)")
+    best = previous.get("best") or {}
+    value = best.get(previous.get("monitor"))
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _refuse_to_overwrite(config: TrainerConfig, record: RunRecord, job: Job) -> None:
+    previous = record.previous
+    if previous is None or config.resume:
+        return
+    how = ("continue the sweep with resume=auto, or choose another hydra.sweep.dir" if job.multirun else
+           f"continue it with resume={record.run_dir}, or choose another hydra.run.dir")
+    raise UserError(f"{record.run_dir} already holds a run ({previous.get('status', 'unknown')}); {how}")
+
+
+# A full disk, a quota, a folder made read-only: the machine's state, not a bug.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _unexpected(e: Exception, record: RunRecord) -> str:
+    """The one line for an exception that is not a UserError."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        # Reads can fail with EACCES too, so the line says what failed rather than guessing "write".
+        return (f"{e.strerror}: {e.filename or record.run_dir}; free some disk space or fix the permissions "
+                "(or choose another output folder with hydra.run.dir=...)")
+    writable = record.started or record.previous is None
+    return internal(e, str(record.run_dir / "trainer.log") if writable and record.main else None)
+
+
+class RunLock:
+    """One process per run folder: an flock on the folder itself (no file is
+    made), released when the process exits, however it exits."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise UserError(f"cannot open the run folder {self.run_dir} ({e.strerror}); "
+                            "choose another with hydra.run.dir=...") from e
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self.fd)
+            self.fd = None
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(f"{self.run_dir} is in use by another trainer process; wait for it to finish "
+                                "(or stop it) first, or choose another run folder") from e
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class StopFlag:
+    """SIGINT/SIGTERM. Before the loop there is nothing to save: stop at once,
+    as `interrupted`. In the loop the first signal asks it to stop after this
+    step (and save); a second one exits at once."""
+
+    def __init__(self, record: RunRecord):
+        self.signum = 0
+        self.record = record
+
+    def __call__(self) -> int:
+        return self.signum
+
+    @contextlib.contextmanager
+    def at_startup(self):
+        def handle(signum, frame):
+            raise Interrupted(signum)
+
+        with _handlers(handle, (signal.SIGTERM,), keep=lambda: bool(self.signum)):
+            yield
+
+    @contextlib.contextmanager
+    def installed(self):
+        with _handlers(self._handle, (signal.SIGINT, signal.SIGTERM), keep=lambda: bool(self.signum)):
+            yield
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signum:
+            with contextlib.suppress(Exception):
+                self.record.fail("interrupted", f"stopped at once by a second {name}; the last checkpoint is "
+                                 "from before it")
+            print(f"\ntrainer: stopped at once by a second {name}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+        print(f"\ntrainer: {name} received: finishing this step and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _handlers(handler, signums, keep=lambda: False):
+    """Install `handler` for `signums` in this block (main thread only: an
+    in-process launcher's thread keeps the defaults). `keep()` true at the
+    end leaves it installed: a second signal during clean-up must still work."""
+    previous = {}
+    try:
+        for signum in signums:
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        if not keep():
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+
+def describe_failure(outcome: Outcome) -> str:
+    """The console line for a job that did not complete."""
+    word = "error" if outcome.status == "failed" else outcome.status
+    return f"trainer: {word}: {outcome.error}"
+

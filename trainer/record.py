@@ -1,0 +1,258 @@
+"""The run record: every file that says what a run is and what happened to it.
+
+    metrics.json          status, error, overrides, hparams, monitor, history, final, best, timing
+    .hydra/config.yaml    the config, resolved (no ${...} left)
+    .hydra/overrides.yaml the overrides a plain `resume=<run>` re-applies
+    .hydra/hydra.yaml     Hydra's own settings for the job
+    trainer.log           the console output and Python logging; a traceback for a bug
+    TensorBoard           the config and model as text, the HParams session (start, end, status)
+
+One object writes them, at four moments: start (every check has passed),
+epoch, finish and fail. Nothing is written before start, so a command that
+fails before it (a refused resume, a bad checkpoint) leaves an existing run
+exactly as it was; a job that fails before start in a fresh folder still
+gets a record saying why, so a sweep lists it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.files import atomic_write
+
+log = logging.getLogger("trainer")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+# The numbers every run reports in HParams, so a sweep's table and parallel
+# coordinates compare real outcomes (never a placeholder metric).
+HPARAM_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "best_epoch", "train_seconds")
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    return value
+
+
+def read(run_dir: Path) -> dict | None:
+    """A run folder's metrics.json, or None when it has none (or it is unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class LogBuffer:
+    """Python logging of this job (the console's lines included), held in
+    memory until the record knows whether it may write trainer.log."""
+
+    def __init__(self):
+        self.memory = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        self.memory.setFormatter(logging.Formatter("%(message)s"))
+        self.file: logging.Handler | None = None
+        root = logging.getLogger()
+        root.addHandler(self.memory)
+        log.setLevel(logging.INFO)
+
+    def to_file(self, path: Path) -> None:
+        """From now on (and everything so far) into `path`, appended."""
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(message)s"))
+        self.memory.setTarget(self.file)
+        self.memory.flush()
+        self.memory.capacity = 0  # pass every later line straight on
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self.memory)
+        if self.file is None:
+            self.memory.buffer.clear()  # nowhere it may go: a refused start
+        self.memory.close()
+        if self.file is not None:
+            self.file.close()
+
+
+class RunRecord:
+    """The run's files (see the module docstring). `main=False` (DDP ranks
+    other than 0) keeps everything in memory."""
+
+    def __init__(self, run_dir: Path, *, overrides: list[str], hparams: dict, config: dict,
+                 hydra_yaml: str | None = None, main: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.json"
+        self.config, self.hydra_yaml, self.main = config, hydra_yaml, main
+        self.logs = LogBuffer()
+        self.previous = read(self.run_dir)  # a run already here: never touched before start
+        self.started = False
+        self.writer = None  # TensorBoard, once started
+        self.data: dict[str, Any] = {
+            "status": "running", "error": None, "overrides": overrides, "hparams": hparams,
+            "monitor": None, "mode": None, "device": None, "final": {}, "best": {}, "history": [], "timing": {},
+        }
+
+    # ------------------------------------------------------------- moments
+    def start(self, *, monitor: str, mode: str, device: str, history: list[dict], resumed: bool, tensorboard: bool,
+              purge_step: int | None, model_summary: str) -> None:
+        """Every check has passed: from here on the run's files are ours to write.
+        A resumed run starts with the history its checkpoint holds."""
+        self.data.update(monitor=monitor, mode=mode, device=device, history=list(history))
+        if resumed and self.previous is not None:  # keep the first attempt's start-up timing
+            self.data["timing"] = dict(self.previous.get("timing") or {})
+            self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
+        self.started = True
+        if not self.main:
+            return
+        self._write_hydra_files()
+        self.logs.to_file(self.run_dir / "trainer.log")
+        self.write()
+        if tensorboard:
+            self._open_tensorboard(purge_step, model_summary)
+
+    def epoch(self, row: dict) -> None:
+        self.data["history"].append(row)
+        self.write()
+
+    def note_timing(self, timing: dict) -> None:
+        """How long things took; written with the next moment."""
+        self.data["timing"].update(timing)
+
+    def finish(self, final: dict, best: dict) -> None:
+        self.data.update(status="completed", error=None, final=final, best=best)
+        self.write()
+        if self.writer is not None:
+            values = {**final, "best_epoch": best.get("epoch", 0)}
+            for metric in HPARAM_METRICS:
+                if isinstance(values.get(metric), (int, float)):
+                    self.writer.add_scalar(metric_tag(metric), values[metric], 0)
+            self.writer.file_writer.add_summary(_session_end(ok=True))
+        self.close()
+
+    def fail(self, status: str, error: str, traceback_text: str | None = None) -> None:
+        """The job stopped without final metrics. A record that never started
+        writes only into a folder that held no run before (a sweep job that
+        failed on a bad value still shows up, with its hparams and why)."""
+        if traceback_text:
+            log.error(traceback_text)
+        fresh = not self.started and self.previous is None
+        if self.started or fresh:
+            self.data.update(status=status, error=error)
+            try:
+                if fresh and self.main:
+                    self._write_hydra_files()
+                    self.logs.to_file(self.run_dir / "trainer.log")
+                self.write()
+                self._close_tensorboard(status, fresh)
+            except OSError:
+                pass  # a full disk: the console line still says what happened
+        self.close()
+
+    def write(self) -> None:
+        if self.main:
+            write_json(self.path, self.data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.logs.close()
+
+    # --------------------------------------------------------------- parts
+    def _write_hydra_files(self) -> None:
+        folder = self.run_dir / ".hydra"
+        folder.mkdir(parents=True, exist_ok=True)
+        texts = {"config.yaml": _yaml(self.config), "overrides.yaml": _yaml(self.data["overrides"])}
+        if self.hydra_yaml is not None:
+            texts["hydra.yaml"] = self.hydra_yaml
+        for name, text in texts.items():
+            atomic_write(folder / name, lambda f, text=text: f.write(text))
+
+    def _open_tensorboard(self, purge_step: int | None, model_summary: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed run logged after its last
+        # checkpoint, so a resumed run has no duplicated steps.
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self.writer.add_text("config", "```yaml\n" + _yaml(self.config) + "```", 0)
+        self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
+        self._hparams_header()
+
+    def _hparams_header(self) -> None:
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        exp, ssi, _ = hparams_summary(hparam_values(self.data["hparams"]),
+                                      {metric_tag(m): 0.0 for m in HPARAM_METRICS})
+        self.writer.file_writer.add_summary(exp)
+        self.writer.file_writer.add_summary(ssi)
+
+    def _close_tensorboard(self, status: str, fresh: bool) -> None:
+        """Keep what the run logged; unless it was only interrupted (a resume
+        continues it), mark the HParams session failed. A job that failed
+        before it had a TensorBoard run gets one, so HParams lists every job."""
+        if not self.main or not self.config.get("tracking", {}).get("tensorboard", True):
+            return
+        if self.writer is None and fresh and status != "interrupted" and self.data["hparams"]:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+            self._hparams_header()
+        if self.writer is not None and status != "interrupted":
+            self.writer.file_writer.add_summary(_session_end(ok=False))
+
+
+# ------------------------------------------------------------------ hparams
+def hparams(config, choices: dict, overrides: list[str]) -> dict:
+    """What a sweep's HParams view compares: the group choices and the main knobs."""
+    hp: dict[str, Any] = {g: choices.get(g) for g in ("data", "model", "transform", "loss", "optimizer", "scheduler")}
+    hp["experiment"] = choices.get("experiment") or "none"
+    for key in ("lr", "batch_size", "epochs", "seed", "precision", "pipeline"):
+        hp[key] = getattr(config, key)
+    for group, keys in (("optimizer", ("weight_decay", "momentum")), ("model", ("dropout", "hidden", "channels")),
+                        ("loss", ("label_smoothing",))):
+        node = getattr(config, group)
+        for key in keys:
+            if hasattr(node, key):
+                value = getattr(node, key)
+                hp[f"{group}.{key}"] = str(list(value)) if isinstance(value, list) else value
+    hp["overrides"] = " ".join(o for o in overrides if not o.startswith("resume=")) or "(defaults)"
+    return hp
+
+
+def hparam_values(hparams: dict) -> dict:
+    return {k: (v if isinstance(v, (bool, int, float, str)) else "none" if v is None else str(v))
+            for k, v in hparams.items()}
+
+
+def metric_tag(metric: str) -> str:
+    return "final/" + metric.replace("/", "_")
+
+
+def _session_end(ok: bool):
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
+                                          end_time_secs=time.time())
+    content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=0).SerializeToString()
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content))
+    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)

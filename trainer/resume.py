@@ -1,0 +1,119 @@
+"""Resuming a run: which checkpoint, with which settings, and which changes
+can apply to the saved state.
+
+    trainer resume=outputs/runs/<run>                 # the run's own settings, its own folder
+    trainer resume=outputs/runs/<run> epochs=10 lr=0.01   # with safe changes
+    trainer resume=auto                               # this run folder's last.ckpt, if any
+
+`expand()` runs before Hydra composes: it puts the run's own overrides back
+on the command line, so the user never repeats a flag. `load()` finds and
+reads the checkpoint, and `check_changes()` decides, before any file is
+written, whether each difference between the saved config and the new one
+can apply: a refused one is one line naming the key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer import checkpoint, display, distributed, schedules
+from trainer.errors import UserError
+
+# Changes that apply to a saved state at any point: how long, how fast, what
+# is logged and saved, and where the data and the computation live.
+SAFE = ("epochs", "lr", "device", "threads", "compile", "deterministic", "precision", "channels_last",
+        "train.log_every_n_steps", "train.eval_batch_size", "train.grad_clip", "train.nan_policy",
+        "train.max_skipped_batches", "early_stopping.", "checkpoint.", "tracking.",
+        "data.root", "data.search_paths", "data.download", "data.verify", "loader.")
+# Changes that only apply where an epoch starts: they change how an epoch is cut into batches.
+AT_EPOCH_START = ("batch_size", "data.subset", "train.shuffle", "train.drop_last")
+# Saved as the run was launched, not settings: never compared.
+IGNORED = ("resume",)
+
+
+def expand(args: list[str]) -> list[str]:
+    """`resume=<run dir or ckpt>` -> that run's own overrides, then the new
+    ones, then where to write (the run's own folder). `resume=auto` is
+    resolved later, in the job's own folder."""
+    given = [a for a in args if a.startswith("resume=")]
+    if not given or given[-1] == "resume=auto":
+        return args
+    import yaml
+
+    ckpt = checkpoint.find(_unquote(given[-1].split("=", 1)[1]))
+    run_dir = checkpoint.run_dir_of(ckpt)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir} has no .hydra/overrides.yaml, so its settings are unknown; "
+                        "resume a run directory made by trainer")
+    previous = yaml.safe_load(saved.read_text()) or []
+    kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir="))]
+    extra = [a for a in args if not a.startswith("resume=")]
+    return [*kept, *extra, f"resume={quote(str(ckpt.resolve()))}", f"hydra.run.dir={quote(str(run_dir))}"]
+
+
+def quote(value: str) -> str:
+    """A value for Hydra's override grammar, whatever characters it holds
+    (spaces, quotes, commas, brackets)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].replace("\\" + value[0], value[0]).replace("\\\\", "\\")
+    return value
+
+
+def load(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
+    """(checkpoint path, state) to continue from, or None for a fresh start.
+    `auto`: this run folder's own last.ckpt if it has one (rank 0 decides;
+    the other DDP ranks write into scratch folders)."""
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        found = str(last) if distributed.is_main() and last.is_file() else None
+        resume = distributed.broadcast_object(found)
+    if not resume:
+        return None
+    path = Path(resume)
+    return path, checkpoint.load(path)
+
+
+def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
+    """{key: (saved, new)} of the changes that apply; UserError (one line,
+    naming the key) for the first that cannot."""
+    before, after = _flatten(saved), _flatten(new)
+    changes = {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after))
+               if before.get(k) != after.get(k) and not k.startswith(IGNORED)}
+    mid_epoch = position.get("step", 0) > 0
+    scheduler = after.get("scheduler.name")
+    for key, (old, value) in changes.items():
+        name = key.removesuffix("._target_")  # model._target_ differs: another model
+        shown = f"{name}={display.value(value)} (the run has {display.value(old)})"
+        if key in ("epochs", "batch_size", "data.subset", "train.drop_last") and scheduler in schedules.SPANS_THE_RUN:
+            raise UserError(f"{shown} cannot change on resume: scheduler={scheduler} laid out its schedule over "
+                            "the whole run when it started; start a new run to change it")
+        if key == "lr" and scheduler == "onecycle" and after.get("scheduler.max_lr") is not None:
+            raise UserError(f"{shown} has no effect on resume: scheduler.max_lr sets this run's learning rate")
+        if key in AT_EPOCH_START:
+            if mid_epoch:
+                raise UserError(f"{shown} cannot change in the middle of an epoch (the checkpoint is at epoch "
+                                f"{position['epoch']}, step {position['step']}); resume without it, or from a "
+                                "checkpoint saved at the end of an epoch")
+            continue
+        if not any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE):
+            raise UserError(f"{shown} cannot change when resuming: the saved state was trained with the run's "
+                            f"own value; resume without {name}=..., or start a new run")
+    return changes
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def describe(changes: dict[str, tuple]) -> str:
+    """'epochs 2 -> 3, lr 0.001 -> 0.01' for the resume message and the log."""
+    return ", ".join(f"{k} {display.value(a)} -> {display.value(b)}" for k, (a, b) in changes.items())

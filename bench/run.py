@@ -63,7 +63,7 @@ def read_trainer_metrics(run_dir: Path) -> dict:
         "acc_history": acc_history,
         "final_acc": _fraction(final_acc),
         "startup_seconds": timing.get("startup_seconds"),
-        "compile_seconds": timing.get("compile_seconds"),
+        "compile_seconds": timing.get("first_step_seconds"),  # the first step: compilation and warm-up
         "status": m.get("status"),
     }
 

@@ -101,3 +101,17 @@ def hparams_plugin_data(ea) -> dict:
         kind = data.WhichOneof("data")
         out[kind] = getattr(data, kind)
     return out
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str, int]]:
+    """Every file under `folder`: {relative path: (size, sha256, mtime_ns)},
+    to assert that a failed command changed nothing."""
+    import hashlib
+
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            out[path.relative_to(folder).as_posix()] = (st.st_size, hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                        st.st_mtime_ns)
+    return out

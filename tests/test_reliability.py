@@ -2,9 +2,9 @@
 
 Every run here is the real CLI in a subprocess. Where a test needs something
 to happen at an exact point of training (a SIGKILL half-way through writing a
-checkpoint, a NaN batch, a full disk), the child is started through CHILD
-below: it patches the test's fault into the process, then runs `python -m
-trainer` unchanged. The trainer itself has no test hooks.
+checkpoint, a NaN batch, a full disk), the child is started through
+tests/fault_child.py: it patches the test's fault into the process, then runs
+`python -m trainer` unchanged. The trainer itself has no test hooks.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import metrics, one_line_error, run_cli, tiny
+from helpers import metrics, one_line_error, run_cli, snapshot, tiny
 from trainer import checkpoint
 
 # Every moving part whose state must survive a kill: shuffling, per-sample
@@ -39,80 +39,16 @@ def config(root: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ the child
-# TRAINER_TEST_FAULT (JSON) picks what to inject:
-#   kill_after_step: N      SIGKILL right after step N is logged (events flushed first,
-#                           as if the OS had written them: resume must drop them)
-#   torn_write_at_step: N   the checkpoint of global step N gets half its bytes, then SIGKILL
-#   slow_from_step: N       from step N on, touch `ready` and sleep `slow_seconds`
-#                           (default 0.25) per step; the test then signals the process
-#                           from outside
-#   nan_at_calls: [i, ...]  the i-th training batches (1-based) become NaN
-#   disk_full_after_step: N after step N every temp-file creation fails with ENOSPC
-#   slow_prepare: true      data preparation touches `ready`, then sleeps (start-up)
-CHILD = r"""
-import errno, io, json, os, runpy, signal, sys, tempfile, time
-import torch
-import trainer
-from trainer import engine, tracking
-
-fault = json.loads(os.environ["TRAINER_TEST_FAULT"])
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-def no_space(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-real_log_step = tracking.Tracker.log_step
-def log_step(self, step, values):
-    real_log_step(self, step, values)
-    if step == fault.get("kill_after_step"):
-        self.writer.flush()
-        die()
-    if step >= fault.get("slow_from_step", float("inf")):
-        open(fault["ready"], "a").close()
-        time.sleep(fault.get("slow_seconds", 0.25))
-    if step == fault.get("disk_full_after_step"):
-        tempfile.mkstemp = no_space
-tracking.Tracker.log_step = log_step
-
-real_save = torch.save
-def save(obj, f, *args, **kwargs):
-    if isinstance(obj, dict) and obj.get("position", {}).get("global_step") == fault.get("torn_write_at_step"):
-        buf = io.BytesIO()
-        real_save(obj, buf, *args, **kwargs)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        f.flush()
-        die()
-    return real_save(obj, f, *args, **kwargs)
-torch.save = save
-
-calls = [0]
-real_train_step = engine.Trainer.train_step
-def train_step(self, x, *args, **kwargs):
-    calls[0] += 1
-    if calls[0] in fault.get("nan_at_calls", ()):
-        x = x * float("nan")
-    return real_train_step(self, x, *args, **kwargs)
-engine.Trainer.train_step = train_step
-
-if fault.get("slow_prepare"):
-    from trainer import data
-    def prepare(*args, **kwargs):
-        open(fault["ready"], "a").close()
-        time.sleep(60)
-    data.prepare = prepare
-
-sys.argv[0] = os.path.join(os.path.dirname(trainer.__file__), "__main__.py")
-runpy.run_module("trainer", run_name="__main__", alter_sys=True)
-"""
+# tests/fault_child.py runs `python -m trainer` with one fault patched in
+# (TRAINER_TEST_FAULT, JSON; its docstring lists them).
+FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
 
 
 def start(args: list[str], cwd: Path, **fault) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200",
            "TRAINER_TEST_FAULT": json.dumps(fault)}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -369,6 +305,10 @@ def _foreign(src: Path, dest: Path) -> None:
     torch.save(torch.ones(3), dest)
 
 
+def _empty(src: Path, dest: Path) -> None:
+    dest.write_bytes(b"")
+
+
 def _malicious(src: Path, dest: Path) -> None:
     state = checkpoint.load(src)
     state["model"]["payload"] = RunsCode(dest.parent / "pwned")
@@ -377,17 +317,20 @@ def _malicious(src: Path, dest: Path) -> None:
 
 @pytest.mark.parametrize("make, expected", [
     (_truncated, "is corrupt or truncated"),
+    (_empty, "is corrupt or truncated"),
     (_foreign, "is not a trainer checkpoint"),
     (_malicious, "would run code on load"),
-], ids=["truncated", "foreign", "malicious"])
-def test_bad_checkpoint_is_refused_in_one_line(reference, tmp_path, make, expected):
+], ids=["truncated", "zero-byte", "foreign", "malicious"])
+def test_bad_checkpoint_is_refused_in_one_line_and_the_run_is_untouched(reference, tmp_path, make, expected):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     make(reference / "checkpoints" / "last.ckpt", ckpt)
+    before = snapshot(run_dir)
     line = one_line_error(resume(run_dir, tmp_path))
     assert expected in line and str(ckpt) in line, line
     assert not (run_dir / "checkpoints" / "pwned").exists()
+    assert snapshot(run_dir) == before  # the completed run's record is still its own
 
 
 def test_malicious_pickle_really_runs_code_without_weights_only(tmp_path):

@@ -266,7 +266,9 @@ def test_main_not_a_sweep(tmp_path, capsys, which):
         (target / "stray").mkdir()
     elif which == "file":
         target.write_text("x")
-    assert main([str(target)]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main([str(target)])
+    assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("trainer-summary: error:") and str(target) in err[0]
     if which == "empty":
@@ -335,7 +337,9 @@ def test_callback_instantiates_from_hydra_config():
 def test_single_run_folder_is_not_a_sweep(tmp_path, capsys):
     job = make_job(tmp_path, "run", ["lr=1"])
     (job / "checkpoints").mkdir()
-    assert main([str(job)]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main([str(job)])
+    assert exited.value.code == 2
     assert "single run" in capsys.readouterr().err
 
 

@@ -153,58 +153,23 @@ class Run:
 
 def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) -> Run:
     """Every check first, then the objects; the record starts last."""
-    validate(config)
-    device = runtime.pick_device(config.device)
-    runtime.set_threads(config.threads)
-    runtime.seed_everything(config.seed, config.deterministic)
-    distributed.setup(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    if world > config.batch_size:
-        raise UserError(f"batch_size={config.batch_size} is the global batch, split over {world} processes; "
-                        f"make it at least {world}")
+    device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
     changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
-
     parts = make_parts(config, device)
-    model, loss_fn, transform, optimizer = parts.model, parts.loss_fn, parts.transform, parts.optimizer
-
     splits = load_data(config.data, config.seed, log=output.say)
-    common = dict(device=device, seed=config.seed, num_workers=config.loader.num_workers,
-                  pin_memory=config.loader.pin_memory)
-
-    def batches(split, batch_size: int, train: bool, shard: bool = True):
-        return make_batches(config.pipeline, split, batch_size, transform, train=train, shuffle=config.train.shuffle,
-                            drop_last=config.train.drop_last, rank=rank if shard else 0,
-                            world_size=world if shard else 1, **common)
-
-    train_batches = batches(splits.train, config.batch_size, train=True)
-    eval_bs = config.train.eval_batch_size
-    eval_batches = {"test": batches(splits.test, eval_bs, False)}
-    if splits.val is not None:
-        eval_batches["val"] = batches(splits.val, eval_bs, False)
-    s = config.scheduler
-    scheduler, interval = schedules.build(
-        s.name, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=len(train_batches),
-        interval=s.interval, step_size=s.step_size, gamma=s.gamma, warmup_epochs=s.warmup_epochs,
-        min_lr=s.min_lr, max_lr=s.max_lr, pct_start=s.pct_start)
-
+    batches = _batches(config, splits, parts.transform, device, rank, world)
+    scheduler, interval = make_scheduler(config, parts.optimizer, len(batches["train"]))
     main = rank == 0
     monitor = monitored(config.early_stopping.monitor, splits.val is not None)
     tracker = Tracker(output, record, config.batch_size) if main else NullTracker()
-    dashboards = None
-    if main:
-        # Under DDP eval_batches["test"] is this rank's share: the pictures cover the whole split.
-        dashboards = Dashboards(record, model, batches(splits.test, eval_bs, False, shard=False) if world > 1
-                                else eval_batches["test"], class_names=data.dataset_info(config.data.name).classes,
-                                images_every_n_epochs=config.tracking.images_every_n_epochs,
-                                histograms_every_n_epochs=config.tracking.histograms_every_n_epochs,
-                                precision=config.precision, graph=config.tracking.graph and not config.compile)
+    dashboards = _dashboards(config, record, parts.model, batches["pictures"]) if main else None
+    es = config.early_stopping
     trainer = Trainer(
-        model=_wrap(model, device, world, config.compile), loss_fn=loss_fn, optimizer=optimizer,
-        train_batches=train_batches, eval_batches=eval_batches, device=device, epochs=config.epochs,
+        model=_wrap(parts.model, device, world, config.compile), loss_fn=parts.loss_fn, optimizer=parts.optimizer,
+        train_batches=batches["train"], eval_batches=batches["eval"], device=device, epochs=config.epochs,
         scheduler=scheduler, scheduler_interval=interval, tracker=tracker,
-        early_stopping=EarlyStopping(monitor, config.early_stopping.mode, config.early_stopping.patience,
-                                     config.early_stopping.min_delta),
+        early_stopping=EarlyStopping(monitor, es.mode, es.patience, es.min_delta),
         checkpoint_dir=run_dir / "checkpoints" if main else None,
         checkpoint_every_n_steps=config.checkpoint.every_n_steps, save_best=config.checkpoint.save_best,
         log_every_n_steps=config.train.log_every_n_steps, precision=config.precision,
@@ -215,14 +180,60 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     )
     if saved:
         _restore(trainer, saved, changes, config.lr)
-    record.start(monitor=monitor, mode=config.early_stopping.mode, device=str(device), history=trainer.history,
+    record.start(monitor=monitor, mode=es.mode, device=str(device), history=trainer.history,
                  resumed=saved is not None, tensorboard=config.tracking.tensorboard and main,
                  purge_step=trainer.position.global_step + 1 if saved else None,
-                 model_summary=f"{model}\nParameters: {parameter_count(model):,}")
+                 model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")
     if main:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
-    return Run(config, run_dir, device, model, trainer, record, output, tracker, dashboards, monitor,
+    return Run(config, run_dir, device, parts.model, trainer, record, output, tracker, dashboards, monitor,
                saved[0] if saved else None, changes)
+
+
+def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:
+    """The values, then the process: device, threads, seeds, DDP. (device, rank, world size)."""
+    validate(config)
+    device = runtime.pick_device(config.device)
+    runtime.set_threads(config.threads)
+    runtime.seed_everything(config.seed, config.deterministic)
+    distributed.setup(device)
+    world = distributed.world_size()
+    if world > config.batch_size:
+        raise UserError(f"batch_size={config.batch_size} is the global batch, split over {world} processes; "
+                        f"make it at least {world}")
+    return device, distributed.rank(), world
+
+
+def _batches(config: TrainerConfig, splits: data.Splits, transform, device: torch.device, rank: int,
+             world: int) -> dict:
+    """train (this rank's share), eval ({"test", "val"}) and the test split
+    whole for the pictures (under DDP eval["test"] is this rank's share)."""
+    def batches(split, batch_size: int, train: bool, shard: bool = True):
+        return make_batches(config.pipeline, split, batch_size, transform, device, train=train,
+                            shuffle=config.train.shuffle, seed=config.seed, drop_last=config.train.drop_last,
+                            rank=rank if shard else 0, world_size=world if shard else 1,
+                            num_workers=config.loader.num_workers, pin_memory=config.loader.pin_memory)
+
+    eval_bs = config.train.eval_batch_size
+    evaluation = {"test": batches(splits.test, eval_bs, False)}
+    if splits.val is not None:
+        evaluation["val"] = batches(splits.val, eval_bs, False)
+    pictures = batches(splits.test, eval_bs, False, shard=False) if world > 1 else evaluation["test"]
+    return {"train": batches(splits.train, config.batch_size, True), "eval": evaluation, "pictures": pictures}
+
+
+def make_scheduler(config: TrainerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    s = config.scheduler
+    return schedules.build(s.name, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                           interval=s.interval, step_size=s.step_size, gamma=s.gamma,
+                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, max_lr=s.max_lr, pct_start=s.pct_start)
+
+
+def _dashboards(config: TrainerConfig, record, model: nn.Module, test_batches) -> Dashboards:
+    t = config.tracking
+    return Dashboards(record, model, test_batches, class_names=data.dataset_info(config.data.name).classes,
+                      images_every_n_epochs=t.images_every_n_epochs, histograms_every_n_epochs=t.histograms_every_n_epochs,
+                      precision=config.precision, graph=t.graph and not config.compile)
 
 
 def _restore(trainer: Trainer, saved: tuple[Path, dict], changes: dict, lr: float) -> None:

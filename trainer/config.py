@@ -139,20 +139,11 @@ class SGDConfig:
 
 
 @dataclass
-class AdamConfig:
+class AdamConfig:  # also AdamW: optimizer/adamw.yaml names torch.optim.AdamW and its weight decay
     _target_: str = "torch.optim.Adam"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = greater_than(0, 1e-8)
     weight_decay: float = at_least(0, 0.0)
-    amsgrad: bool = False
-
-
-@dataclass
-class AdamWConfig:
-    _target_: str = "torch.optim.AdamW"
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = greater_than(0, 1e-8)
-    weight_decay: float = at_least(0, 0.01)
     amsgrad: bool = False
 
 
@@ -274,7 +265,6 @@ SCHEMAS = {
     "loss/pairwise": PairwiseLossConfig,
     "optimizer/sgd": SGDConfig,
     "optimizer/adam": AdamConfig,
-    "optimizer/adamw": AdamWConfig,
     "optimizer/adagrad": AdagradConfig,
     "optimizer/rmsprop": RMSpropConfig,
     "optimizer/adadelta": AdadeltaConfig,

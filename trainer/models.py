@@ -43,17 +43,8 @@ class MLP(nn.Module):
     ):
         super().__init__()
         self.flatten = nn.Flatten()
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden:
-            layers.append(nn.Linear(width, size))
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(size))
-            layers.append(ACTIVATIONS[activation]())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        layers.append(nn.Linear(width, num_classes))
+        layers = dense_layers(in_features, hidden, activation, dropout, batchnorm)
+        layers.append(nn.Linear(hidden[-1] if hidden else in_features, num_classes))
         # Same attribute name as the seed's NeuralNetwork, so printed models match.
         self.linear_relu_stack = nn.Sequential(*layers)
 
@@ -112,16 +103,28 @@ class ConvNet(nn.Module):
         else:
             width = c * size * size
         head.append(nn.Flatten())
-        for hidden in head_hidden:
-            head += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
-            if head_dropout > 0:
-                head.append(nn.Dropout(head_dropout))
-            width = hidden
-        head.append(nn.Linear(width, num_classes))
+        head += dense_layers(width, head_hidden, activation, head_dropout)
+        head.append(nn.Linear(head_hidden[-1] if head_hidden else width, num_classes))
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def dense_layers(width: int, sizes: Sequence[int], activation: str, dropout: float,
+                 batchnorm: bool = False) -> list[nn.Module]:
+    """Linear, [BatchNorm], activation, [Dropout] for each size: an MLP's
+    hidden layers and a conv net's head."""
+    layers: list[nn.Module] = []
+    for size in sizes:
+        layers.append(nn.Linear(width, size))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return layers
 
 
 def _feature_size(image_size: int, kernel_size: int, padding: int, pooled: list[bool], channels: list[int]) -> int:

@@ -46,9 +46,14 @@ def expand(args: list[str]) -> list[str]:
         raise UserError(f"{run_dir} has no .hydra/overrides.yaml, so its settings are unknown; "
                         "resume a run directory made by trainer")
     previous = yaml.safe_load(saved.read_text()) or []
-    kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir="))]
     extra = [a for a in args if not a.startswith("resume=")]
+    given_keys = {_key(a) for a in extra}  # a key given again replaces the run's own value
+    kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir=")) and _key(o) not in given_keys]
     return [*kept, *extra, f"resume={quote(str(ckpt.resolve()))}", f"hydra.run.dir={quote(str(run_dir))}"]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def quote(value: str) -> str:

@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from hydra.experimental.callback import Callback
 
-from trainer.errors import UserError
+from trainer import display
+from trainer.errors import UserError, report
 from trainer.files import atomic_write
+from trainer.tracking import wide_console
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
     from rich.console import Console
@@ -53,6 +55,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class SweepError(UserError):
     """The folder is not a sweep: it does not exist or holds no job."""
+
+    exit_code = EXIT_USAGE
 
 
 # ------------------------------------------------------------------ collect
@@ -382,23 +386,13 @@ def _cell(row: dict, key: str, monitor: str) -> str:
     if value is None:
         return "" if key == "error" else "-"
     if key == "seconds":
-        return _duration(value)
+        return display.duration(value)
     metric = (row.get("monitor") or monitor) if key == "best_value" else key
     if isinstance(value, float) or (isinstance(value, int) and "/" in metric):
         if metric.endswith("acc"):
             return f"{100 * value:.2f}%"
         return f"{value:.4f}"
     return str(value)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _counts_text(rows: list[dict]) -> str:
@@ -486,19 +480,10 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def make_console(quiet: bool = False) -> "Console":
-    """A console for the table: a log or pipe gets a wide one (160 columns,
-    or $COLUMNS) instead of rich's 80, which would squash the columns."""
-    from rich.console import Console
-
-    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(highlight=False, quiet=quiet, width=wide)
-
-
 def summarize(sweep_dir, console: "Console | None" = None) -> list[dict]:
     """Collect the jobs, rank them, write the summary files and print the table.
     Raises SweepError when the folder does not exist or holds no job."""
-    console = console or make_console()
+    console = console or wide_console()
     rows = collect(sweep_dir)
     if not rows:
         if (Path(sweep_dir) / "metrics.json").is_file():
@@ -532,12 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", "-q", action="store_true", help="write the files without printing the table")
     args = parser.parse_args(argv)
 
-    console = make_console(args.quiet)
-    try:
-        rows = summarize(args.sweep_dir, console=console)
-    except SweepError as e:
-        print(f"trainer-summary: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    rows = report("trainer-summary", summarize, args.sweep_dir, wide_console(args.quiet))
     line = failure_line(rows)
     if line:
         print(line, file=sys.stderr)
@@ -566,7 +546,7 @@ class SummaryCallback(Callback):
             print(f"trainer: sweep summary skipped: {sweep_dir} does not exist", file=sys.stderr)
             return
         try:
-            rows = summarize(sweep_dir, console=make_console(self.quiet))
+            rows = summarize(sweep_dir, console=wide_console(self.quiet))
         except SweepError as e:
             print(f"trainer: sweep summary skipped: {e}", file=sys.stderr)
             return

@@ -1,0 +1,219 @@
+"""The engine in-process: Trainer, EarlyStopping, evaluate, the schedules,
+built directly from tensors and modules (no config, no subprocess)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainer import schedules
+from trainer.engine import Diverged, EarlyStopping, Interrupted, Trainer, evaluate
+from trainer.pipeline import BatchTransform, DeviceBatches
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data(n: int = 96, seed: int = 0):
+    """n separable 28x28 uint8 images in 4 classes (a bright quadrant each)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for c in range(4):
+        r, q = divmod(c, 2)
+        images[labels == c, r * 14:(r + 1) * 14, q * 14:(q + 1) * 14] += 200
+    return images, labels
+
+
+def make_trainer(tmp_path=None, *, epochs=2, shuffle=True, scheduler="none", stop=lambda: 0, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = data()
+    tx, ty = data(40, seed=1)
+    train = DeviceBatches(x, y, 16, BatchTransform(shift=1), shuffle=shuffle, seed=0, train=True)
+    test = DeviceBatches(tx, ty, 20, BatchTransform(), train=False)
+    sched, interval = schedules.build(scheduler, optimizer, lr=1e-2, epochs=epochs, steps_per_epoch=len(train),
+                                      interval="step")
+    return Trainer(model=model, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, train_batches=train,
+                   eval_batches={"test": test}, device=torch.device("cpu"), epochs=epochs, scheduler=sched,
+                   scheduler_interval=interval, early_stopping=EarlyStopping("test/acc"),
+                   checkpoint_dir=tmp_path, log_every_n_steps=2, stop_requested=stop, **kwargs)
+
+
+def weights(trainer: Trainer) -> dict:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+# ------------------------------------------------------------------ Trainer
+def test_fit_learns_and_writes_a_history_row_per_epoch(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3)
+    final = trainer.fit()
+    assert [row["epoch"] for row in trainer.history] == [1, 2, 3]
+    assert [row["step"] for row in trainer.history] == [6, 12, 18]  # 96 / 16 = 6 steps an epoch
+    assert trainer.history[-1]["train/loss"] < trainer.history[0]["train/loss"]
+    assert final["test/acc"] == trainer.history[-1]["test/acc"] > 0.9
+    assert final["test_samples"] == 40 and final["epochs"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_state_dict_round_trip_continues_exactly(tmp_path):
+    """Stop after epoch 1, load into a fresh Trainer, finish: the same weights
+    and history as training straight through (shuffle, augmentation, dropout,
+    a per-step cosine schedule, Adam)."""
+    straight = make_trainer(epochs=2, scheduler="cosine")
+    straight.fit()
+
+    first = make_trainer(epochs=2, scheduler="cosine")
+    first.epochs = 1  # the same 2-epoch schedule, stopped after epoch 1
+    first.fit()
+    state = first.state_dict()
+    second = make_trainer(epochs=2, scheduler="cosine")
+    second.load_state_dict(state)
+    second.fit()
+    a, b = weights(straight), weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = [{k: v for k, v in row.items() if "second" not in k} for row in straight.history]
+    assert strip == [{k: v for k, v in row.items() if "second" not in k} for row in second.history]
+
+
+def test_a_stop_request_mid_epoch_saves_where_it_stands(tmp_path):
+    asked = {"now": 0}
+    trainer = make_trainer(tmp_path, epochs=2, stop=lambda: asked["now"])
+
+    real_step = trainer.train_step
+
+    def step(x, y, weight=1.0):
+        if trainer.position.global_step == 3:
+            asked["now"] = 2  # SIGINT arrives during step 4
+        return real_step(x, y, weight)
+
+    trainer.train_step = step
+    with pytest.raises(Interrupted) as stopped:
+        trainer.fit()
+    assert stopped.value.signum == 2
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    # Stops at the next point where it checks (a logging point: every 2 steps), with that step finished.
+    assert saved["position"] == {"epoch": 1, "step": 4, "global_step": 4}
+    assert saved["partial"]["seen"] == 4 * 16
+
+
+def test_divergence_names_the_step_and_what_is_kept(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=2, checkpoint_every_n_steps=0)
+    real_step = trainer.train_step
+
+    def step(x, y, weight=1.0):
+        bad = trainer.position.epoch == 2 and trainer.position.step == 2
+        return real_step(x * float("nan") if bad else x, y, weight)
+
+    trainer.train_step = step
+    with pytest.raises(Diverged) as diverged:
+        trainer.fit()
+    message = str(diverged.value)
+    assert "epoch 2, step 3" in message or "epoch 2, steps 3-4" in message, message
+    assert "checkpoints/last.ckpt keeps the state at the end of epoch 1" in message
+
+    fresh = make_trainer(None, epochs=1)
+    fresh.train_step = lambda x, y, weight=1.0: Trainer.train_step(fresh, x * float("nan"), y, weight)
+    with pytest.raises(Diverged, match="no checkpoint was saved before it"):
+        fresh.fit()
+
+
+def test_nan_policy_skip_skips_and_gives_up():
+    trainer = make_trainer(None, epochs=1, nan_policy="skip", max_skipped_batches=1)
+    real_step = Trainer.train_step
+    trainer.train_step = lambda x, y, weight=1.0: real_step(trainer, x * float("nan"), y, weight)
+    with pytest.raises(Diverged, match="train.max_skipped_batches=1"):
+        trainer.fit()
+    assert trainer.skipped_batches == 2
+
+
+# ------------------------------------------------------------- evaluation
+def test_evaluate_sums_over_the_whole_split_and_counts_the_confusion():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 4))
+    x, y = data(50)
+    batches = DeviceBatches(x, y, 16, BatchTransform(), train=False)  # 16+16+16+2: a last partial batch
+    result = evaluate(model, batches, nn.CrossEntropyLoss(), torch.device("cpu"), num_classes=4, keep_wrong=5)
+    inputs = BatchTransform()(x)
+    logits = model(inputs).detach()
+    assert result.samples == 50
+    assert result.loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert result.acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    expected = torch.zeros(4, 4, dtype=torch.long)
+    for t, p in zip(y.tolist(), logits.argmax(1).tolist()):
+        expected[t, p] += 1
+    assert torch.equal(result.confusion, expected)
+    wrong_x, wrong_pred, wrong_true = result.wrong
+    assert len(wrong_pred) == min(5, int((logits.argmax(1) != y).sum()))
+    assert bool((wrong_pred != wrong_true).all())
+    assert model.training  # put back as it was
+
+
+# ------------------------------------------------------------ EarlyStopping
+@pytest.mark.parametrize("mode, values, patience, min_delta, stops_after, best", [
+    ("max", [0.5, 0.6, 0.6, 0.59], 2, 0.0, 4, 0.6),
+    ("max", [0.5, 0.505, 0.51, 0.52], 2, 0.01, 3, 0.5),   # gains below min_delta do not count
+    ("min", [1.0, 0.9, 0.95, 0.97, 0.8], 2, 0.0, 4, 0.9),
+    ("max", [0.5, 0.4, 0.3, 0.2], 0, 0.0, None, 0.5),      # patience 0: never stops
+])
+def test_early_stopping(mode, values, patience, min_delta, stops_after, best):
+    es = EarlyStopping("val/acc", mode, patience, min_delta)
+    stopped = None
+    for epoch, value in enumerate(values, start=1):
+        es.update(value, epoch)
+        if es.should_stop:
+            stopped = epoch
+            break
+    assert stopped == stops_after and es.best == best
+
+
+# ---------------------------------------------------------------- schedules
+def _lrs(name: str, steps: int, **kwargs) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched, _ = schedules.build(name, opt, lr=0.1, epochs=1, steps_per_epoch=steps, interval="step", **kwargs)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_warms_up_then_decays_to_min_lr():
+    lrs = _lrs("cosine", 10, warmup_epochs=0.2, min_lr=0.01)
+    assert lrs[:2] == pytest.approx([0.05, 0.1])  # linear warm-up over 2 steps
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+    assert lrs[-1] == pytest.approx(0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+def test_onecycle_peaks_at_max_lr():
+    lrs = _lrs("onecycle", 20, max_lr=0.5, pct_start=0.25)
+    assert max(lrs) == pytest.approx(0.5, rel=1e-3) and lrs.index(max(lrs)) in (4, 5)
+    assert lrs[-1] < lrs[0]
+
+
+def test_rescale_changes_the_lr_from_here_on_schedule_included():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched, _ = schedules.build("cosine", opt, lr=0.1, epochs=1, steps_per_epoch=10, interval="step")
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    before = opt.param_groups[0]["lr"]
+    schedules.rescale(opt, sched, 0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(before * 0.5)
+    opt.step()
+    sched.step()
+    reference = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.05)
+    ref_sched, _ = schedules.build("cosine", reference, lr=0.05, epochs=1, steps_per_epoch=10, interval="step")
+    for _ in range(4):
+        reference.step()
+        ref_sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])

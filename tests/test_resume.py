@@ -1,0 +1,131 @@
+"""Resume with changes, decided before anything is written: the real CLI on
+synthetic data. A refused resume leaves every file of the run as it was; a
+safe change applies and is recorded; a finished run is never damaged."""
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from helpers import metrics, one_line_error, run_all, run_cli, snapshot, tiny
+from trainer import checkpoint
+
+FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
+
+
+def base(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return tiny(root, "model.hidden=[32]", "data.subset=128", f"hydra.run.dir={run_dir}", *extra)
+
+
+@pytest.fixture(scope="module")
+def finished(synthetic_root, tmp_path_factory) -> Path:
+    """A completed 1-epoch run (4 steps an epoch), shared read-only: tests copy it."""
+    cwd = tmp_path_factory.mktemp("finished")
+    run_cli(base(synthetic_root, cwd / "A", "checkpoint.every_n_steps=2"), cwd, check=True)
+    return cwd / "A"
+
+
+def copy_of(run_dir: Path, tmp_path: Path, name: str = "A") -> Path:
+    target = tmp_path / name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+REFUSED = {  # extra overrides on `resume=` -> the key its one line must name
+    "model.hidden=[64]": "model.hidden=[64]",
+    "optimizer=adam": "optimizer=torch.optim.Adam",
+    "data=mnist": "data.name=mnist",
+    "pipeline=loader": "pipeline=loader",
+    "optimizer.momentum=0.9": "optimizer.momentum=0.9",
+}
+
+
+def test_a_refused_resume_changes_nothing_and_the_plain_resume_still_works(finished, tmp_path):
+    # One copy of the run per command: two processes never share a run folder (it is locked).
+    copies = [copy_of(finished, tmp_path, f"A{i}") for i in range(len(REFUSED))]
+    before = snapshot(copies[0])
+    procs = run_all([[f"resume={run_dir}", extra] for run_dir, extra in zip(copies, REFUSED)], tmp_path)
+    for run_dir, (extra, named), proc in zip(copies, REFUSED.items(), procs):
+        line = one_line_error(proc)
+        assert named in line and "resume" in line, (extra, line)
+        assert snapshot(run_dir) == before  # byte for byte, mtimes too
+    run_dir = copies[0]
+    assert metrics(run_dir)["status"] == "completed"
+    done = run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)
+    assert "Resuming" in done.stdout and [h["epoch"] for h in metrics(run_dir)["history"]] == [1, 2]
+
+
+def test_a_new_lr_on_resume_reaches_the_optimizer_and_the_record(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    run_cli([f"resume={run_dir}", "epochs=2", "lr=0.01"], tmp_path, check=True)
+    record = metrics(run_dir)
+    assert [(h["epoch"], h["lr"]) for h in record["history"]] == [(1, 0.001), (2, 0.01)]
+    assert record["hparams"]["lr"] == 0.01 and record["resumed"] == 1
+    state = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.01 and state["config"]["lr"] == 0.01
+    assert "lr=0.01" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # a plain resume keeps it
+
+
+def test_changes_that_only_fit_an_epoch_boundary(finished, tmp_path, synthetic_root):
+    # last.ckpt of the finished run is at an epoch end: a new batch size applies.
+    run_dir = copy_of(finished, tmp_path)
+    run_cli([f"resume={run_dir}", "epochs=2", "batch_size=64"], tmp_path, check=True)
+    assert metrics(run_dir)["history"][-1]["step"] == 4 + 2  # 128 samples: 4 steps of 32, then 2 of 64
+    # A mid-epoch checkpoint (every 2 steps; killed at step 3): the same change is refused.
+    mid = tmp_path / "mid"
+    args = base(synthetic_root, mid, "checkpoint.every_n_steps=2", "epochs=2", "train.log_every_n_steps=1")
+    killed = _run_fault(args, tmp_path, kill_after_step=3)
+    assert killed.returncode == -signal.SIGKILL
+    before = snapshot(mid)
+    line = one_line_error(run_cli([f"resume={mid}", "batch_size=64"], tmp_path))
+    assert "batch_size=64" in line and "middle of an epoch" in line and "epoch 1, step 2" in line, line
+    assert snapshot(mid) == before
+
+
+def test_run_length_of_a_whole_run_schedule_cannot_change(synthetic_root, tmp_path):
+    run_dir = tmp_path / "cos"
+    run_cli(base(synthetic_root, run_dir, "scheduler=cosine"), tmp_path, check=True)
+    before = snapshot(run_dir)
+    line = one_line_error(run_cli([f"resume={run_dir}", "epochs=3"], tmp_path))
+    assert "epochs=3" in line and "scheduler=cosine" in line, line
+    assert snapshot(run_dir) == before
+
+
+def test_starting_again_in_a_finished_run_folder_is_refused(finished, tmp_path, synthetic_root):
+    run_dir = copy_of(finished, tmp_path)
+    before = snapshot(run_dir)
+    line = one_line_error(run_cli(base(synthetic_root, run_dir), tmp_path))
+    assert "already holds a run (completed)" in line and f"resume={run_dir}" in line, line
+    assert snapshot(run_dir) == before
+
+
+def test_the_record_holds_every_epoch_while_a_resumed_run_trains(finished, tmp_path):
+    """Killed during epoch 3 of a resumed run: metrics.json still lists epochs 1 and 2."""
+    run_dir = copy_of(finished, tmp_path)
+    killed = _run_fault([f"resume={run_dir}", "epochs=3", "train.log_every_n_steps=1"], tmp_path,
+                        kill_after_step=10)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    record = metrics(run_dir)
+    assert record["status"] == "running" and [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+def test_a_run_that_diverges_before_any_checkpoint_says_so(synthetic_root, tmp_path):
+    run_dir = tmp_path / "nan"
+    failed = _run_fault(base(synthetic_root, run_dir, "train.log_every_n_steps=1"), tmp_path, nan_at_calls=[2])
+    line = one_line_error(failed)
+    assert "epoch 1, step 2" in line and "no checkpoint was saved before it" in line, line
+    assert "last good" not in line
+    assert metrics(run_dir)["status"] == "diverged"
+
+
+def _run_fault(args: list[str], cwd: Path, **fault):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINER_TEST_FAULT": json.dumps(fault)}
+    return subprocess.run([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=240)

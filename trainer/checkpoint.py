@@ -45,7 +45,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).splitlines()[0] if str(e) else "unpickling failed"
+        reason = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(
                 f"refusing to load {path}: it holds Python objects that would run code on load "

@@ -27,7 +27,7 @@ import time
 import torch
 
 import trainer
-from trainer import data, engine, tracking
+from trainer import checkpoint, data, engine, tracking
 
 fault = json.loads(os.environ["TRAINER_TEST_FAULT"])
 
@@ -56,16 +56,30 @@ def log_step(self, step, values):
 
 
 real_save = torch.save
+serialised_step = [None]  # the global step of the checkpoint being written
 
 
 def save(obj, f, *args, **kwargs):
-    if isinstance(obj, dict) and obj.get("position", {}).get("global_step") == fault.get("torn_write_at_step"):
+    if isinstance(obj, dict):
+        serialised_step[0] = obj.get("position", {}).get("global_step")
+    return real_save(obj, f, *args, **kwargs)
+
+
+real_atomic_write = checkpoint.atomic_write
+
+
+def atomic_write(path, write, binary=False):
+    if not (binary and serialised_step[0] == fault.get("torn_write_at_step")):
+        return real_atomic_write(path, write, binary)
+
+    def torn(f):
         buf = io.BytesIO()
-        real_save(obj, buf, *args, **kwargs)
+        write(buf)
         f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
         f.flush()
         die()
-    return real_save(obj, f, *args, **kwargs)
+
+    return real_atomic_write(path, torn, binary)
 
 
 calls = [0]
@@ -86,6 +100,7 @@ def slow_prepare(*args, **kwargs):
 
 tracking.Tracker.log_step = log_step
 torch.save = save
+checkpoint.atomic_write = atomic_write
 engine.Trainer.train_step = train_step
 if fault.get("slow_prepare"):
     data.prepare = slow_prepare

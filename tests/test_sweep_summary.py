@@ -1,4 +1,4 @@
-"""trainer.sweep: a sweep's summary, rebuilt from hand-made job folders."""
+"""trainer.summary: a sweep's summary, rebuilt from hand-made job folders."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from trainer import sweep
-from trainer.sweep import SummaryCallback, collect, main, render_table, sort_rows, summarize, write_summary
+from trainer import summary
+from trainer.summary import collect, main, render_table, sort_rows, summarize, write_summary
+from trainer.sweep import SweepCallback
 
 
 # ------------------------------------------------------------------ helpers
@@ -77,6 +78,7 @@ def good_sweep(tmp_path) -> Path:
     root.mkdir()
     make_job(root, "0", ["lr=0.1"], acc=0.85, loss=0.4)
     make_job(root, "1", ["lr=0.01"], acc=0.88, loss=0.35)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
 
 
@@ -108,7 +110,7 @@ def test_collect_rows_and_statuses(mixed_sweep):
     assert jobs["4"]["error"] and "metrics.json" in jobs["4"]["error"]
     assert jobs["4"]["overrides"] == "optimizer=adamw lr=0.01"  # from .hydra alone
     assert Path(jobs["0"]["path"]) == (mixed_sweep / "0").resolve()
-    assert all(list(r) == list(sweep.COLUMNS) for r in rows)
+    assert all(list(r) == list(summary.COLUMNS) for r in rows)
 
 
 def test_fallback_val_acc_to_test_acc(mixed_sweep):
@@ -117,14 +119,14 @@ def test_fallback_val_acc_to_test_acc(mixed_sweep):
     assert jobs["1"]["monitor"] == "val/acc"
     assert jobs["1"]["best_value"] == pytest.approx(0.91)
     assert jobs["0"]["best_value"] == pytest.approx(0.80)
-    assert sweep.ranked_by(list(jobs.values()), "val/acc") == "test/acc"
+    assert summary.ranked_by(list(jobs.values()), "val/acc") == "test/acc"
 
 
 def test_val_split_uses_val_acc(tmp_path):
     make_job(tmp_path, "0", ["data.val_split=0.1"], acc=0.93, val=True)
     (row,) = collect(tmp_path)
     assert row["val/acc"] == pytest.approx(0.93) and row["best_value"] == pytest.approx(0.93)
-    assert sweep.ranked_by([row], "val/acc") == "val/acc"
+    assert summary.ranked_by([row], "val/acc") == "val/acc"
 
 
 def test_seconds_from_history_without_train_seconds(tmp_path):
@@ -150,10 +152,10 @@ def test_unreadable_metrics_is_incomplete(tmp_path):
 
 
 def test_monitor_and_mode_from_jobs(mixed_sweep, tmp_path):
-    assert sweep.sweep_settings(collect(mixed_sweep)) == ("val/acc", "max")
+    assert summary.sweep_settings(collect(mixed_sweep)) == ("val/acc", "max")
     make_job(tmp_path, "0", ["lr=1"], monitor="val/loss", mode="min")
-    assert sweep.sweep_settings(collect(tmp_path)) == ("val/loss", "min")
-    assert sweep.sweep_settings([]) == ("val/acc", "max")
+    assert summary.sweep_settings(collect(tmp_path)) == ("val/loss", "min")
+    assert summary.sweep_settings([]) == ("val/acc", "max")
 
 
 # --------------------------------------------------------------------- sort
@@ -168,7 +170,7 @@ def test_sort_min_with_loss_monitor(tmp_path):
     make_job(tmp_path, "2", ["lr=0.3"], acc=0.85, loss=0.40, monitor="val/loss", mode="min")
     make_job(tmp_path, "3", ["lr=9"], "diverged", error="loss is nan at step 3", final=False)
     rows = collect(tmp_path)
-    monitor, mode = sweep.sweep_settings(rows)
+    monitor, mode = summary.sweep_settings(rows)
     assert (monitor, mode) == ("val/loss", "min")
     ranked = sort_rows(rows, monitor, mode)
     assert [r["job"] for r in ranked] == ["0", "2", "1", "3"]
@@ -248,8 +250,27 @@ def test_main_failed_job(mixed_sweep, capsys):
     out = capsys.readouterr()
     assert out.out == ""
     lines = out.err.strip().splitlines()
-    assert lines == ["failed jobs: 2 (optimizer=adam lr=-1), 3 (optimizer=rmsprop lr=0.01), "
-                     "4 (optimizer=adamw lr=0.01)"]
+    # Failures only: the leftover `running` job 3 and never-started job 4 are not failures (resume=auto continues them).
+    assert lines == ["failed jobs: 2 (optimizer=adam lr=-1)"]
+
+
+def test_unfinished_jobs_alone_are_not_a_failure(good_sweep, capsys):
+    make_job(good_sweep, "2", ["lr=0.001"], "interrupted", error="stopped by SIGTERM", final=False, epochs=1)
+    make_job(good_sweep, "3", ["lr=0.0001"], None)
+    assert main([str(good_sweep), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    counts = json.loads((good_sweep / "summary.json").read_text())["counts"]
+    assert (counts["completed"], counts["interrupted"], counts["missing"]) == (2, 1, 1)
+
+
+def test_planned_jobs_that_never_started_are_listed(good_sweep):
+    (good_sweep / "sweep.json").write_text(json.dumps({"jobs": [
+        {"num": 0, "overrides": ["lr=0.1"]}, {"num": 1, "overrides": ["lr=0.01"]},
+        {"num": 2, "overrides": ["lr=0.001"]}, {"num": 3, "overrides": ["lr=0.0001"]}]}))
+    rows = _by_job(collect(good_sweep))
+    assert sorted(rows) == ["0", "1", "2", "3"]
+    assert rows["3"]["status"] == rows["2"]["status"] == "missing"
+    assert rows["3"]["overrides"] == "lr=0.0001" and rows["3"]["path"] is None
 
 
 def test_main_one_failed(good_sweep, capsys):
@@ -277,16 +298,16 @@ def test_main_not_a_sweep(tmp_path, capsys, which):
 
 def test_main_twice_is_identical(mixed_sweep, capsys):
     assert main([str(mixed_sweep), "--quiet"]) == 1
-    first = {name: (mixed_sweep / name).read_bytes() for name in sweep.SUMMARY_FILES}
+    first = {name: (mixed_sweep / name).read_bytes() for name in summary.SUMMARY_FILES}
     assert main([str(mixed_sweep), "--quiet"]) == 1  # the summary files themselves are not jobs
-    second = {name: (mixed_sweep / name).read_bytes() for name in sweep.SUMMARY_FILES}
+    second = {name: (mixed_sweep / name).read_bytes() for name in summary.SUMMARY_FILES}
     assert first == second
 
 
 def test_main_rebuilds_from_files_alone(mixed_sweep, capsys):
     summarize(mixed_sweep, console=_quiet())
     expected = (mixed_sweep / "summary.json").read_text()
-    for name in sweep.SUMMARY_FILES:
+    for name in summary.SUMMARY_FILES:
         (mixed_sweep / name).unlink()
     assert main([str(mixed_sweep), "--quiet"]) == 1
     assert (mixed_sweep / "summary.json").read_text() == expected
@@ -299,29 +320,29 @@ def _config(sweep_dir) -> object:
 
 def test_callback_failed_job_exits_1(mixed_sweep, capsys):
     with pytest.raises(SystemExit) as exc:
-        SummaryCallback().on_multirun_end(config=_config(mixed_sweep), config_name="config")
+        SweepCallback().on_multirun_end(config=_config(mixed_sweep), config_name="config")
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "2 (optimizer=adam lr=-1) failed: optimizer.lr=-1 must be > 0 second line" in err[0]
-    assert "4 (optimizer=adamw lr=0.01) missing" in err[0]
+    assert "4 (" not in err[0]  # never started: listed in the summary, not a failure
     assert (mixed_sweep / "summary.json").is_file()
 
 
 def test_callback_all_completed_returns(good_sweep, capsys):
-    assert SummaryCallback().on_multirun_end(config=_config(good_sweep)) is None
+    assert SweepCallback().on_multirun_end(config=_config(good_sweep)) is None
     assert capsys.readouterr().err == ""
     assert json.loads((good_sweep / "summary.json").read_text())["counts"]["completed"] == 2
 
 
 def test_callback_missing_or_empty_sweep_dir(tmp_path, capsys):
-    SummaryCallback().on_multirun_end(config=_config(tmp_path / "absent"))
-    SummaryCallback().on_multirun_end(config=_config(tmp_path))
+    SweepCallback().on_multirun_end(config=_config(tmp_path / "absent"))
+    SweepCallback().on_multirun_end(config=_config(tmp_path))
     assert capsys.readouterr().err.count("sweep summary skipped") == 2
 
 
 def test_callback_single_run_does_nothing(good_sweep):
-    callback = SummaryCallback()
+    callback = SweepCallback()
     config = _config(good_sweep)
     callback.on_run_start(config=config)
     callback.on_run_end(config=config)
@@ -331,7 +352,7 @@ def test_callback_single_run_does_nothing(good_sweep):
 def test_callback_instantiates_from_hydra_config():
     from hydra.utils import instantiate
 
-    assert isinstance(instantiate({"_target_": "trainer.sweep.SummaryCallback"}), SummaryCallback)
+    assert isinstance(instantiate({"_target_": "trainer.sweep.SweepCallback"}), SweepCallback)
 
 
 def test_single_run_folder_is_not_a_sweep(tmp_path, capsys):
@@ -363,10 +384,23 @@ def test_table_escapes_markup_and_fits_narrow_consoles(tmp_path):
 def test_overrides_every_job_shares_are_said_once(tmp_path):
     make_job(tmp_path, "0", ["optimizer=sgd", "epochs=2"])
     make_job(tmp_path, "1", ["optimizer=adam", "epochs=2"])
-    summarize(tmp_path, _quiet())
+    summarize(tmp_path, _quiet(), write=True)
     md = (tmp_path / "summary.md").read_text()
     assert "Every job: `epochs=2`." in md
     assert "| optimizer=sgd |" in md and "| optimizer=adam |" in md
     # The files keep each job's full overrides.
     rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert sorted(r["overrides"] for r in rows) == ["optimizer=adam epochs=2", "optimizer=sgd epochs=2"]
+
+
+def test_a_folder_of_runs_is_listed_read_only(tmp_path, capsys):
+    """trainer-summary outputs/runs: a table of the runs, no file written there."""
+    make_job(tmp_path, "2026-11-28_10-00-00_aaaaaa", ["optimizer=sgd"], acc=0.61)
+    make_job(tmp_path, "2026-11-28_11-00-00_bbbbbb", ["optimizer=adam"], acc=0.85)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer=adam" in out and "85.00%" in out and out.index("optimizer=adam") < out.index("optimizer=sgd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert main([str(tmp_path), "--write", "--quiet"]) == 0
+    assert (tmp_path / "summary.json").is_file()

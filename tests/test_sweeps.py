@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import hparams_plugin_data, metrics, run_cli, tiny
+from trainer.sweep import job_number
 
 SMALL = ("data.subset=128", "model.hidden=[32]")
 
@@ -27,7 +28,8 @@ def sweep_args(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p.name) is not None),
+                  key=lambda p: job_number(p.name))
 
 
 def summary(sweep_dir: Path) -> dict:
@@ -36,7 +38,7 @@ def summary(sweep_dir: Path) -> dict:
 
 def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
     """`trainer-summary <dir>` (the console script's module)."""
-    return subprocess.run([sys.executable, "-m", "trainer.sweep", str(sweep_dir)], text=True, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep_dir)], text=True, capture_output=True,
                           timeout=120, env={**os.environ, "COLUMNS": "200"})
 
 
@@ -65,8 +67,8 @@ def test_a_failed_job_fails_the_sweep_and_is_named(failed_sweep):
     proc, _ = failed_sweep
     assert proc.returncode == 1, proc.stderr[-2000:]
     line = next(l for l in proc.stderr.splitlines() if "failed jobs:" in l)
-    assert "failed jobs: 1 (" in line and "lr=-1" in line and "must be positive" in line
-    assert "; 3 (" in line and "diverged" in line
+    assert "failed jobs: 1_lr=-1 failed: lr=-1 must be positive" in line, line
+    assert "; 3_lr=1e+12 diverged: loss became" in line, line
     assert "lr=0.01" not in line and "lr=0.05" not in line
     assert "Traceback" not in proc.stderr
 
@@ -77,7 +79,7 @@ def test_every_job_has_its_own_folder_and_tensorboard_run(failed_sweep):
     _, sweep_dir = failed_sweep
     assert not (sweep_dir.parent / "outputs").exists()  # hydra.sweep.dir was respected
     jobs = job_dirs(sweep_dir)
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=-1", "2_lr=0.05", "3_lr=1e+12"]  # what varies
     for job in jobs:
         assert (job / ".hydra" / "overrides.yaml").is_file()
         assert len(list(job.glob("events.out.tfevents.*"))) == 1, job
@@ -108,7 +110,7 @@ def test_summary_files_rank_the_jobs(failed_sweep):
     assert rows[0]["best_value"] >= rows[1]["best_value"]
     for row in rows[:2]:
         assert 0 <= row["test/acc"] <= 1 and row["epochs"] == 1 and row["seconds"] > 0
-    assert rows[2]["job"] == "1" and "lr=-1" in rows[2]["overrides"] and rows[2]["test/acc"] is None
+    assert rows[2]["job"] == "1_lr=-1" and "lr=-1" in rows[2]["overrides"] and rows[2]["test/acc"] is None
     with open(sweep_dir / "summary.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["job"] for r in table] == [r["job"] for r in rows]
@@ -130,7 +132,7 @@ def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path):
     for name in ("summary.csv", "summary.md", "summary.json"):
         (copy / name).unlink()
     proc = trainer_summary(copy)
-    assert proc.returncode == 1 and "failed jobs: 1 (" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "failed jobs: 1_lr=-1" in proc.stderr, proc.stderr
     rebuilt = summary(copy)
     assert rebuilt.pop("sweep_dir") == str(copy.resolve())
     expected.pop("sweep_dir")
@@ -141,21 +143,26 @@ def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path):
 
 
 def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path):
-    """Job 2 killed after its first epoch, job 4 never started: both are rows."""
+    """Job 2 killed after its first epoch, one more planned job never started:
+    both are rows, and neither is a failure (resume=auto continues them)."""
     _, sweep_dir = failed_sweep
     copy = tmp_path / "copy"
     shutil.copytree(sweep_dir, copy)
-    record = metrics(copy / "2")
+    record = metrics(copy / "2_lr=0.05")
     record.update(status="running", final={}, best={})
-    (copy / "2" / "metrics.json").write_text(json.dumps(record))
-    shutil.copytree(copy / "2" / ".hydra", copy / "4" / ".hydra")
+    (copy / "2_lr=0.05" / "metrics.json").write_text(json.dumps(record))
+    plan = json.loads((copy / "sweep.json").read_text())
+    plan["jobs"].append({"num": 4, "overrides": ["lr=0.2"]})
+    (copy / "sweep.json").write_text(json.dumps(plan))
     proc = trainer_summary(copy)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # jobs 1 and 3 did fail
     rows = {r["job"]: r for r in summary(copy)["rows"]}
-    assert {j: r["status"] for j, r in rows.items()} == {"0": "completed", "1": "failed", "2": "incomplete",
-                                                         "3": "diverged", "4": "missing"}
-    assert rows["2"]["test/acc"] is not None  # its last epoch's numbers stand in for the final ones
-    assert "2 (" in proc.stderr and "4 (" in proc.stderr
+    assert {j: r["status"] for j, r in rows.items()} == {"0_lr=0.01": "completed", "1_lr=-1": "failed",
+                                                         "2_lr=0.05": "incomplete", "3_lr=1e+12": "diverged",
+                                                         "4": "missing"}
+    assert rows["2_lr=0.05"]["test/acc"] is not None  # its last epoch's numbers stand in for the final ones
+    assert rows["4"]["overrides"] == "lr=0.2"
+    assert "2_lr" not in proc.stderr and "4" not in proc.stderr.split("failed jobs:")[1].split(";")[0][:3]
 
 
 # ------------------------------------------------------------------ launchers
@@ -165,7 +172,7 @@ def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
                               "threads=1", "lr=0.01,0.05"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_dirs(sweep_dir)
-    assert [p.name for p in jobs] == ["0", "1"]
+    assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=0.05"]
     assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]
     assert all(len(list(j.glob("events.out.tfevents.*"))) == 1 for j in jobs)
     assert sorted(r["overrides"].split()[-1] for r in summary(sweep_dir)["rows"]) == ["lr=0.01", "lr=0.05"]

@@ -5,6 +5,7 @@ A checkpoint is a plain dict of tensors and builtins, so it loads with
 """
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from trainer.errors import CheckpointError, UserError, first_line
-from trainer.files import atomic_write
+from trainer.files import atomic_write, remove_stale_temps
 
 FORMAT = "trainer-checkpoint/1"
 NAMES = ("best", "last")  # checkpoints/best.ckpt (best epoch by the monitor), checkpoints/last.ckpt
@@ -20,28 +21,30 @@ NAMES = ("best", "last")  # checkpoints/best.ckpt (best epoch by the monitor), c
 
 def save(state: dict[str, Any], path: str | Path) -> None:
     """Write `state` to `path` atomically (trainer.files): a kill at any moment
-    leaves the previous checkpoint or the new one, never a torn one."""
+    leaves the previous checkpoint or the new one, never a torn one.
+
+    Serialised in memory first, then written as bytes: a full disk is then
+    an OSError that says so (torch's own zip writer reports it as
+    'unexpected pos'), and the previous checkpoint is untouched."""
     path = Path(path)
-    state = {"format": FORMAT, **state}
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
     try:
-        atomic_write(path, lambda f: torch.save(state, f), binary=True)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
     except OSError as e:
         raise UserError(
             f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a writable "
             "output folder (hydra.run.dir=...); the previous checkpoint is intact"
         ) from e
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        try:
-            stale.unlink(missing_ok=True)
-        except OSError:
-            pass
+    remove_stale_temps(path)  # left by a process killed mid-write
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by `save`, or explain in one line why not."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a run directory or a .ckpt file to resume=")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; pass a run directory or a .ckpt file to resume=")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -80,6 +83,8 @@ def find(path: str | Path, which: str | None = None, prefer: tuple[str, ...] = (
                               "pass a run directory that did, or a .ckpt file")
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; pass a run directory or a .ckpt file")
+    if not path.is_file():  # a FIFO or a device would block or stream forever
+        raise CheckpointError(f"{path} is not a regular file; pass a run directory or a .ckpt file")
     if which is not None:
         raise UserError(f"choosing the {which} checkpoint only applies to a run directory; {path} is already a file")
     return path

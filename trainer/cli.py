@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,10 @@ def register() -> None:
 
 
 register()
+# hydra/launcher=joblib is trainer's own launcher (conf/hydra/launcher/joblib.yaml); Hydra 1.3 then
+# merges it with joblib's schema of the same name (harmless: the launcher takes joblib's keys)
+# and warns about that deprecated matching on every run.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 # A random suffix for run and sweep folders: two runs started in the same
 # second (a sweep on several machines, a script) never share a directory.
 # Cached, so every place that resolves it in this process sees one value.
@@ -58,6 +63,14 @@ def _job_gpu(num=None) -> str:
 # `device=${trainer_gpu:}`: parallel sweep jobs on one machine each take a GPU,
 # cuda:(job number % visible GPUs). See docs/scaling.md.
 OmegaConf.register_new_resolver("trainer_gpu", _job_gpu)
+# A sweep job's folder: `3_optimizer=rmsprop` (trainer.sweep.job_dir_name).
+OmegaConf.register_new_resolver("trainer_job_dir", lambda num, dirname="": _sweep().job_dir_name(num, dirname))
+
+
+def _sweep():
+    from trainer import sweep
+
+    return sweep
 
 
 def typed(cfg: DictConfig) -> schema.TrainerConfig:
@@ -118,6 +131,8 @@ def run(cfg: DictConfig) -> float:
     if outcome.status != "completed":
         if _is_rank0() or outcome.status != "interrupted":  # torchrun: rank 0 alone says where to resume
             print(describe_failure(outcome), file=sys.stderr, flush=True)
+        if outcome.status == "interrupted" and job.multirun:  # a stopped sweep stops whole, with its summary
+            _sweep().stopped(Path(str(hc.sweep.dir)), outcome.signum)
         if outcome.status == "interrupted" or not job.multirun:
             sys.exit(outcome.exit_code)
     return outcome.value

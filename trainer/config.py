@@ -67,7 +67,7 @@ class TransformConfig:
     scale: bool = True                    # ToTensor(): uint8 0..255 -> float 0..1
     mean: Optional[float] = None          # Normalize(mean, std); None = no normalisation
     std: Optional[float] = greater_than(0, None)
-    shift: int = at_least(0, 0)           # random translation by up to N pixels
+    shift: int = in_range(0, 27, 0)       # random translation by up to N pixels
     hflip: Any = 0.0                      # flip probability, or "auto" (0.5 where the dataset allows)
     erase: float = in_range(0, 1, 0.0)    # random-erasing probability
 
@@ -89,8 +89,8 @@ class ConvConfig:
     in_channels: int = 1
     image_size: int = 28
     channels: list[int] = each_at_least(1, lambda: [32, 32, 64, 64])
-    kernel_size: int = at_least(1, 3)
-    padding: Optional[int] = at_least(0, None)
+    kernel_size: int = in_range(1, 28, 3)
+    padding: Optional[int] = in_range(0, 28, None)
     pool: str = one_of(models.POOLS, "max")
     pool_every: int = at_least(1, 2)
     batchnorm: bool = True
@@ -222,7 +222,7 @@ class TrackingConfig:
 
 @dataclass
 class LoaderConfig:
-    num_workers: int = at_least(0, 0)
+    num_workers: int = in_range(0, 64, 0)
     pin_memory: bool = True
 
 
@@ -243,7 +243,7 @@ class TrainerConfig:
     precision: str = one_of(runtime.PRECISIONS, "fp32")
     compile: bool = False
     channels_last: bool = False
-    threads: int = at_least(0, 0, hint="0 keeps torch's default")
+    threads: int = in_range(0, 1024, 0, hint="0 keeps torch's default")
     pipeline: str = one_of(pipeline.PIPELINES, "device")
     resume: Optional[str] = None          # a run directory or a checkpoint file
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -302,8 +302,10 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
         raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
-        raise UserError(f"{key}={text} must be a finite number no larger than 3.4e38 in size")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}={text} must be a finite number")
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        raise UserError(f"{key}={text} is too large: the tensors it reaches hold at most 3.4e38")
     if isinstance(value, int) and abs(value) > INT64_MAX:
         raise UserError(f"{key}={text} is too large; a whole number must be below 2**63")
     too_low = low is not None and (value <= low if meta.get("low_open") else value < low)

@@ -159,6 +159,7 @@ def prepare(name: str, root, search_paths: Iterable[str] = (), download: bool = 
     info = dataset_info(name)
     raw = Path(root).expanduser() / info.folder / "raw"
     expected = RAW_FILES[info.folder]
+    _check_layout(Path(root).expanduser(), raw, expected)
 
     present = [f for f in expected if (raw / f).is_file()]
     if verify and present:
@@ -193,6 +194,21 @@ def prepare(name: str, root, search_paths: Iterable[str] = (), download: bool = 
             + f". To get them: {', or '.join(how)}."
         )
     return raw
+
+
+def _check_layout(root: Path, raw: Path, expected) -> None:
+    """Each folder on the way to raw/ is a folder, and each data file that
+    exists is a regular file (not a folder, a FIFO or a device)."""
+    for folder in (root, raw.parent, raw):
+        if folder.exists() and not folder.is_dir():
+            key = "data.root" if folder == root else "a data folder"
+            raise DataError(f"{key} {folder} is a file, not a folder; point data.root at a folder "
+                            f"(it holds {raw.parent.name}/raw/), or move the file away")
+    for filename in expected:
+        path = raw / filename
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path} is not a regular file (a folder, a pipe or a device); remove it so the "
+                            "data file can be fetched again")
 
 
 def _candidates(base: Path, folder: str, filename: str) -> list[Path]:
@@ -371,6 +387,9 @@ def _bad(path: Path, problem: str) -> DataError:
 def _read_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
     """Check an IDX file's magic number and that its size matches its header;
     return the dimensions. Only the header is read."""
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a regular file (a folder, a pipe or a device); remove it so the "
+                        "data file can be fetched again")
     if not path.is_file():
         raise DataError(f"{path} is missing: run prepare (it copies or downloads it), "
                         f"or put the file there.")

@@ -53,7 +53,7 @@ def value(v) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
-        if v.is_integer() and abs(v) < 1e15:
+        if v.is_integer() and abs(v) < 1e6:
             return str(int(v))
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):

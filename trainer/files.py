@@ -1,5 +1,10 @@
 """Writing a file so that a crash at any moment leaves the old file or the
-new one, never a torn one: temp file in the same folder, fsync, rename."""
+new one, never a torn one: temp file in the same folder, fsync, rename.
+
+A temp file is named after the file it becomes and the process writing it
+(`.last.ckpt.<pid>.<random>.tmp`): a process cleans up only temp files whose
+writer is gone, never another live process's.
+"""
 from __future__ import annotations
 
 import os
@@ -18,7 +23,7 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = F
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
             f.flush()
@@ -30,6 +35,36 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = F
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
+
+
+def remove_stale_temps(path: str | Path) -> None:
+    """Temp files left beside `path` by writers that died mid-write (killed):
+    removed. A live process's temp file (another run, or this one) stays."""
+    path = Path(path)
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

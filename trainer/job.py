@@ -21,8 +21,8 @@ from typing import Any
 
 from trainer.config import TrainerConfig, as_dict
 from trainer.engine import Diverged, Interrupted
-from trainer.errors import UserError, internal
-from trainer.record import RunRecord, hparams
+from trainer.errors import UserError, first_line, internal
+from trainer.record import RunRecord, hparams, sweep_value
 from trainer.tracking import Output
 
 EXIT_FAILED = 1
@@ -114,9 +114,7 @@ def _completed_already(config: TrainerConfig, record: RunRecord, output: Output)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
     output.say(f"Already completed: {record.run_dir} (left as it is)")
-    best = previous.get("best") or {}
-    value = best.get(previous.get("monitor"))
-    return float(value) if isinstance(value, (int, float)) else math.nan
+    return sweep_value(previous)
 
 
 def _refuse_to_overwrite(config: TrainerConfig, record: RunRecord, job: Job) -> None:
@@ -134,12 +132,24 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 def _unexpected(e: Exception, record: RunRecord) -> str:
     """The one line for an exception that is not a UserError."""
+    if _out_of_memory(e):
+        return (f"out of memory ({first_line(e)[:160]}); make the model smaller (model.hidden, model.channels) "
+                "or lower batch_size and train.eval_batch_size")
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
         # Reads can fail with EACCES too, so the line says what failed rather than guessing "write".
         return (f"{e.strerror}: {e.filename or record.run_dir}; free some disk space or fix the permissions "
                 "(or choose another output folder with hydra.run.dir=...)")
     writable = record.started or record.previous is None
     return internal(e, str(record.run_dir / "trainer.log") if writable and record.main else None)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
 class RunLock:

@@ -57,13 +57,15 @@ def read_image(path: str | Path, invert: bool = False):
         raise ImageFileError(f"{path} does not exist")
     if path.is_dir():
         raise ImageFileError(f"{path} is a folder; pass image files (PNG or JPEG)")
+    if not path.is_file():  # a FIFO would block forever, a device stream forever
+        raise ImageFileError(f"{path} is not a regular file (a pipe or a device); pass image files (PNG or JPEG)")
     try:
         with Image.open(path) as image:
             image.load()
             size, mode = image.size, image.mode
             image = ImageOps.exif_transpose(image)
             image = _flatten_alpha(image, background=255 if invert else 0)
-            gray = image.convert("L")
+            gray = _to_8bit_gray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # UnidentifiedImageError (not an image) and truncated files are OSErrors.
         reason = " ".join(str(e).split()) or type(e).__name__
@@ -75,6 +77,24 @@ def read_image(path: str | Path, invert: bool = False):
     if invert:
         gray = ImageOps.invert(gray)
     return torch.from_numpy(np.array(gray, dtype=np.uint8, copy=True)), size, mode
+
+
+def _to_8bit_gray(image):
+    """Grayscale 0..255 by the image's own bit depth. PIL's convert("L")
+    clips wider modes: a 16-bit pixel of 1000/65535 (1.5% grey) would
+    become white."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())  # 16-bit, or wider
+        return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0  # floats in 0..1, else already 0..255
+        return Image.fromarray(np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8))
+    return image.convert("L")
 
 
 def _flatten_alpha(image, background: int):

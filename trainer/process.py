@@ -1,8 +1,12 @@
-"""When this process started, for the start-up-to-first-step figure."""
+"""This process and its children: when it started (for the start-up figure),
+which children it has, and signals passed on to them."""
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import time
+from typing import Any
 
 _IMPORTED_AT = time.time()
 
@@ -20,3 +24,69 @@ def process_start_time() -> float:
         return time.time() - age
     except (OSError, ValueError, IndexError):
         return _IMPORTED_AT
+
+
+class forwarding_signals:
+    """While the sweep runs, SIGINT/SIGTERM go on to every running job (once
+    per signal received) and `callback` learns of them."""
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        forward(signum)
+        self.callback(signum)
+
+
+def forward(signum: int) -> None:
+    """Send `signum` to every child process of this one."""
+    for pid in live_children():
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def wait_for_children(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while live_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def live_children() -> list[int]:
+    """This process's child processes (Linux /proc; empty elsewhere)."""
+    me, children = os.getpid(), []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            children.append(int(entry))
+    return children
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the sweep process dies (Linux
+    prctl PR_SET_PDEATHSIG), so a killed sweep leaves no job behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

@@ -60,6 +60,35 @@ def read(run_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def sweep_value(data: dict) -> float:
+    """What a job returns to its sweeper (Optuna maximises it): its best
+    monitored value, or the worst possible one when it did not complete.
+    Never NaN: Optuna 2.10 refuses it and hydra-optuna-sweeper then ends the search."""
+    worst = math.inf if data.get("mode") == "min" else -math.inf
+    value = (data.get("best") or {}).get(data.get("monitor"))
+    if data.get("status") != "completed" or not isinstance(value, (int, float)) or math.isnan(value):
+        return worst
+    return float(value)
+
+
+def mark_killed(run_dir: Path, overrides: list[str], signum: int) -> None:
+    """The record of a job whose process was killed (SIGKILL, the OOM killer)
+    before it could say so itself; a record that already tells how the job
+    ended is left alone."""
+    import signal
+
+    data = read(run_dir)
+    if data is not None and data.get("status") not in (None, "running"):
+        return
+    data = data or {"overrides": overrides, "hparams": {}, "final": {}, "best": {}, "history": [], "timing": {}}
+    history = data.get("history") or []
+    where = f"during epoch {history[-1]['epoch'] + 1}" if history else "before its first epoch ended"
+    data.update(status="failed", error=f"killed by {signal.Signals(signum).name} {where} (out of memory, or "
+                                       "stopped from outside); continue it with resume=auto")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / "metrics.json", data)
+
+
 class LogBuffer:
     """Python logging of this job (the console's lines included), held in
     memory until the record knows whether it may write trainer.log."""

@@ -32,7 +32,10 @@ def pick_device(name: str) -> torch.device:
         return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = local_rank if name == "cuda" else int(name.split(":", 1)[1])
+        number = name.partition(":")[2]
+        if name != "cuda" and not number.isdigit():
+            raise UserError(f"device={name} is not a device: write cuda:N with N a GPU number from 0, or cuda")
+        index = local_rank if name == "cuda" else int(number)
         if index >= count:
             have = f"{count} CUDA device{'s' if count != 1 else ''}"
             raise UserError(f"device={name} is not available: this machine has {have}; use device=auto or device=cpu")

@@ -7,17 +7,19 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
 import dataclasses
+import json
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from helpers import check_before_data, compose_cfg, names_key, one_line_error, patch_bytes, run_all, tiny
+from helpers import check_before_data, compose_cfg, names_key, one_line_error, patch_bytes, run_all, run_cli, tiny
 from trainer.data import RAW_FILES
 from trainer.errors import UserError
 from trainer.hydra_errors import GROUPS
@@ -164,6 +166,24 @@ def _missing(raw: Path) -> str:
     return "train-images-idx3-ubyte"
 
 
+def _folder_for_a_file(raw: Path) -> str:
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").mkdir()
+    return "t10k-labels-idx1-ubyte"
+
+
+def _fifo_for_a_file(raw: Path) -> str:
+    (raw / "train-labels-idx1-ubyte").unlink()
+    os.mkfifo(raw / "train-labels-idx1-ubyte")  # reading it would block forever
+    return "train-labels-idx1-ubyte"
+
+
+def _file_for_the_data_folder(raw: Path) -> str:
+    shutil.rmtree(raw.parent)
+    raw.parent.write_text("not a folder")
+    return str(raw.parent)
+
+
 DATA_FAULTS = {
     "wrong magic": (_wrong_magic, "wrong magic number"),
     "truncated": (_truncated, "is truncated"),
@@ -171,6 +191,9 @@ DATA_FAULTS = {
     "label outside 0-9": (_label_out_of_range, "outside 0..9"),
     "checksum mismatch": (_checksum_mismatch, "checksum"),
     "missing, nothing to fetch from": (_missing, "files missing"),
+    "a folder where a data file should be": (_folder_for_a_file, "is not a regular file"),
+    "a FIFO where a data file should be": (_fifo_for_a_file, "is not a regular file"),
+    "a file where the data folder should be": (_file_for_the_data_folder, "is a file, not a folder"),
 }
 
 
@@ -186,3 +209,74 @@ def test_bad_data_files_exit_with_one_line_naming_the_file(synthetic_root, tmp_p
     for (case, filename, problem), proc in zip(expected, run_all(commands, tmp_path)):
         line = one_line_error(proc)
         assert filename in line and problem in line, (case, line)
+
+
+def test_data_root_that_is_a_file_is_one_line(synthetic_root, tmp_path):
+    not_a_folder = tmp_path / "data.tar"
+    not_a_folder.write_text("x")
+    line = one_line_error(run_cli(tiny(not_a_folder), tmp_path))
+    assert f"data.root {not_a_folder} is a file, not a folder" in line, line
+
+
+# ------------------------------------------------------------------ bad values, by class
+CLASSES = {
+    "a float beyond float32, or not finite": ["lr=1e39", "optimizer.weight_decay=1e300", "transform.mean=-1e40",
+                                              "scheduler=step scheduler.gamma=inf", "early_stopping.min_delta=nan",
+                                              "loss.label_smoothing=nan", "lr=1e308"],
+    "a whole number beyond int64": ["seed=99999999999999999999", "batch_size=100000000000000000000",
+                                    "epochs=1180591620717411303424"],
+    "a value outside its range": ["model=conv model.padding=-1", "model=conv model.kernel_size=0",
+                                  "transform.shift=1000", "threads=100000", "loader.num_workers=1000000",
+                                  "scheduler=onecycle scheduler.max_lr=-1", "scheduler=onecycle scheduler.pct_start=1.5",
+                                  "seed=-1", "optimizer=adam optimizer.eps=0"],
+    "a device that is not one": ["device=cuda:abc", "device=cuda:-1", "device=cuda:", "device=tpu"],
+}
+
+
+@pytest.mark.parametrize("case", CLASSES)
+def test_each_class_of_bad_value_is_one_line_naming_the_key(case):
+    for overrides in CLASSES[case]:
+        items = overrides.split()
+        message = outcome(items)
+        key = items[-1].split("=", 1)[0]
+        assert message is not None and "\n" not in message, (overrides, message)
+        assert names_key(message, key) and "internal error" not in message, (overrides, message)
+
+
+# ------------------------------------------------------------------ bad files for the trained-model commands
+def test_predict_refuses_what_is_not_a_regular_image_file(tmp_path):
+    from trainer.predict import ImageFileError, read_image
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageFileError, match="is not a regular file"):
+        read_image(fifo)  # would block forever if it opened it
+    with pytest.raises(ImageFileError, match="is a folder"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize("mode, dtype, value, top", [("I;16", "uint16", 1000, 65535), ("I", "int32", 30000, 65535),
+                                                     ("F", "float32", 0.25, 1.0)])
+def test_predict_reads_wide_images_by_their_bit_depth(tmp_path, mode, dtype, value, top):
+    import numpy as np
+    from PIL import Image
+
+    from trainer.predict import read_image
+
+    pixels = np.full((28, 28), value, dtype=dtype)
+    path = tmp_path / "wide.tiff"
+    Image.fromarray(pixels).save(path)
+    image, _, read_mode = read_image(path)
+    assert read_mode.startswith(mode[0])
+    assert int(image[5, 5]) == round(value / top * 255)  # 1000/65535 is dark grey, not white
+
+
+def test_resume_from_a_path_with_spaces_and_quotes(synthetic_root, tmp_path):
+    from trainer.resume import quote
+
+    run_dir = tmp_path / "my run's folder"
+    run_cli(tiny(synthetic_root, "model.hidden=[16]", "data.subset=64", f"hydra.run.dir={quote(str(run_dir))}"),
+            tmp_path, check=True)
+    done = run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)
+    assert "Resuming" in done.stdout
+    assert [h["epoch"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [1, 2]

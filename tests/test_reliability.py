@@ -339,3 +339,93 @@ def test_malicious_pickle_really_runs_code_without_weights_only(tmp_path):
     torch.save({"x": RunsCode(marker)}, path)
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+# ------------------------------------------------------------------ one process per run folder
+def test_a_second_process_in_a_running_run_folder_is_refused(synthetic_root, tmp_path):
+    """While a run trains, a second run into its folder and a resume of it are
+    each refused in one line; the first run's record stays its own."""
+    run_dir = tmp_path / "run"
+    ready = tmp_path / "ready"
+    first = start(config(synthetic_root, run_dir), tmp_path, ready=str(ready), slow_from_step=5, slow_seconds=0.5)
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert first.poll() is None and time.monotonic() < deadline, finish(first).stderr
+        time.sleep(0.05)
+    second = run_cli(config(synthetic_root, run_dir, "lr=0.5"), cwd=tmp_path)
+    resumed = run_cli([f"resume={run_dir}"], cwd=tmp_path)
+    first.send_signal(signal.SIGINT)
+    done = finish(first)
+    for proc in (second, resumed):
+        line = one_line_error(proc)
+        assert f"{run_dir} is in use by another trainer process" in line, line
+    assert done.returncode == 130, done.stderr
+    record = metrics(run_dir)
+    assert record["status"] == "interrupted" and "lr=0.5" not in record["overrides"]
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ exact resume, classic pipeline
+LOADER = ("pipeline=loader", "loader.num_workers=2", "transform.hflip=0")
+
+
+def test_loader_pipeline_with_workers_resumes_bit_identical(synthetic_root, tmp_path):
+    """pipeline=loader with 2 workers, shuffling, per-sample augmentation and
+    dropout: SIGKILL mid-epoch 2, resume, and end exactly where an
+    uninterrupted run ends."""
+    straight, killed = tmp_path / "A", tmp_path / "B"
+    ok(run_cli(config(synthetic_root, straight, *LOADER), cwd=tmp_path))
+    dead = run_child(config(synthetic_root, killed, *LOADER), tmp_path, kill_after_step=13)
+    assert dead.returncode == -signal.SIGKILL, dead.stderr
+    assert position(killed)["global_step"] == 12
+    ok(resume(killed, tmp_path))
+    assert_same_run(straight, killed)
+
+
+# ------------------------------------------------------------------ a real full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) -> a folder on a tmpfs of that size (root only), unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _full_disk_line(proc: subprocess.CompletedProcess) -> str:
+    line = one_line_error(proc)
+    assert "No space left on device" in line and "internal error" not in line, line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_says_disk_full_and_keeps_what_was_there(synthetic_root, tmp_path, small_disk):
+    base = tiny(synthetic_root, "epochs=30", "tracking.images_every_n_epochs=1", "tracking.histograms_every_n_epochs=1")
+    # A checkpoint larger than the disk: the first save fails.
+    disk = small_disk("1m")
+    line = _full_disk_line(run_cli([*base, "model.hidden=[512]", f"hydra.run.dir={disk / 'run'}"], tmp_path))
+    assert "could not write checkpoint" in line and "no earlier checkpoint was saved" in line, line
+    json.loads((disk / "run" / "metrics.json").read_text())  # the record is whole
+    # TensorBoard's events fill the disk after a few epochs: the checkpoints written before stay whole.
+    disk = small_disk("400k")
+    _full_disk_line(run_cli([*base, "model.hidden=[16]", f"hydra.run.dir={disk / 'run'}"], tmp_path))
+    assert checkpoint.load(disk / "run" / "checkpoints" / "last.ckpt")["position"]["epoch"] >= 2
+    json.loads((disk / "run" / "metrics.json").read_text())
+    # A dataset copied into a data.root that cannot hold it.
+    disk = small_disk("300k")
+    line = _full_disk_line(run_cli([*tiny(disk / "data"), f"data.search_paths=[{synthetic_root}]",
+                                    f"hydra.run.dir={tmp_path / 'data_run'}"], tmp_path))
+    assert "could not copy" in line and "data.root" in line, line
+    assert not [p for p in (disk / "data").rglob("*") if p.is_file()]  # nothing partial left

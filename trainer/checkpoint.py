@@ -32,10 +32,9 @@ def save(state: dict[str, Any], path: str | Path) -> None:
     try:
         atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
     except OSError as e:
-        raise UserError(
-            f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a writable "
-            "output folder (hydra.run.dir=...); the previous checkpoint is intact"
-        ) from e
+        kept = "the previous checkpoint is intact" if path.is_file() else "no earlier checkpoint was saved"
+        raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a "
+                        f"writable output folder (hydra.run.dir=...); {kept}") from e
     remove_stale_temps(path)  # left by a process killed mid-write
 
 

@@ -250,6 +250,17 @@ class _Rejected(Exception):
     """A candidate copy that must not be used; the message says why."""
 
 
+class _Unreadable(Exception):
+    """Reading a candidate copy failed (truncated gzip, I/O error)."""
+
+
+def _read(f) -> bytes:
+    try:
+        return f.read(_CHUNK)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise _Unreadable(f"{type(e).__name__}: {e}") from e
+
+
 def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: bool) -> str | None:
     """Copy src to dest atomically, hashing on the way; return why it was
     rejected (nothing is left behind then), or None when it was copied."""
@@ -261,12 +272,12 @@ def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: b
         opener = gzip.open if src.suffix == ".gz" else open
         try:
             with opener(src, "rb") as fin:
-                while chunk := fin.read(_CHUNK):
+                while chunk := _read(fin):
                     sha.update(chunk)
                     size += len(chunk)
-                    fout.write(chunk)
-        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-            raise _Rejected(f"cannot read it ({type(e).__name__}: {e})") from e
+                    fout.write(chunk)  # a full disk here is an OSError for the caller, not a bad source
+        except _Unreadable as e:
+            raise _Rejected(f"cannot read it ({e})") from e
         digest = sha.hexdigest()
         known = _known_as(digest)
         if known and known != (info.folder, filename):
@@ -283,6 +294,9 @@ def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: b
         atomic_write(dest, copy, binary=True)
     except _Rejected as e:
         return str(e)
+    except OSError as e:
+        raise DataError(f"could not copy {src} to {dest}: {e.strerror or e}; free some disk space or point "
+                        "data.root at another folder") from e
     if verify:
         _update_stamps(dest.parent, {filename: sha.hexdigest()})
     return None

@@ -12,8 +12,10 @@ import errno
 import fcntl
 import math
 import os
+import logging
 import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from trainer.record import RunRecord, hparams, sweep_value
 from trainer.tracking import Output
 
 EXIT_FAILED = 1
+log = logging.getLogger("trainer")
 
 
 @dataclass
@@ -64,6 +67,7 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
                        config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main)
     worst = -math.inf if config.early_stopping.mode != "min" else math.inf
     stop, run, traceback_text = StopFlag(record), None, None
+    threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway
     try:
         with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
             done = _completed_already(config, record, output)
@@ -92,6 +96,13 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
             traceback_text = "".join(traceback.format_exception(e))
     record.fail(outcome.status, outcome.error, traceback_text)
     return outcome
+
+
+def _log_thread_error(args) -> None:
+    """A background thread's exception (TensorBoard's writer on a full disk)
+    goes to trainer.log, not as a traceback on the console: the training
+    loop meets the same error on its next write and says it in one line."""
+    log.error("".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
 
 
 def refuse(job: Job, error: str) -> Outcome:

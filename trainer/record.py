@@ -197,10 +197,14 @@ class RunRecord:
             write_json(self.path, self.data)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        self.logs.close()
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        except OSError:
+            pass  # a full disk: the error the run stopped with says so already
+        finally:
+            self.logs.close()
 
     # --------------------------------------------------------------- parts
     def _write_hydra_files(self) -> None:

@@ -108,9 +108,10 @@ def _name_jobs_by_what_varies(config, overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict, read_write
 
-    fixed = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)
-             if not o.is_sweep_override()]
-    exclude = sorted(set(fixed) | set(NOT_IN_NAMES) | set(config.hydra.job.config.override_dirname.exclude_keys))
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(config.hydra.sweeper.get("params") or {})
+    fixed = {o.key_or_group for o in parsed} - swept
+    exclude = sorted(fixed | set(NOT_IN_NAMES) | set(config.hydra.job.config.override_dirname.exclude_keys))
     with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
         config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]")
 
@@ -118,7 +119,10 @@ def _name_jobs_by_what_varies(config, overrides: list[str]) -> None:
 def job_dir_name(num, dirname: str = "") -> str:
     """`3_optimizer=rmsprop`: the job number, then what varies (numbers
     rounded, no characters a folder name should not hold, kept short)."""
-    text = re.sub(r"(?<==)-?\d+\.\d+(?:e-?\d+)?", lambda m: display.value(float(m.group(0))), str(dirname or ""))
+    # key=value items (a list value has commas of its own); the last of a key is the one Hydra applied
+    items = {item.split("=", 1)[0]: item for item in re.split(r",(?=[\w.+~/-]+=)", str(dirname or "")) if item}
+    text = ",".join(items.values())
+    text = re.sub(r"(?<==)-?\d+\.\d+(?:e-?\d+)?", lambda m: display.value(float(m.group(0))), text)
     text = re.sub(r"[^\w.,=+\-\[\]]", "_", text)
     if len(text) > MAX_NAME:
         text = f"{text[:MAX_NAME - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"

@@ -1,0 +1,173 @@
+"""Sweeps in the real world: a job killed by the OOM killer, a sweep stopped
+by SIGTERM, a sweep continued with resume=auto, a sweep folder reused by
+mistake. The real CLI in subprocesses, signalled from outside."""
+from __future__ import annotations
+
+import json
+import os
+import pytest
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import metrics, one_line_error, run_cli, snapshot, tiny
+from trainer.sweep import job_number
+
+# One step an epoch (32 samples, batch 32), each ending in a checkpoint and a record: about 35 ms
+# an epoch on 2 cores, so `epochs` sets how long a job runs.
+SMALL = ("data.subset=32", "data.test_subset=32", "model.hidden=[16]", "checkpoint.every_n_steps=1")
+
+
+def sweep_cmd(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", "-m", *tiny(root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *overrides]
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_sweep_left_behind():
+    """A failed test must not leave its sweep running: SIGKILL it (its jobs
+    then get SIGTERM from the kernel, as a job whose sweep died does)."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """The sweep in the background, its output in files: a long job's lines
+    would fill a pipe nobody reads yet and stall it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    out, err = open(cwd / "sweep.out", "w"), open(cwd / "sweep.err", "w")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=out, stderr=err)
+    proc.logs = (cwd / "sweep.out", cwd / "sweep.err")
+    STARTED.append(proc)
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
+    proc.wait(timeout=timeout)
+    out, err = (path.read_text() for path in proc.logs)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def jobs(sweep_dir: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and job_number(p.name) is not None}
+
+
+def wait_until(condition, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended before {what}: {finish(proc).stderr[-2000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def training(job: Path, epochs: int = 1) -> bool:
+    """The job has recorded at least `epochs` epochs and is still running."""
+    try:
+        record = json.loads((job / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "running" and len(record.get("history") or []) >= epochs
+
+
+def job_pids(text: str) -> list[int]:
+    """Processes running one sweep job (`python -m trainer <overrides>`) whose command line holds `text`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if " -m trainer " in cmdline and " -m trainer -m " not in cmdline and text in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_root, tmp_path):
+    """kill -9 one job of a joblib sweep (as the OOM killer would): it is
+    recorded as killed, the three others complete, summary, exit 1."""
+    sweep_dir = tmp_path / "sweep"
+    proc = start(sweep_cmd(synthetic_root, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           "epochs=100000,2,2,2"), tmp_path)
+    wait_until(lambda: training(sweep_dir / "0_epochs=100000"), "job 0 trained an epoch", proc)
+    (victim,) = job_pids("epochs=100000")
+    os.kill(victim, signal.SIGKILL)
+    done = finish(proc)
+    assert done.returncode == 1, done.stderr[-3000:]
+    statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
+    assert statuses == {"0_epochs=100000": "failed", "1_epochs=2": "completed", "2_epochs=2": "completed",
+                        "3_epochs=2": "completed"}
+    error = metrics(sweep_dir / "0_epochs=100000")["error"]
+    assert error.startswith("killed by SIGKILL") and "resume=auto" in error
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["counts"]["completed"] == 3 and summary["counts"]["failed"] == 1
+    line = [l for l in done.stderr.splitlines() if "failed jobs:" in l]
+    assert line and "0_epochs=100000 failed: killed by SIGKILL" in line[0]
+    assert "is not a known choice" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_root, tmp_path):
+    """SIGTERM to a joblib sweep: every running job saves and records
+    interrupted, none is left behind, a planned job never starts, summary,
+    exit 143. The same command with resume=auto then keeps the finished job
+    as it is, continues the interrupted ones and starts the missing one."""
+    sweep_dir = tmp_path / "sweep"
+    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "epochs=1,600,600,3")
+    proc = start(sweep_cmd(synthetic_root, sweep_dir, *args), tmp_path)
+    wait_until(lambda: (sweep_dir / "0_epochs=1" / "metrics.json").is_file()
+               and metrics(sweep_dir / "0_epochs=1")["status"] == "completed"
+               and training(sweep_dir / "1_epochs=600", 2) and training(sweep_dir / "2_epochs=600", 2),
+               "job 0 completed and jobs 1 and 2 train", proc)
+    finished_before = snapshot(sweep_dir / "0_epochs=1")
+    proc.send_signal(signal.SIGTERM)
+    stopped = finish(proc)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert not job_pids(str(sweep_dir)), "a job of the stopped sweep is still running"
+    statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
+    assert statuses == {"0_epochs=1": "completed", "1_epochs=600": "interrupted", "2_epochs=600": "interrupted"}
+    counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]
+    assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 2, 1)
+    assert "resume=auto" in stopped.stderr
+
+    # Reusing the folder without resume=auto: refused, nothing touched.
+    before = snapshot(sweep_dir)
+    refused = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *args], tmp_path)
+    line = one_line_error(refused)
+    assert "already holds 3 jobs" in line and "resume=auto" in line, line
+    assert snapshot(sweep_dir) == before
+
+    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=600", "2_epochs=600")}
+    resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
+                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "epochs=1,600,600,3", "resume=auto"],
+                      tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert snapshot(sweep_dir / "0_epochs=1") == finished_before  # not trained again
+    for name, done in epochs_done.items():
+        record = metrics(sweep_dir / name)
+        assert record["status"] == "completed" and record["resumed"] == 1
+        assert [h["epoch"] for h in record["history"]] == list(range(1, 601))  # continued, not restarted
+        assert done >= 2
+    assert metrics(sweep_dir / "3_epochs=3")["status"] == "completed"
+
+
+def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tmp_path):
+    """The basic launcher runs jobs in the sweep's own process: the running
+    job saves and records interrupted, the sweep writes its summary (the
+    jobs not run yet are missing) and exits 143."""
+    sweep_dir = tmp_path / "sweep"
+    proc = start(sweep_cmd(synthetic_root, sweep_dir, "epochs=2,100000,2"), tmp_path)
+    wait_until(lambda: training(sweep_dir / "1_epochs=100000"), "job 1 trains", proc)
+    proc.send_signal(signal.SIGTERM)
+    stopped = finish(proc)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    rows = {r["job"]: r["status"] for r in json.loads((sweep_dir / "summary.json").read_text())["rows"]}
+    assert rows == {"0_epochs=2": "completed", "1_epochs=100000": "interrupted", "2": "missing"}

@@ -73,15 +73,15 @@ def test_tensorboard_has_the_expected_tags(quick_run):
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
     ea.Reload()
     scalars = set(ea.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "test/loss", "test/acc", "lr", "perf/epoch_seconds",
-                "perf/samples_per_second", "final/test_acc"):
+    for tag in ("loss/train", "acc/train", "loss/test", "acc/test", "lr", "perf/epoch_seconds",
+                "perf/samples_per_second", "perf/train_seconds"):
         assert tag in scalars, tag
     assert "hp_metric" not in scalars
-    final = ea.Scalars("final/test_acc")[-1].value
+    final = ea.Scalars("acc/test")[-1].value
     assert final == pytest.approx(metrics(run_dir)["final"]["test/acc"], abs=1e-6)
     assert {"config", "model"} <= {t.split("/")[0] for t in ea.Tags()["tensors"]}
-    assert set(hparams_plugin_data(ea)) == {"experiment", "session_start_info", "session_end_info"}
-    assert "images/samples" in ea.Tags()["images"]
+    assert set(hparams_plugin_data(ea)) == {"session_start_info", "session_end_info"}
+    assert "samples/inputs" in ea.Tags()["images"]
     assert any(t.startswith("weights/") for t in ea.Tags()["histograms"])
 
 

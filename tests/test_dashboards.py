@@ -12,15 +12,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainer import dashboards
+from trainer import dashboards, figures
 from trainer.dashboards import Dashboards
 from trainer.engine import confusion_matrix
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-CONV_TAGS = {"images/conv_filters", "images/feature_maps"}
-TEST_TAGS = {"images/misclassified", "images/confusion_matrix"}
-ALL_IMAGE_TAGS = {"images/samples"} | CONV_TAGS | TEST_TAGS
+CONV_TAGS = {"model/conv_filters", "model/feature_maps"}
+TEST_TAGS = {"predictions/misclassified", "predictions/confusion_matrix"}
+ALL_IMAGE_TAGS = {"samples/inputs"} | CONV_TAGS | TEST_TAGS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -125,15 +125,15 @@ def test_conv_model_logs_every_image_and_histogram(tmp_path):
     model = conv_model()
     acc, batches = run(tmp_path, model, epochs=(1,))
     assert set(acc.Tags()["images"]) == ALL_IMAGE_TAGS
-    assert image_steps(acc, "images/samples") == [0]
-    assert image_steps(acc, "images/conv_filters") == [0, 10]  # start (step 0) and epoch 1
-    assert image_steps(acc, "images/feature_maps") == [0, 10]
-    assert image_steps(acc, "images/misclassified") == [10]
-    assert image_steps(acc, "images/confusion_matrix") == [10]
+    assert image_steps(acc, "samples/inputs") == [0]
+    assert image_steps(acc, "model/conv_filters") == [0, 10]  # start (step 0) and epoch 1
+    assert image_steps(acc, "model/feature_maps") == [0, 10]
+    assert image_steps(acc, "predictions/misclassified") == [10]
+    assert image_steps(acc, "predictions/confusion_matrix") == [10]
     histograms = set(acc.Tags()["histograms"])
     for name in ("0.weight", "0.bias", "3.weight", "3.bias"):
         assert f"weights/{name}" in histograms
-        assert f"grads/{name}" in histograms
+        assert f"weights/{name}/grad" in histograms
     assert batches.passes == 1  # misclassified + confusion from ONE pass over the test split
     assert model.training  # train mode restored
 
@@ -141,7 +141,7 @@ def test_conv_model_logs_every_image_and_histogram(tmp_path):
 def test_mlp_logs_no_conv_images(tmp_path):
     acc, _ = run(tmp_path, mlp_model(), epochs=(1,))
     tags = set(acc.Tags()["images"])
-    assert tags == {"images/samples"} | TEST_TAGS
+    assert tags == {"samples/inputs"} | TEST_TAGS
     assert not tags & CONV_TAGS
 
 
@@ -152,15 +152,15 @@ def test_none_grads_are_skipped(tmp_path):
     writer.close()
     histograms = set(read_events(tmp_path).Tags()["histograms"])
     assert "weights/1.weight" in histograms
-    assert not any(tag.startswith("grads/") for tag in histograms)
+    assert not any(tag.endswith("/grad") for tag in histograms)
 
 
 def test_every_n_epochs_gating(tmp_path):
     acc, batches = run(tmp_path, conv_model(), images=2, histograms=3, epochs=(1, 2, 3, 4))
     # rule: epoch 1, then every multiple of N
-    assert image_steps(acc, "images/confusion_matrix") == [10, 20, 40]
-    assert image_steps(acc, "images/misclassified") == [10, 20, 40]
-    assert image_steps(acc, "images/conv_filters") == [0, 10, 20, 40]
+    assert image_steps(acc, "predictions/confusion_matrix") == [10, 20, 40]
+    assert image_steps(acc, "predictions/misclassified") == [10, 20, 40]
+    assert image_steps(acc, "model/conv_filters") == [0, 10, 20, 40]
     assert [e.step for e in acc.Histograms("weights/0.weight")] == [10, 30]
     assert batches.passes == 3
 
@@ -173,7 +173,7 @@ def test_zero_turns_parts_off(tmp_path):
 
     acc, _ = run(tmp_path / "no_histograms", conv_model(), images=1, histograms=0, epochs=(1, 2))
     assert acc.Tags()["histograms"] == []
-    assert "images/confusion_matrix" in acc.Tags()["images"]
+    assert "predictions/confusion_matrix" in acc.Tags()["images"]
 
 
 def test_no_writer_is_a_no_op():
@@ -191,36 +191,36 @@ def decode(acc: EventAccumulator, tag: str, index: int = -1) -> Image.Image:
     return image
 
 
-def test_rendered_images_have_sane_sizes(tmp_path):
+def test_every_figure_fits_the_default_card_width(tmp_path):
+    """TensorBoard's cards show about 350-500 px: every figure is 400 px wide,
+    so its text is read at full size, not shrunk."""
     acc, _ = run(tmp_path, conv_model(), epochs=(1,))
-    samples = decode(acc, "images/samples")
-    assert samples.mode == "RGB"
-    # 8 tiles, 4 per row x 2 rows, each at least the 28px input upscaled
-    assert samples.width > samples.height > 2 * 28
-    assert 4 * 28 * 3 < samples.width < 1000
-    matrix = decode(acc, "images/confusion_matrix")
-    assert 10 * dashboards.CELL < matrix.width < 1200
-    assert 10 * dashboards.CELL < matrix.height < 1200
-    filters = decode(acc, "images/conv_filters")  # 4 filters of 3x3, upscaled to be visible
-    assert filters.width >= 4 * dashboards.FILTER_PX and filters.height >= dashboards.FILTER_PX
-    maps = decode(acc, "images/feature_maps")
-    assert maps.width >= 3 * dashboards.PANEL
+    for tag in ALL_IMAGE_TAGS:
+        image = decode(acc, tag)
+        assert image.mode == "RGB" and image.width == 400, (tag, image.size)
+        assert 100 < image.height < 700, (tag, image.size)
 
 
-def test_misclassified_capped_at_32_and_captioned(tmp_path):
-    # An untrained model on 200 random examples gets far more than 32 wrong.
+def test_misclassified_capped_and_captioned(tmp_path):
+    # An untrained model on 200 random examples gets far more wrong than the figure shows.
     acc, _ = run(tmp_path, mlp_model(), batches=FakeBatches(n=200, batch=50), epochs=(1,))
-    image = decode(acc, "images/misclassified")
-    tile_w = 28 * (dashboards.TILE // 28) + 2
-    assert image.width == dashboards.GRID_COLUMNS * tile_w + 2  # 8 columns
-    assert image.height > 4 * (28 * (dashboards.TILE // 28))     # 4 rows of tiles + captions
-    assert image.height < 4 * (28 * (dashboards.TILE // 28) + 40)  # captions are < 40 px
-    wrong = dashboards.render_misclassified(torch.randn(3, 1, 28, 28), [1, 2, 3], [0, 0, 0], CLASSES)
-    assert wrong.shape[2] == 3 and wrong.dtype.name == "uint8"
+    image = decode(acc, "predictions/misclassified")
+    assert image.width == 400 and image.height > 4 * 90  # 4 rows of 4, with their captions
+    wrong = figures.misclassified(torch.randn(3, 1, 28, 28), [1, 2, 3], [0, 0, 0], CLASSES)
+    assert wrong.shape[1:] == (400, 3) and wrong.dtype.name == "uint8"
+
+
+def test_confusion_matrix_also_as_a_markdown_table(tmp_path):
+    acc, _ = run(tmp_path, conv_model(), epochs=(1,))
+    (event,) = acc.Tensors("predictions/confusion_matrix/text_summary")
+    table = event.tensor_proto.string_val[0].decode()
+    assert table.startswith("| true \\\\ predicted | T-shirt/top | Trouser |") and "| accuracy |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| **")]
+    assert len(rows) == 10 and sum(int(c) for r in rows for c in r.split("|")[2:12]) == 64  # FakeBatches' 64 images
 
 
 def test_perfect_model_gets_a_placeholder():
-    image = dashboards.render_misclassified(torch.empty(0), [], [], CLASSES)
+    image = figures.misclassified(torch.empty(0), [], [], CLASSES)
     assert image.ndim == 3 and image.shape[2] == 3
 
 
@@ -269,7 +269,7 @@ def test_graph_failure_prints_one_warning(tmp_path, capsys):
     assert "warning" in err and "trace failed" in err
     assert len(err.strip().splitlines()) == 1
     assert model.training
-    assert "images/samples" in read_events(tmp_path).Tags()["images"]  # the rest still logged
+    assert "samples/inputs" in read_events(tmp_path).Tags()["images"]  # the rest still logged
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -277,7 +277,7 @@ def test_cuda_tensors(tmp_path):
     model = conv_model().cuda()
     acc, _ = run(tmp_path, model, batches=FakeBatches(device="cuda"), epochs=(1,))
     assert set(acc.Tags()["images"]) == ALL_IMAGE_TAGS
-    assert "grads/0.weight" in acc.Tags()["histograms"]
+    assert "weights/0.weight/grad" in acc.Tags()["histograms"]
 
 
 def test_dashboards_leave_training_state_alone(tmp_path):

@@ -133,10 +133,10 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(synthetic_root, reference
     assert metrics(b)["resumed"] == 2
     assert_same_run(reference, b)
     # One TensorBoard run with every step exactly once, and the same values.
-    loss = scalars(b, "train/loss")
+    loss = scalars(b, "loss/train")
     assert [step for step, _ in loss] == list(range(1, STEPS + 1))
-    assert loss == scalars(reference, "train/loss")
-    assert [step for step, _ in scalars(b, "val/acc")] == [8, 16]
+    assert loss == scalars(reference, "loss/train")
+    assert [step for step, _ in scalars(b, "acc/val")] == [8, 16]
 
 
 # ------------------------------------------------------------------ SIGINT / SIGTERM
@@ -180,7 +180,7 @@ def test_signal_saves_and_resume_finishes_identically(synthetic_root, reference,
     assert at["epoch"] == 2 and 10 <= at["global_step"] < STEPS  # the step in progress was finished and saved
     ok(resume(run_dir, tmp_path))
     assert_same_run(reference, run_dir)
-    assert [step for step, _ in scalars(run_dir, "train/loss")] == list(range(1, STEPS + 1))
+    assert [step for step, _ in scalars(run_dir, "loss/train")] == list(range(1, STEPS + 1))
 
 
 def test_second_ctrl_c_exits_at_once(synthetic_root, tmp_path):

@@ -43,11 +43,10 @@ def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
 
 
 def hparams_session(run_dir: Path) -> dict:
-    """The hparams plugin data of the run's event file, by kind."""
+    """The hparams plugin data of the run's event files, by kind."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    (events,) = run_dir.glob("events.out.tfevents.*")
-    ea = EventAccumulator(str(events), size_guidance={"tensors": 0})
+    ea = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     ea.Reload()
     return hparams_plugin_data(ea)
 
@@ -82,13 +81,15 @@ def test_every_job_has_its_own_folder_and_tensorboard_run(failed_sweep):
     assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=-1", "2_lr=0.05", "3_lr=1e+12"]  # what varies
     for job in jobs:
         assert (job / ".hydra" / "overrides.yaml").is_file()
-        assert len(list(job.glob("events.out.tfevents.*"))) == 1, job
+        assert len(list(job.glob("events.out.tfevents.*.hparams"))) == 1, job  # its HParams session
     assert [metrics(j)["status"] for j in jobs] == ["completed", "failed", "completed", "diverged"]
     error = metrics(jobs[1])["error"]
     assert "lr" in error and "\n" not in error
-    # The failed job is in the HParams table too: its hparams, marked failed.
+    # The failed job is in the HParams table too, marked failed; the value it was refused for is
+    # left out, so lr=-1 does not stretch the lr axis of the parallel-coordinates view.
     session = hparams_session(jobs[1])
-    assert session["session_start_info"].hparams["lr"].number_value == -1
+    assert "lr" not in session["session_start_info"].hparams
+    assert session["session_start_info"].hparams["status"].string_value == "failed"
     assert session["session_end_info"].status == api_pb2.STATUS_FAILURE
     assert hparams_session(jobs[0])["session_end_info"].status == api_pb2.STATUS_SUCCESS
     # The diverged job's run keeps the steps it logged, and is marked failed.
@@ -96,7 +97,8 @@ def test_every_job_has_its_own_folder_and_tensorboard_run(failed_sweep):
 
     ea = EventAccumulator(str(jobs[3]), size_guidance={"scalars": 0})
     ea.Reload()
-    assert [e.step for e in ea.Scalars("train/loss")][:1] == [1]
+    assert [e.step for e in ea.Scalars("loss/train")][:1] == [1]
+    assert hparams_session(jobs[3])["session_start_info"].hparams["status"].string_value == "diverged"
     assert hparams_session(jobs[3])["session_end_info"].status == api_pb2.STATUS_FAILURE
 
 
@@ -174,8 +176,10 @@ def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
     jobs = job_dirs(sweep_dir)
     assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=0.05"]
     assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]
-    assert all(len(list(j.glob("events.out.tfevents.*"))) == 1 for j in jobs)
+    assert all(len(list(j.glob("events.out.tfevents.*"))) == 2 for j in jobs)  # its events, its HParams session
     assert sorted(r["overrides"].split()[-1] for r in summary(sweep_dir)["rows"]) == ["lr=0.01", "lr=0.05"]
+    (a0, a1), (b0, b1) = ((metrics(j)["timing"]["started_at"], metrics(j)["timing"]["ended_at"]) for j in jobs)
+    assert a0 < b1 and b0 < a1  # side by side: each process started before the other ended
     assert len(re.findall(r"Using cpu device \(.*\b1 thread\)", proc.stdout)) == 2  # threads=1 reached the workers
 
 

@@ -1,5 +1,6 @@
 """What TensorBoard shows for one run, read back with TensorBoard's own event
-reader: HParams data with real final metrics, images, histograms, scalars.
+reader: the HParams session with the run's status, metrics that are the
+last points of its own curves, images, histograms, scalars.
 
 One tiny CLI run (a small conv net, every dashboard on) shared by the module.
 """
@@ -13,7 +14,8 @@ from helpers import hparams_plugin_data, metrics, run_cli, tiny
 pytest.importorskip("tensorboard")
 
 LR = 0.02
-METRIC_TAGS = ("final/test_acc", "final/test_loss", "final/train_loss", "final/best_epoch", "final/train_seconds")
+# The HParams metrics a run without a validation split has (trainer.hparams.METRICS, as tags).
+METRIC_TAGS = ("acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,10 @@ def tb_run(synthetic_root, tmp_path_factory):
                  "model=conv", "model.channels=[4,8]", "model.head_hidden=[16]", f"lr={LR}",
                  "tracking.images_every_n_epochs=1", "tracking.histograms_every_n_epochs=1", "tracking.graph=true",
                  f"hydra.run.dir={run_dir}"), cwd, check=True)
-    events = list(run_dir.glob("events.out.tfevents.*"))
-    assert len(events) == 1, events
+    events = sorted(p.name for p in run_dir.glob("events.out.tfevents.*"))
+    assert len(events) == 2 and events[1].endswith(".hparams"), events  # the run's events, its HParams session
     # size_guidance 0 = keep everything (the defaults sample images, histograms and tensors).
-    ea = EventAccumulator(str(events[0]), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0})
     ea.Reload()
     return run_dir, ea
 
@@ -41,58 +43,144 @@ def test_hydra_run_dir_override_is_the_run_folder(tb_run):
     assert not (run_dir.parents[1] / "outputs").exists()  # nothing in the default place
 
 
-def test_hparams_session_has_the_run_settings(tb_run):
+def test_hparams_session_has_the_run_settings_and_status(tb_run):
     _, ea = tb_run
     data = hparams_plugin_data(ea)
-    assert set(data) == {"experiment", "session_start_info", "session_end_info"}
+    # No experiment of its own: a sweep's one experiment (at its root) then decides what differs.
+    assert set(data) == {"session_start_info", "session_end_info"}
     hparams = data["session_start_info"].hparams
     assert hparams["optimizer"].string_value == "sgd"
     assert hparams["model"].string_value == "conv"
     assert hparams["lr"].number_value == pytest.approx(LR)
-    assert hparams["batch_size"].number_value == 32
+    assert hparams["batch_size"].string_value == "32"  # a whole number reads as 32, not 32.000
+    assert hparams["status"].string_value == "completed"
     from tensorboard.plugins.hparams import api_pb2
 
     assert data["session_end_info"].status == api_pb2.STATUS_SUCCESS
-    experiment = data["experiment"]
-    assert {"optimizer", "lr", "model"} <= {h.name for h in experiment.hparam_infos}
-    assert set(METRIC_TAGS) <= {m.name.tag for m in experiment.metric_infos}
 
 
-def test_hparams_metrics_are_the_real_final_numbers(tb_run):
+def test_hparams_metrics_are_the_last_points_of_the_curves(tb_run):
     run_dir, ea = tb_run
     final = metrics(run_dir)["final"]
     scalars = set(ea.Tags()["scalars"])
     for tag in METRIC_TAGS:
         assert tag in scalars, tag
-        values = [e.value for e in ea.Scalars(tag)]
-        assert len(values) == 1 and math.isfinite(values[0]), (tag, values)
-    assert ea.Scalars("final/test_acc")[0].value == pytest.approx(final["test/acc"], abs=1e-6)
-    assert ea.Scalars("final/test_loss")[0].value == pytest.approx(final["test/loss"], rel=1e-5)
-    assert ea.Scalars("final/best_epoch")[0].value == final["best_epoch"]
-    assert "hp_metric" not in scalars  # no placeholder metric
+        assert math.isfinite(ea.Scalars(tag)[-1].value), tag
+    assert ea.Scalars("acc/test")[-1].value == pytest.approx(final["test/acc"], abs=1e-6)
+    assert ea.Scalars("loss/test")[-1].value == pytest.approx(final["test/loss"], rel=1e-5)
+    assert ea.Scalars("perf/best_epoch")[-1].value == final["best_epoch"]
+    assert "hp_metric" not in scalars and not any(t.startswith("final/") for t in scalars)
+    assert "epoch" not in scalars  # a step-to-epoch line is no curve to compare
 
 
 def test_images_and_histograms(tb_run):
     _, ea = tb_run
     tags = ea.Tags()
-    for tag in ("images/samples", "images/misclassified", "images/confusion_matrix",
-                "images/conv_filters", "images/feature_maps"):
+    for tag in ("samples/inputs", "predictions/misclassified", "predictions/confusion_matrix",
+                "model/conv_filters", "model/feature_maps"):
         assert tag in tags["images"], tag
         image = ea.Images(tag)[-1]
         assert image.width > 0 and image.height > 0 and image.encoded_image_string, tag
     histograms = tags["histograms"]
-    assert any(t.startswith("weights/") for t in histograms) and any(t.startswith("grads/") for t in histograms)
-    # Every parameter with a gradient has both, at each epoch (histograms_every_n_epochs=1).
-    weights = {t[len("weights/"):] for t in histograms if t.startswith("weights/")}
-    assert weights == {t[len("grads/"):] for t in histograms if t.startswith("grads/")}
+    grads = {t for t in histograms if t.endswith("/grad")}
+    assert grads and histograms
+    # Every parameter with a gradient has both, side by side, at each epoch (histograms_every_n_epochs=1).
+    assert {t for t in histograms if t not in grads} == {t[: -len("/grad")] for t in grads}
     assert len(ea.Histograms(next(iter(sorted(histograms))))) == 2
     assert tags["graph"]
 
 
 def test_scalars_one_point_per_step(tb_run):
     _, ea = tb_run
-    for tag in ("train/loss", "test/acc", "lr", "train/acc", "test/loss"):
+    for tag in ("loss/train", "acc/test", "lr", "acc/train", "loss/test"):
         steps = [e.step for e in ea.Scalars(tag)]
         assert steps and all(a < b for a, b in zip(steps, steps[1:])), (tag, steps)
-    assert [e.step for e in ea.Scalars("train/loss")] == [2, 4, 6, 8]  # 128 samples / 32 = 4 steps an epoch
-    assert [e.step for e in ea.Scalars("test/acc")] == [4, 8]
+    assert [e.step for e in ea.Scalars("loss/train")] == [2, 4, 6, 8]  # 128 samples / 32 = 4 steps an epoch
+    assert [e.step for e in ea.Scalars("acc/test")] == [4, 8]
+
+
+def test_time_series_opens_on_accuracy_and_loss(tb_run):
+    """TensorBoard groups cards by the tag's first part, sorts the groups and
+    opens the first two: those must be the curves people compare."""
+    _, ea = tb_run
+    tags = ea.Tags()
+    groups = sorted({t.split("/")[0] for kind in ("scalars", "images", "histograms") for t in tags[kind]})
+    assert groups[:2] == ["acc", "loss"], groups
+
+
+# ------------------------------------------------------------------ a sweep, in the real TensorBoard
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def tensorboard_on_a_sweep(synthetic_root, tmp_path_factory):
+    """`trainer -m optimizer=sgd,adam lr=1e-3,-1 epochs=1`, then `tensorboard
+    --logdir <sweep>` on loopback: its HTTP data API, as the browser reads it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cwd = tmp_path_factory.mktemp("tb_sweep")
+    sweep_dir = cwd / "sweep"
+    run_cli(["-m", *tiny(synthetic_root, "data.subset=128", "model.hidden=[16]"), "optimizer=sgd,adam", "lr=1e-3,-1",
+             f"hydra.sweep.dir={sweep_dir}"], cwd)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir), "--host",
+                               "127.0.0.1", "--port", str(port), "--load_fast=false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/data/runs", timeout=5).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not start"
+                time.sleep(0.3)
+        yield base, sweep_dir
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
+    base, _ = tensorboard_on_a_sweep
+    experiment = _post(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+    infos = experiment["hparamInfos"]
+    differing = [i["name"] for i in infos if i.get("differs")]
+    assert differing[:3] == ["lr", "optimizer", "status"], differing  # the first columns
+    assert [i["name"] for i in infos][:3] == differing[:3]
+    assert {i["name"]: i for i in infos}["optimizer"]["domainDiscrete"] == ["adam", "sgd"]
+    # Only metrics a job has: no validation split here, so no val/ columns.
+    tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert tags == ["acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds"]
+
+
+def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
+    base, sweep_dir = tensorboard_on_a_sweep
+    groups = _post(f"{base}/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})["sessionGroups"]
+    by_name = {g["name"]: g["hparams"] for g in groups}
+    assert sorted(by_name) == sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())  # all 4 jobs
+    assert {n: h["status"] for n, h in by_name.items()} == {
+        "0_lr=0.001,optimizer=sgd": "completed", "1_lr=-1,optimizer=sgd": "failed",
+        "2_lr=0.001,optimizer=adam": "completed", "3_lr=-1,optimizer=adam": "failed"}
+    assert "lr" not in by_name["1_lr=-1,optimizer=sgd"]  # the refused value is on no axis
+    assert by_name["0_lr=0.001,optimizer=sgd"]["batch_size"] == "32"  # whole numbers read as such

@@ -284,19 +284,30 @@ def _say_start(run: Run) -> None:
     out, model = run.output, run.model
     world = distributed.world_size()
     processes = f", {display.plural(world, 'process', 'processes')} (DDP)" if world > 1 else ""
-    out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters")
+    device = f"{run.device} device ({runtime.device_name(run.device)}{processes})"
     out.note(str(model))  # print(model), as the seed does: in trainer.log, beside everything else
-    out.say(f"Using {run.device} device ({runtime.device_name(run.device)}{processes})")
+    if out.brief:
+        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters; {device}")
+    else:
+        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters")
+        out.say(f"Using {device}")
     if run.resumed_from is not None:
         pos = run.trainer.position
         changed = f"; changed: {resume.describe(run.changes)}" if run.changes else ""
         out.say(f"Resuming {run.resumed_from}: epoch {pos.epoch}, step {pos.step}{changed}")
-    out.say(f"Outputs: {run.run_dir}")
+    if not out.brief:
+        out.say(f"Outputs: {run.run_dir}")
 
 
 def _say_finish(run: Run, final: dict) -> None:
     from rich.table import Table
 
+    if run.output.brief:  # a sweep's job: one line; the sweep's table compares them
+        shown = [f"{key} {display.metric(key, final[key])}" for key in ("test/acc", "test/loss", "val/acc")
+                 if key in final]
+        run.output.say(f"Completed: {', '.join(shown)}, best epoch {final['best_epoch']}, "
+                       f"{display.duration(final['train_seconds'])} of training")
+        return
     table = Table(title="Run completed")
     table.add_column("metric")
     table.add_column("value", justify="right")

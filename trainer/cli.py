@@ -121,6 +121,8 @@ def run(cfg: DictConfig) -> float:
               # As typed, unresolved: the record re-applies them on resume.
               overrides=list(OmegaConf.to_container(hc.overrides.task, resolve=False)),
               choices=dict(hc.runtime.choices), multirun=hc.mode == RunMode.MULTIRUN,
+              # A job of trainer's own launcher runs as a plain run in a process of its own.
+              in_sweep=hc.mode == RunMode.MULTIRUN or os.environ.get("TRAINER_SWEEP_JOB") == "1",
               hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
     try:
         config = typed(cfg)

@@ -252,7 +252,8 @@ class Trainer:
                 raise Interrupted(signum)
             if self.early_stopping.should_stop:
                 es = self.early_stopping
-                self.tracker.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
+                self.tracker.message(f"early stopping: {es.monitor} has not improved for "
+                                     f"{es.patience} epoch{'s' if es.patience != 1 else ''} "
                                      f"(best {self.tracker.format_metric(es.monitor, es.best)} at epoch {es.best_epoch})")
                 break
         return self.test()

@@ -24,10 +24,12 @@ from typing import Any
 from trainer.config import TrainerConfig, as_dict
 from trainer.engine import Diverged, Interrupted
 from trainer.errors import UserError, first_line, internal
-from trainer.record import RunRecord, hparams, sweep_value
+from trainer import display, hparams
+from trainer.record import RunRecord, sweep_value
 from trainer.tracking import Output
 
 EXIT_FAILED = 1
+GROUP_NAMES = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment", "hparams_search")
 log = logging.getLogger("trainer")
 
 
@@ -38,8 +40,22 @@ class Job:
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
     choices: dict = field(default_factory=dict)
-    multirun: bool = False
+    multirun: bool = False            # Hydra's -m: a failure returns the worst value instead of exiting
+    in_sweep: bool = False            # a sweep's job (in this process or its own): a brief console
     hydra_yaml: str | None = None
+
+    def header(self) -> str:
+        """The line a job starts with: the group choices, then what was set on the command line
+        (a sweep's job: its folder name, which says what sets it apart)."""
+        groups = " · ".join(str(self.choices[g]) for g in ("data", "transform", "model", "loss", "optimizer",
+                                                          "scheduler") if self.choices.get(g) not in (None, "none"))
+        if self.choices.get("experiment"):
+            groups = f"experiment={self.choices['experiment']}: {groups}"
+        if self.in_sweep:
+            return f"── {self.run_dir.name} ── {groups}"
+        given = [display.override(o) for o in self.overrides
+                 if o.split("=", 1)[0].lstrip("+~") not in GROUP_NAMES and not o.startswith("resume=")]
+        return f"Run: {groups}" + (f" ({' '.join(given)})" if given else "")
 
 
 @dataclass
@@ -61,9 +77,11 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
     """Run one job to its outcome; its record says the same."""
     from trainer.build import build, fit
 
-    output = output or Output()
+    output = output or Output(brief=job.in_sweep)
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 alone writes the record
-    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams(config, job.choices, job.overrides),
+    if main:
+        output.say(job.header())
+    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
                        config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main)
     worst = -math.inf if config.early_stopping.mode != "min" else math.inf
     stop, run, traceback_text = StopFlag(record), None, None

@@ -5,7 +5,8 @@
     .hydra/overrides.yaml the overrides a plain `resume=<run>` re-applies
     .hydra/hydra.yaml     Hydra's own settings for the job
     trainer.log           the console output and Python logging; a traceback for a bug
-    TensorBoard           the config and model as text, the HParams session (start, end, status)
+    TensorBoard           the config and model as text, the final test numbers, and the HParams
+                          session with the run's status (trainer.hparams)
 
 One object writes them, at four moments: start (every check has passed),
 epoch, finish and fail. Nothing is written before start, so a command that
@@ -15,23 +16,22 @@ gets a record saying why, so a sweep lists it.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import logging.handlers
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainer import hparams
 from trainer.files import atomic_write
+from trainer.process import process_start_time
 
 log = logging.getLogger("trainer")
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
-# The numbers every run reports in HParams, so a sweep's table and parallel
-# coordinates compare real outcomes (never a placeholder metric).
-HPARAM_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "best_epoch", "train_seconds")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -145,6 +145,7 @@ class RunRecord:
         if resumed and self.previous is not None:  # keep the first attempt's start-up timing
             self.data["timing"] = dict(self.previous.get("timing") or {})
             self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
+        self.data["timing"]["started_at"] = _now(process_start_time())  # this attempt's process
         self.started = True
         if not self.main:
             return
@@ -160,18 +161,27 @@ class RunRecord:
 
     def note_timing(self, timing: dict) -> None:
         """How long things took; written with the next moment."""
-        self.data["timing"].update(timing)
+        self.data["timing"].update(timing, ended_at=_now())
 
     def finish(self, final: dict, best: dict) -> None:
         self.data.update(status="completed", error=None, final=final, best=best)
         self.write()
         if self.writer is not None:
-            values = {**final, "best_epoch": best.get("epoch", 0)}
-            for metric in HPARAM_METRICS:
-                if isinstance(values.get(metric), (int, float)):
-                    self.writer.add_scalar(metric_tag(metric), values[metric], 0)
-            self.writer.file_writer.add_summary(_session_end(ok=True))
+            self._final_scalars(final)
+            hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
         self.close()
+
+    def _final_scalars(self, final: dict) -> None:
+        """The last points of the curves HParams reads: the test set (logged
+        per epoch only without a validation split), the best epoch, the time."""
+        from trainer.tracking import tag
+
+        history = self.data["history"]
+        step = history[-1]["step"] if history else 0
+        logged = set(history[-1]) if history else set()
+        for key in ("test/acc", "test/loss", "best_epoch", "train_seconds"):
+            if key not in logged and isinstance(final.get(key), (int, float)):
+                self.writer.add_scalar(tag(key), final[key], step)
 
     def fail(self, status: str, error: str, traceback_text: str | None = None) -> None:
         """The job stopped without final metrics. A record that never started
@@ -187,7 +197,7 @@ class RunRecord:
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
                 self.write()
-                self._close_tensorboard(status, fresh)
+                self._close_tensorboard(status, error, fresh)
             except OSError:
                 pass  # a full disk: the console line still says what happened
         self.close()
@@ -224,67 +234,20 @@ class RunRecord:
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self.writer.add_text("config", "```yaml\n" + _yaml(self.config) + "```", 0)
         self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
-        self._hparams_header()
 
-    def _hparams_header(self) -> None:
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-        exp, ssi, _ = hparams_summary(hparam_values(self.data["hparams"]),
-                                      {metric_tag(m): 0.0 for m in HPARAM_METRICS})
-        self.writer.file_writer.add_summary(exp)
-        self.writer.file_writer.add_summary(ssi)
-
-    def _close_tensorboard(self, status: str, fresh: bool) -> None:
-        """Keep what the run logged; unless it was only interrupted (a resume
-        continues it), mark the HParams session failed. A job that failed
-        before it had a TensorBoard run gets one, so HParams lists every job."""
+    def _close_tensorboard(self, status: str, error: str | None, fresh: bool) -> None:
+        """The run's HParams session says how it ended, with its error as text;
+        a job that failed before it had a TensorBoard run gets one too, so
+        HParams lists every job of a sweep."""
         if not self.main or not self.config.get("tracking", {}).get("tensorboard", True):
             return
-        if self.writer is None and fresh and status != "interrupted" and self.data["hparams"]:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.run_dir))
-            self._hparams_header()
-        if self.writer is not None and status != "interrupted":
-            self.writer.file_writer.add_summary(_session_end(ok=False))
+        if self.writer is not None or (fresh and self.data["hparams"]):
+            hparams.write_session(self.run_dir, self.data["hparams"], status, error)
 
 
-# ------------------------------------------------------------------ hparams
-def hparams(config, choices: dict, overrides: list[str]) -> dict:
-    """What a sweep's HParams view compares: the group choices and the main knobs."""
-    hp: dict[str, Any] = {g: choices.get(g) for g in ("data", "model", "transform", "loss", "optimizer", "scheduler")}
-    hp["experiment"] = choices.get("experiment") or "none"
-    for key in ("lr", "batch_size", "epochs", "seed", "precision", "pipeline"):
-        hp[key] = getattr(config, key)
-    for group, keys in (("optimizer", ("weight_decay", "momentum")), ("model", ("dropout", "hidden", "channels")),
-                        ("loss", ("label_smoothing",))):
-        node = getattr(config, group)
-        for key in keys:
-            if hasattr(node, key):
-                value = getattr(node, key)
-                hp[f"{group}.{key}"] = str(list(value)) if isinstance(value, list) else value
-    hp["overrides"] = " ".join(o for o in overrides if not o.startswith("resume=")) or "(defaults)"
-    return hp
-
-
-def hparam_values(hparams: dict) -> dict:
-    return {k: (v if isinstance(v, (bool, int, float, str)) else "none" if v is None else str(v))
-            for k, v in hparams.items()}
-
-
-def metric_tag(metric: str) -> str:
-    return "final/" + metric.replace("/", "_")
-
-
-def _session_end(ok: bool):
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
-
-    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
-                                          end_time_secs=time.time())
-    content = plugin_data_pb2.HParamsPluginData(session_end_info=info, version=0).SerializeToString()
-    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content))
-    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
+def _now(timestamp: float | None = None) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp) if timestamp is not None else datetime.datetime.now()
+    return moment.astimezone().isoformat(timespec="milliseconds")
 
 
 def _yaml(value) -> str:

@@ -8,6 +8,7 @@ import random
 
 import torch
 
+from trainer.display import plural
 from trainer.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -82,5 +83,4 @@ def device_name(device: torch.device) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
         model = ""
-    threads = torch.get_num_threads()
-    return f"{model or platform.processor() or 'CPU'}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"{model or platform.processor() or 'CPU'}, {plural(torch.get_num_threads(), 'thread')}"

@@ -385,8 +385,10 @@ def _csv_text(table: list[dict]) -> str:
 
 
 def _display_columns(rows: list[dict], monitor: str) -> list[tuple[str, str]]:
-    """(header, key) of what the table and summary.md show."""
-    columns = [("job", "job"), ("status", "status"), ("overrides", "overrides"),
+    """(header, key) of what the table and summary.md show. No overrides column
+    where every job's folder name already says what sets it apart (3_optimizer=rmsprop)."""
+    named = all(not str(r.get("job", "")).isdigit() and "=" in str(r.get("job", "")) for r in rows)
+    columns = [("job", "job"), ("status", "status"), *([] if named else [("overrides", "overrides")]),
                ("test acc", "test/acc"), ("test loss", "test/loss")]
     if any(r.get("val/acc") is not None for r in rows):
         columns.append(("val acc", "val/acc"))
@@ -412,21 +414,19 @@ def _cell(row: dict, key: str, monitor: str) -> str:
     value = row.get(key)
     if key == "overrides":
         shared = set(row.get("_shared", "").split())
-        return " ".join(o for o in (value or "").split() if o not in shared) or "(defaults)"
+        return " ".join(display.override(o) for o in (value or "").split() if o not in shared) or "(defaults)"
     if value is None:
         return "" if key == "error" else "-"
-    if key == "seconds":
-        return display.duration(value)
     metric = (row.get("monitor") or monitor) if key == "best_value" else key
-    if isinstance(value, float) or (isinstance(value, int) and "/" in metric):
-        if metric.endswith("acc"):
-            return f"{100 * value:.2f}%"
-        return f"{value:.4f}"
-    return str(value)
+    return display.metric(metric, value)
 
 
 def _counts_text(rows: list[dict]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts(rows).items() if n) or "no jobs"
+
+
+def _title(rows: list[dict], monitor: str, mode: str) -> str:
+    return f"{display.plural(len(rows), 'job')} ({_counts_text(rows)}), ranked by {ranked_by(rows, monitor)} ({mode})"
 
 
 _TEXT_KEYS = ("job", "status", "overrides", "error")
@@ -440,8 +440,7 @@ def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str) -> str
     def line(cells):
         return "| " + " | ".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in cells) + " |"
 
-    out = [f"# Sweep `{root.resolve()}`", "",
-           f"{len(rows)} jobs: {_counts_text(rows)}. Ranked by {ranked_by(rows, monitor)} ({mode}).",
+    out = [f"# Sweep `{root.resolve()}`", "", f"{_title(rows, monitor, mode)}.",
            *([f"Every job: `{shared}`."] if shared else []), "",
            line([header for header, _ in columns]),
            "| " + " | ".join("---" if key in _TEXT_KEYS else "---:" for _, key in columns) + " |"]
@@ -483,8 +482,7 @@ def render_table(rows: list[dict], monitor: str | None = None, mode: str | None 
             columns = [c for c in columns if c[1] != key]
     shared = shared_overrides(rows)
     rows = [{**row, "_shared": shared} for row in rows]
-    table = Table(title=title or f"Sweep: {len(rows)} jobs ({_counts_text(rows)}), ranked by "
-                                 f"{ranked_by(rows, monitor)} ({mode})" + (f"; every job: {shared}" if shared else ""))
+    table = Table(title=title or f"Sweep: {_title(rows, monitor, mode)}", title_justify="left")
     for header, key in columns:
         if key in ("job", "status"):
             table.add_column(header, no_wrap=True, min_width=max(len(header), max(len(str(r.get(key))) for r in rows)))
@@ -536,13 +534,30 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     if write if write is not None else is_sweep(sweep_dir):
         try:
             paths = write_summary(sweep_dir, rows, monitor, mode)
+            _write_hparams_experiment(Path(sweep_dir), rows)
         except OSError as e:
             print(f"trainer-summary: warning: could not write the summary in {sweep_dir}: {e.strerror or e}",
                   file=sys.stderr)
     console.print(render_table(rows, monitor, mode, width=console.width))
+    shared = shared_overrides(rows)
+    if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
+        console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
+                      soft_wrap=True)
     if paths:
         console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False)
     return [public(row) for row in rows]
+
+
+def _write_hparams_experiment(sweep_dir: Path, rows: list[dict]) -> None:
+    """TensorBoard's HParams view of the sweep, written at its root: the
+    knobs that vary first, the metrics the jobs have (trainer.hparams)."""
+    from trainer import hparams, record
+    from trainer.sweep import varying_keys
+
+    runs = [Path(row["path"]) for row in rows if row.get("path")]
+    if not any(run.glob("events.out.tfevents.*") for run in runs):
+        return  # no job has a TensorBoard run (tracking.tensorboard=false)
+    hparams.write_experiment(sweep_dir, [r for r in map(record.read, runs) if r is not None], varying_keys(sweep_dir))
 
 
 def summarize_or_say_why(sweep_dir: Path, quiet: bool = False) -> list[dict] | None:

@@ -44,8 +44,13 @@ class SweepCallback(Callback):
         refuse_a_used_folder(sweep_dir, overrides)
         _name_jobs_by_what_varies(config, overrides)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_text(sweep_dir / PLAN, json.dumps(plan(config, overrides), indent=2) + "\n")
+        planned = plan(config, overrides)
+        write_text(sweep_dir / PLAN, json.dumps(planned, indent=2) + "\n")
         _stop_with_the_jobs(sweep_dir)
+        _quiet_search_logging(planned["sweeper"])
+        count = display.plural(len(planned["jobs"]), "job") if planned["jobs"] is not None else "jobs"
+        varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
+        print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         from trainer import summary
@@ -82,7 +87,8 @@ def plan(config, overrides: list[str]) -> dict:
     before it starts (the basic sweeper's grid; an Optuna search's count)."""
     sweeper = config.hydra.sweeper
     target = str(sweeper.get("_target_", ""))
-    out: dict[str, Any] = {"sweeper": target, "command": overrides, "jobs": None}
+    out: dict[str, Any] = {"sweeper": target, "command": overrides, "varies": sorted(_swept(config, overrides)),
+                           "jobs": None}
     if target == BASIC_SWEEPER:
         out["jobs"] = [{"num": i, "overrides": job} for i, job in enumerate(_grid(config, overrides))]
     elif "n_trials" in sweeper:
@@ -109,11 +115,41 @@ def _name_jobs_by_what_varies(config, overrides: list[str]) -> None:
     from omegaconf import open_dict, read_write
 
     parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()} | set(config.hydra.sweeper.get("params") or {})
-    fixed = {o.key_or_group for o in parsed} - swept
+    fixed = {o.key_or_group for o in parsed} - _swept(config, overrides)
     exclude = sorted(fixed | set(NOT_IN_NAMES) | set(config.hydra.job.config.override_dirname.exclude_keys))
     with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
         config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]")
+
+
+def _swept(config, overrides: list[str]) -> set[str]:
+    """The keys a sweep varies: those given several values on the command
+    line, and a search's own parameters (Optuna's hydra.sweeper.params)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = {o.key_or_group for o in parsed if not o.is_sweep_override()}  # these pin a search's own parameter
+    searched = set(config.hydra.sweeper.get("params") or {}) - fixed
+    return {o.key_or_group for o in parsed if o.is_sweep_override()} | searched
+
+
+def varying_keys(sweep_dir: Path) -> list[str]:
+    """What the sweep in `sweep_dir` varies, from its plan ([] if unknown)."""
+    try:
+        return list(json.loads((Path(sweep_dir) / PLAN).read_text()).get("varies") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _quiet_search_logging(sweeper: str) -> None:
+    """Optuna logs every trial to stderr in colour (escape codes in a log file
+    too): its warnings stay, the rest is what the summary shows."""
+    if "optuna" not in sweeper:
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()  # warnings then reach Python's own last-resort handler, uncoloured
 
 
 def job_dir_name(num, dirname: str = "") -> str:

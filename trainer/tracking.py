@@ -4,6 +4,13 @@ and each finished epoch handed to the run record.
 Every console line also goes, as plain text, to Python logging and so to
 the run's trainer.log (record.LogBuffer). Only rank 0 builds a Tracker;
 other DDP ranks get engine.NullTracker.
+
+TensorBoard tags name the metric first (`acc/train`, `acc/test`,
+`loss/train`, `loss/val`): the Time Series page groups cards by what comes
+before the `/`, sorts the groups by name and opens the first two, so it
+opens on accuracy and loss, each card overlaying every run. Everything else
+sorts after them: `lr`, `model/` and `predictions/` pictures, `perf/`,
+`samples/`, `weights/` histograms.
 """
 from __future__ import annotations
 
@@ -20,13 +27,27 @@ from trainer import display
 log = logging.getLogger("trainer.console")
 
 
+def tag(key: str, per_step: bool = False) -> str:
+    """The TensorBoard tag of a metrics.json key: train/acc -> acc/train,
+    val/loss -> loss/val, epoch_seconds -> perf/epoch_seconds. The training
+    loss is logged per step (loss/train) and as the epoch's mean (loss/train_epoch)."""
+    split, _, metric = key.partition("/")
+    if not metric:
+        return key if key == "lr" else f"perf/{key}"
+    if key == "train/loss" and not per_step:
+        return "loss/train_epoch"
+    return f"{metric}/{split}"
+
+
 class Output:
     """The console: rich on a terminal, plain lines in a pipe or file (no
-    escape codes, no wrapping of long lines), and every line logged."""
+    escape codes, no wrapping of long lines), and every line logged.
+    `brief` (a sweep's jobs): a few lines per job, not the whole story."""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+    def __init__(self, console: Console | None = None, quiet: bool = False, brief: bool = False):
         # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
         self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet)
+        self.brief = brief
 
     def say(self, text: str, style: str | None = None) -> None:
         self.console.print(text, style=style, highlight=False, markup=False)
@@ -62,12 +83,13 @@ def wide_console(quiet: bool = False) -> Console:
 class Progress:
     """A live bar on a terminal, redrawn by rich's own timer (4 times a
     second) from a step count the loop sets for free; the seed's
-    `loss: ... [n/N]` lines at logging points otherwise."""
+    `loss: ... [n/N]` lines at logging points otherwise (a sweep's jobs:
+    in trainer.log only)."""
 
     def __init__(self, output: Output, epoch: int, epochs: int, total: int, start: int, batch_size: int):
         self.output, self.total, self.batch_size = output, total, batch_size
         self.label = f"epoch {epoch}/{epochs}"
-        self.live = output.console.is_terminal
+        self.live = output.console.is_terminal and not output.brief
         self.t0, self.start = time.perf_counter(), start
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -85,10 +107,13 @@ class Progress:
 
     def update(self, step: int, loss: float) -> None:
         rate = (step - self.start) * self.batch_size / max(time.perf_counter() - self.t0, 1e-9)
+        line = f"{self.label}  loss: {loss:>7f}  [{step:>5d}/{self.total:>5d}]  {rate:,.0f} samples/s"
         if self.live:
             self.bar.update(self.task, completed=step, info=f"loss {display.significant(loss)}  {rate:,.0f} samples/s")
+        elif self.output.brief:
+            self.output.note(line)
         else:
-            self.output.say(f"{self.label}  loss: {loss:>7f}  [{step:>5d}/{self.total:>5d}]  {rate:,.0f} samples/s")
+            self.output.say(line)
 
     def close(self) -> None:
         if self.live:
@@ -117,24 +142,21 @@ class Tracker:
         return Progress(self.output, epoch, epochs, total, start, self.batch_size)
 
     def first_batch(self, x, y) -> None:
-        # The seed prints these before training; so do we.
-        self.output.say(f"Shape of X [N, C, H, W]: {x.shape} {x.dtype}")
-        self.output.say(f"Shape of y: {y.shape} {y.dtype}")
+        # The seed prints these before training; so does a single run.
+        say = self.output.note if self.output.brief else self.output.say
+        say(f"Shape of X [N, C, H, W]: {x.shape} {x.dtype}")
+        say(f"Shape of y: {y.shape} {y.dtype}")
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         if self.writer is not None:
             for key, value in metrics.items():
-                self.writer.add_scalar(key, value, step)
+                self.writer.add_scalar(tag(key, per_step=True), value, step)
 
     def log_epoch(self, row: dict, is_best: bool = False) -> None:
         if self.writer is not None:
             for key, value in row.items():
-                if key in ("epoch", "step", "lr") or not isinstance(value, (int, float)):
-                    continue
-                tag = key if "/" in key else f"perf/{key}"
-                # train/loss is already logged per step, at this step too: the
-                # epoch mean gets its own tag, so the curve has one point a step.
-                self.writer.add_scalar("train/loss_epoch" if tag == "train/loss" else tag, value, row["step"])
+                if key not in ("epoch", "step", "lr") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(tag(key), value, row["step"])
             self.writer.flush()
         parts = [f"epoch {row['epoch']:>3d}"]
         for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):

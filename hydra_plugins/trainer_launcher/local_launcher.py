@@ -60,8 +60,6 @@ class LocalLauncher(Launcher):
 
         jobs = [self._job(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        for job in jobs:
-            print(f"#{job.num} : {' '.join(job.overrides)}", flush=True)
         with forwarding_signals(self._on_signal):
             self._run(jobs)
         if self.stop_signal:
@@ -100,6 +98,7 @@ class LocalLauncher(Launcher):
         env = dict(os.environ)
         # As joblib does: the cores shared out between the jobs running at once.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.n_jobs)))
+        env["TRAINER_SWEEP_JOB"] = "1"  # a brief console: a few lines per job
         # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once.
         return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
 

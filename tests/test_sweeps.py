@@ -180,7 +180,7 @@ def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
     assert sorted(r["overrides"].split()[-1] for r in summary(sweep_dir)["rows"]) == ["lr=0.01", "lr=0.05"]
     (a0, a1), (b0, b1) = ((metrics(j)["timing"]["started_at"], metrics(j)["timing"]["ended_at"]) for j in jobs)
     assert a0 < b1 and b0 < a1  # side by side: each process started before the other ended
-    assert len(re.findall(r"Using cpu device \(.*\b1 thread\)", proc.stdout)) == 2  # threads=1 reached the workers
+    assert len(re.findall(r"; cpu device \(.*\b1 thread\)", proc.stdout)) == 2  # threads=1 reached the workers
 
 
 def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):
@@ -204,3 +204,33 @@ def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["best_params"]["lr"] == 0.01 and math.isfinite(result["best_value"])
     assert "failed jobs:" in proc.stderr
+
+
+# ------------------------------------------------------------------ the console
+def test_a_sweeps_console_is_a_few_lines_per_job(failed_sweep):
+    """Piped, a sweep prints no config dump, no escape codes, no progress
+    chatter: a start line, a few lines per job, the table and the summary."""
+    proc, sweep_dir = failed_sweep
+    out = proc.stdout.splitlines()
+    assert "\x1b[" not in proc.stdout + proc.stderr  # not a terminal: no colour codes
+    assert "_target_" not in proc.stdout and "Launching" not in proc.stdout
+    assert out[0].startswith("Sweep: 4 jobs into") and out[0].endswith("varies: lr")
+    table_start = next(i for i, line in enumerate(out) if line.startswith("Sweep: 4 jobs ("))
+    per_job = out[1:table_start]
+    assert [line.split(" ── ")[0] for line in per_job if line.startswith("── ")] == [
+        "── 0_lr=0.01", "── 1_lr=-1", "── 2_lr=0.05", "── 3_lr=1e+12"]
+    assert len(per_job) <= 4 * 4  # header, model and device, an epoch, the result
+    assert not any(line.startswith("epoch 1/1  loss:") for line in out)  # the progress lines are in trainer.log
+    assert "loss:" in (sweep_dir / "0_lr=0.01" / "trainer.log").read_text()
+
+
+def test_numbers_read_as_numbers(failed_sweep):
+    """Percentages for accuracy, 4 significant digits for losses, whole numbers
+    without '.0', plurals that agree, no float noise anywhere on the console."""
+    proc, _ = failed_sweep
+    text = proc.stdout + proc.stderr
+    assert not re.search(r"\d\.\d{7,}", text), re.search(r"\d\.\d{7,}", text)
+    assert not re.search(r"\b1 (jobs|epochs|threads)\b", text)
+    result = next(line for line in proc.stdout.splitlines() if line.startswith("Completed:"))
+    assert re.fullmatch(r"Completed: test/acc \d+\.\d\d%, test/loss \d\.\d{3}, best epoch 1, \d+\.\ds of training",
+                        result), result

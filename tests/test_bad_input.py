@@ -191,10 +191,27 @@ DATA_FAULTS = {
     "label outside 0-9": (_label_out_of_range, "outside 0..9"),
     "checksum mismatch": (_checksum_mismatch, "checksum"),
     "missing, nothing to fetch from": (_missing, "files missing"),
+}
+# What is not a regular file where one should be: refused before anything reads it (a FIFO would block).
+NOT_FILES = {
     "a folder where a data file should be": (_folder_for_a_file, "is not a regular file"),
     "a FIFO where a data file should be": (_fifo_for_a_file, "is not a regular file"),
     "a file where the data folder should be": (_file_for_the_data_folder, "is a file, not a folder"),
 }
+
+
+@pytest.mark.parametrize("case", NOT_FILES)
+def test_what_is_not_a_data_file_is_refused_naming_it(synthetic_root, tmp_path, case):
+    from trainer.build import load_data
+    from trainer.errors import DataError
+
+    shutil.copytree(synthetic_root / "MNIST", tmp_path / "MNIST")
+    corrupt, problem = NOT_FILES[case]
+    name = corrupt(tmp_path / "MNIST" / "raw")
+    with pytest.raises(DataError) as e:
+        load_data({"name": "mnist", "root": str(tmp_path), "verify": False, "download": False}, seed=0,
+                  log=lambda *_: None)
+    assert name in str(e.value) and problem in str(e.value) and "\n" not in str(e.value)
 
 
 def test_bad_data_files_exit_with_one_line_naming_the_file(synthetic_root, tmp_path):

@@ -121,11 +121,11 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     exit 143. The same command with resume=auto then keeps the finished job
     as it is, continues the interrupted ones and starts the missing one."""
     sweep_dir = tmp_path / "sweep"
-    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "epochs=1,600,600,3")
+    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "epochs=1,300,300,3")  # 3 at once, then 1
     proc = start(sweep_cmd(synthetic_root, sweep_dir, *args), tmp_path)
     wait_until(lambda: (sweep_dir / "0_epochs=1" / "metrics.json").is_file()
                and metrics(sweep_dir / "0_epochs=1")["status"] == "completed"
-               and training(sweep_dir / "1_epochs=600", 2) and training(sweep_dir / "2_epochs=600", 2),
+               and training(sweep_dir / "1_epochs=300", 2) and training(sweep_dir / "2_epochs=300", 2),
                "job 0 completed and jobs 1 and 2 train", proc)
     finished_before = snapshot(sweep_dir / "0_epochs=1")
     proc.send_signal(signal.SIGTERM)
@@ -133,7 +133,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert not job_pids(str(sweep_dir)), "a job of the stopped sweep is still running"
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
-    assert statuses == {"0_epochs=1": "completed", "1_epochs=600": "interrupted", "2_epochs=600": "interrupted"}
+    assert statuses == {"0_epochs=1": "completed", "1_epochs=300": "interrupted", "2_epochs=300": "interrupted"}
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]
     assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 2, 1)
     assert "resume=auto" in stopped.stderr
@@ -145,16 +145,16 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert "already holds 3 jobs" in line and "resume=auto" in line, line
     assert snapshot(sweep_dir) == before
 
-    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=600", "2_epochs=600")}
+    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=300", "2_epochs=300")}
     resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
-                       "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "epochs=1,600,600,3", "resume=auto"],
+                       *args, "resume=auto"],
                       tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert snapshot(sweep_dir / "0_epochs=1") == finished_before  # not trained again
     for name, done in epochs_done.items():
         record = metrics(sweep_dir / name)
         assert record["status"] == "completed" and record["resumed"] == 1
-        assert [h["epoch"] for h in record["history"]] == list(range(1, 601))  # continued, not restarted
+        assert [h["epoch"] for h in record["history"]] == list(range(1, 301))  # continued, not restarted
         assert done >= 2
     assert metrics(sweep_dir / "3_epochs=3")["status"] == "completed"
 

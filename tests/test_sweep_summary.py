@@ -191,7 +191,7 @@ def test_sort_is_deterministic_on_ties(tmp_path):
 def test_summary_files_agree(mixed_sweep):
     rows = sort_rows(collect(mixed_sweep), "val/acc", "max")
     paths = write_summary(mixed_sweep, rows)
-    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.json"]
+    assert [p.name for p in paths] == ["summary.csv", "summary.md", "summary.json", "curves.png"]
     assert all(p.is_file() and p.parent == mixed_sweep for p in paths)
     assert not list(mixed_sweep.glob(".summary*"))  # no temp files left
 

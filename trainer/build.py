@@ -91,15 +91,18 @@ def make_optimizer(node, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return make(node, "optimizer", params=model.parameters(), lr=lr, foreach=True)
 
 
-def load_data(d, seed: int, log=print, root: str | Path | None = None) -> data.Splits:
+def load_data(d, seed: int, log=print, root: str | Path | None = None, cv=None) -> data.Splits:
     """Acquire (local copies first, checksums) and split the dataset of a
-    data config (a DataConfig or the dict a checkpoint keeps)."""
+    data config (a DataConfig or the dict a checkpoint keeps), on the fold a
+    cross-validation config names."""
     d = d if isinstance(d, dict) else dataclasses.asdict(d)
+    cv = cv if isinstance(cv, dict) or cv is None else dataclasses.asdict(cv)
     root = root if root is not None else d.get("root", "data")
     data.prepare(d["name"], root, d.get("search_paths") or [], download=bool(d.get("download", True)),
                  verify=bool(d.get("verify", True)), log=log)
     return data.load_splits(d["name"], root, subset=int(d.get("subset") or 0), test_subset=int(d.get("test_subset") or 0),
-                            val_split=float(d.get("val_split") or 0), seed=seed)
+                            val_split=float(d.get("val_split") or 0), seed=seed,
+                            folds=int((cv or {}).get("folds") or 0), fold=int((cv or {}).get("fold") or 0))
 
 
 def make_batches(pipeline: str, split, batch_size: int, transform, device: torch.device, *, train: bool,
@@ -157,7 +160,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     saved = resume.load(config.resume, run_dir)
     changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
     parts = make_parts(config, device)
-    splits = load_data(config.data, config.seed, log=output.say)
+    splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)
     batches = _batches(config, splits, parts.transform, device, rank, world)
     scheduler, interval = make_scheduler(config, parts.optimizer, len(batches["train"]))
     main = rank == 0
@@ -274,8 +277,8 @@ def fit(run: Run) -> float:
         best.update({k: v for k, v in trainer.history[es.best_epoch - 1].items() if "/" in k})
     final["best_epoch"] = es.best_epoch
     if distributed.is_main():
+        _say_finish(run, final)  # into trainer.log too, before the record closes it
         run.record.finish(final, best)
-        _say_finish(run, final)
     distributed.teardown()
     return float(es.best) if es.best is not None else float("nan")
 

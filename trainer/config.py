@@ -227,6 +227,13 @@ class LoaderConfig:
 
 
 @dataclass
+class CVConfig:
+    folds: int = in_range(0, 100, 0, hint="0 turns it off; k-fold cross-validation needs at least 2")
+    fold: int = at_least(0, 0, hint="0 runs every fold; N trains fold N alone")
+    refit: bool = False                   # then train once on the whole training set and report the test set
+
+
+@dataclass
 class TrainerConfig:
     data: DataConfig = MISSING  # type: ignore[assignment]
     transform: TransformConfig = MISSING  # type: ignore[assignment]
@@ -251,6 +258,7 @@ class TrainerConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
 
 
 SCHEMAS = {
@@ -323,6 +331,7 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
 
 
 def _check_cross_fields(c: TrainerConfig) -> None:
+    _check_cv(c)
     hflip = c.transform.hflip
     if hflip != "auto" and not (isinstance(hflip, (int, float)) and not isinstance(hflip, bool) and 0 <= hflip <= 1):
         raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto")
@@ -336,6 +345,20 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise UserError(f"optimizer.betas={_show(betas)} must be two values in [0, 1)")
+
+
+def _check_cv(c: TrainerConfig) -> None:
+    cv = c.cv
+    if cv.folds == 1:
+        raise UserError("cv.folds=1 is not cross-validation: use cv.folds=0 (off) or at least 2 folds")
+    if cv.fold > cv.folds:
+        raise UserError(f"cv.fold={cv.fold}: there are only cv.folds={cv.folds} folds; choose 1 to {cv.folds} "
+                        "(or 0 for all of them)")
+    if cv.folds and c.data.val_split:
+        raise UserError(f"cv.folds={cv.folds} and data.val_split={_show(c.data.val_split)} both hold out "
+                        "validation data; with cross-validation each fold is the validation split: set data.val_split=0")
+    if cv.refit and not cv.folds:
+        raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
 
 
 def _show(value) -> str:

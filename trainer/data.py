@@ -468,10 +468,11 @@ class Splits:
 
 
 def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_split: float = 0.0,
-                seed: int = 0) -> Splits:
+                seed: int = 0, folds: int = 0, fold: int = 0) -> Splits:
     """The splits a run trains, validates and tests on: the first `subset`
     training images (0 = all), of those a seeded `val_split` held out for
-    validation, and the first `test_subset` test images. Training and
+    validation (or, with `folds`, fold number `fold` of a stratified k-fold
+    split), and the first `test_subset` test images. Training and
     trainer-eval both come here, so they always see the same images."""
     train_x, train_y = load(name, root, train=True)
     test_x, test_y = load(name, root, train=False)
@@ -479,8 +480,36 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
         train_x, train_y = train_x[:subset], train_y[:subset]
     if test_subset:
         test_x, test_y = test_x[:test_subset], test_y[:test_subset]
-    train, val = split_validation(train_x, train_y, val_split, seed)
+    if folds and fold:
+        train, val = split_fold(train_x, train_y, folds, fold, seed)
+    else:
+        train, val = split_validation(train_x, train_y, val_split, seed)
     return Splits(train, val, (test_x, test_y))
+
+
+def fold_of_each_sample(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """Stratified k-fold: each class's samples, in a seeded random order, dealt
+    round the folds in turn, so every fold has each class in its share.
+    Returns the fold number (1..folds) of every sample."""
+    if folds > len(labels):
+        raise DataError(f"cv.folds={folds} is more folds than the {len(labels)} training images; "
+                        "use fewer folds or more data (data.subset)")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    assignment = torch.empty(len(labels), dtype=torch.long)
+    dealt = 0
+    for c in torch.unique(labels).tolist():
+        members = order[labels[order] == c]
+        assignment[members] = (torch.arange(len(members)) + dealt) % folds + 1
+        dealt += len(members)  # the next class starts where this one stopped: fold sizes stay within one
+    return assignment
+
+
+def split_fold(images: torch.Tensor, labels: torch.Tensor, folds: int, fold: int, seed: int):
+    """(train, val): validation is fold `fold` of `folds`, training the others."""
+    assignment = fold_of_each_sample(labels, folds, seed)
+    val_idx, train_idx = (assignment == fold).nonzero().flatten(), (assignment != fold).nonzero().flatten()
+    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
 def split_validation(images: torch.Tensor, labels: torch.Tensor, val_split: float, seed: int):

@@ -85,12 +85,12 @@ def data_root(data_cfg: dict, folder: str, run_dir: Path, override: str | None) 
     return candidates[0]
 
 
-def split_data(data_cfg: dict, seed: int, root: Path, split: str, log) -> tuple[Any, Any, str]:
+def split_data(data_cfg: dict, seed: int, root: Path, split: str, log, cv_cfg: dict | None = None) -> tuple[Any, Any, str]:
     """(images uint8 [N,28,28], labels [N], description) of one split, as the
     run saw it: trainer.build.load_data, the same function training used."""
     from trainer.build import load_data
 
-    splits = load_data(data_cfg, seed, log=log, root=root)
+    splits = load_data(data_cfg, seed, log=log, root=root, cv=cv_cfg)
     subset, test_subset = int(data_cfg.get("subset") or 0), int(data_cfg.get("test_subset") or 0)
     if split == "test":
         what = f"test set, first {test_subset} images (the run's data.test_subset)" if test_subset else "test set"
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace, console) -> dict:
     root = data_root(data_cfg, info.folder, loaded.run_dir, args.data_root)
     seed = int(config.get("seed", 0))
     images, labels, what = split_data(data_cfg, seed, root, args.split,
-                                      log=lambda text: console.print(text, style="dim"))
+                                      log=lambda text: console.print(text, style="dim"), cv_cfg=config.get("cv"))
     loss_fn = make_loss(config.get("loss"))
     batch_size = args.batch_size or int((config.get("train") or {}).get("eval_batch_size") or 2000)
     result = evaluate(loaded, images, labels, loss_fn, batch_size)

@@ -167,3 +167,96 @@ def confusion_markdown(matrix: torch.Tensor, class_names: Sequence[str]) -> str:
         acc = f"{100 * counts[i, i] / total:.1f}%" if total else "-"
         lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in counts[i]) + f" | {acc} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- curves.png
+CURVE_WIDTH_IN = 8.0  # a file of its own, not a TensorBoard card: two panels side by side
+
+
+def curves(history: list[dict], title: str) -> np.ndarray:
+    """A run's curves per epoch: loss (left) and accuracy in % (right), for
+    training and for the split evaluated each epoch."""
+    series = [(f"{split}", [h.get(f"{split}/loss") for h in history], [h.get(f"{split}/acc") for h in history])
+              for split in ("train", "val", "test") if any(f"{split}/acc" in h for h in history)]
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = _curve_axes(title)
+    for split, losses, accs in series:
+        loss_ax.plot(epochs, losses, marker="o", markersize=3, label=split)
+        acc_ax.plot(epochs, [100 * a if a is not None else None for a in accs], marker="o", markersize=3, label=split)
+    for ax in (loss_ax, acc_ax):
+        ax.legend(fontsize=FONT)
+    return _pixels(fig)
+
+
+def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
+            split: str) -> np.ndarray:
+    """Runs side by side: `lines` one curve each; `bands` (a seed group, the
+    folds of a cross-validation) their mean with a min-max band. The `split`
+    evaluated each epoch (val or test), loss left and accuracy right."""
+    fig, (loss_ax, acc_ax) = _curve_axes(title)
+    colours = iter(_palette(len(lines) + len(bands)))
+    for label, history in lines:
+        colour = next(colours)
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label)
+        acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label)
+    for label, histories in bands:
+        colour = next(colours)
+        for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
+            epochs, lows, means, highs = _band(histories, key)
+            ax.plot(epochs, [m * scale for m in means], color=colour, label=f"{label} (mean of {len(histories)})")
+            ax.fill_between(epochs, [v * scale for v in lows], [v * scale for v in highs], color=colour, alpha=0.2)
+    for ax in (loss_ax, acc_ax):
+        if lines or bands:
+            ax.legend(fontsize=FONT - 2, loc="best")
+    loss_ax.set_ylabel(f"{split} loss", fontsize=FONT)
+    acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=FONT)
+    return _pixels(fig)
+
+
+def _curve_axes(title: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(CURVE_WIDTH_IN, 3.4), dpi=DPI, layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.set_ylabel("loss", fontsize=FONT)
+    acc_ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=FONT - 1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title, fontsize=FONT + 1)
+    return fig, (loss_ax, acc_ax)
+
+
+def _band(histories: list[list[dict]], key: str):
+    """(epochs, min, mean, max) of `key` over the runs, on the epochs all of them reached."""
+    by_epoch = [{h["epoch"]: h[key] for h in history if isinstance(h.get(key), (int, float))} for history in histories]
+    epochs = sorted(set.intersection(*(set(e) for e in by_epoch))) if by_epoch else []
+    values = [[run[e] for run in by_epoch] for e in epochs]
+    return epochs, [min(v) for v in values], [sum(v) / len(v) for v in values], [max(v) for v in values]
+
+
+def _percent(value):
+    return 100 * value if isinstance(value, (int, float)) else None
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+
+
+def save_png(image: np.ndarray, path) -> None:
+    """Write an image atomically (a reader never sees half a PNG)."""
+    import io
+
+    from PIL import Image
+
+    from trainer.files import atomic_write
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)

@@ -26,7 +26,8 @@ SESSION_SUFFIX = ".hparams"
 EXPERIMENT_SUFFIX = ".hparams-experiment"
 # HParams metrics (metrics.json's final keys), in the order of the table's
 # columns; their TensorBoard tags are tracking.tag()'s. Those no job has are left out.
-METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss", "best_epoch", "train_seconds")
+METRICS = ("cv/mean", "cv/std", "test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss",
+           "best_epoch", "train_seconds")
 GROUPS = ("data", "model", "transform", "loss", "optimizer", "scheduler")
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import math
 import os
-import logging
 import signal
 import sys
 import threading
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer import display, hparams
 from trainer.config import TrainerConfig, as_dict
 from trainer.engine import Diverged, Interrupted
 from trainer.errors import UserError, first_line, internal
-from trainer import display, hparams
 from trainer.record import RunRecord, sweep_value
 from trainer.tracking import Output
 
@@ -43,6 +43,7 @@ class Job:
     multirun: bool = False            # Hydra's -m: a failure returns the worst value instead of exiting
     in_sweep: bool = False            # a sweep's job (in this process or its own): a brief console
     hydra_yaml: str | None = None
+    hparams_session: bool = True      # a fold of a cross-validation: its CV run holds the HParams session
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
@@ -81,17 +82,19 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 alone writes the record
     if main:
         output.say(job.header())
+    if config.cv.folds and not config.cv.fold:
+        return _cross_validate(config, job, output)
     record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
-                       config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main)
-    worst = -math.inf if config.early_stopping.mode != "min" else math.inf
+                       config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main, session=job.hparams_session)
+    worst = _worst(config)
     stop, run, traceback_text = StopFlag(record), None, None
     threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway
     try:
         with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
-            done = _completed_already(config, record, output)
+            done = _completed_already(config, record.previous, job.run_dir, output)
             if done is not None:
                 return Outcome("completed", None, done, job.run_dir)
-            _refuse_to_overwrite(config, record, job)
+            _refuse_to_overwrite(config, record.previous, job)
             run = build(config, job.run_dir, record, output, stop)
             with stop.installed():
                 value = fit(run)
@@ -116,11 +119,39 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
     return outcome
 
 
+def _worst(config: TrainerConfig) -> float:
+    return math.inf if config.early_stopping.mode == "min" else -math.inf
+
+
+def _cross_validate(config: TrainerConfig, job: Job, output: Output) -> Outcome:
+    """`cv.folds=K`: K runs inside this one's folder (trainer.cv); the same
+    checks first (bad values, a finished or used folder)."""
+    from trainer import cv
+    from trainer.config import validate
+    from trainer.record import read
+
+    previous = read(job.run_dir)
+    try:
+        validate(config)  # a bad value fails once, before any fold starts
+        done = _completed_already(config, previous, job.run_dir, output)
+        if done is not None:
+            return Outcome("completed", None, done, job.run_dir)
+        _refuse_to_overwrite(config, previous, job)
+        return cv.run(config, job, output)
+    except UserError as e:
+        record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
+                           config=as_dict(config), hydra_yaml=job.hydra_yaml)
+        record.fail("failed", str(e))
+        return Outcome("failed", str(e), _worst(config), job.run_dir)
+
+
 def _log_thread_error(args) -> None:
     """A background thread's exception (TensorBoard's writer on a full disk)
     goes to trainer.log, not as a traceback on the console: the training
     loop meets the same error on its next write and says it in one line."""
-    log.error("".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    # A disk error after the record closed would reach the console through Python's last-resort handler.
+    (log.info if issubclass(args.exc_type, OSError) else log.error)(text)
 
 
 def refuse(job: Job, error: str) -> Outcome:
@@ -131,28 +162,26 @@ def refuse(job: Job, error: str) -> Outcome:
     return Outcome("failed", error, -math.inf, job.run_dir)
 
 
-def _completed_already(config: TrainerConfig, record: RunRecord, output: Output) -> float | None:
+def _completed_already(config: TrainerConfig, previous: dict | None, run_dir: Path, output: Output) -> float | None:
     """`resume=auto` on a job that completed (a sweep continued) with nothing
     left to train: its files stay as they are and it reports what it
     recorded. More epochs than it trained continue it."""
-    previous = record.previous
     if config.resume != "auto" or previous is None or previous.get("status") != "completed":
         return None
     trained = int((previous.get("final") or {}).get("epochs") or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
-    output.say(f"Already completed: {record.run_dir} (left as it is)")
+    output.say(f"Already completed: {run_dir} (left as it is)")
     return sweep_value(previous)
 
 
-def _refuse_to_overwrite(config: TrainerConfig, record: RunRecord, job: Job) -> None:
-    previous = record.previous
+def _refuse_to_overwrite(config: TrainerConfig, previous: dict | None, job: Job) -> None:
     if previous is None or config.resume:
         return
     how = ("continue the sweep with resume=auto, or choose another hydra.sweep.dir" if job.multirun else
-           f"continue it with resume={record.run_dir}, or choose another hydra.run.dir")
-    raise UserError(f"{record.run_dir} already holds a run ({previous.get('status', 'unknown')}); {how}")
+           f"continue it with resume={job.run_dir}, or choose another hydra.run.dir")
+    raise UserError(f"{job.run_dir} already holds a run ({previous.get('status', 'unknown')}); {how}")
 
 
 # A full disk, a quota, a folder made read-only: the machine's state, not a bug.
@@ -191,6 +220,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it already, the folds of a CV run not
             self.fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as e:
             raise UserError(f"cannot open the run folder {self.run_dir} ({e.strerror}); "

@@ -123,10 +123,11 @@ class RunRecord:
     other than 0) keeps everything in memory."""
 
     def __init__(self, run_dir: Path, *, overrides: list[str], hparams: dict, config: dict,
-                 hydra_yaml: str | None = None, main: bool = True):
+                 hydra_yaml: str | None = None, main: bool = True, session: bool = True):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.json"
         self.config, self.hydra_yaml, self.main = config, hydra_yaml, main
+        self.session = session  # an HParams session of its own (not a cross-validation's fold)
         self.logs = LogBuffer()
         self.previous = read(self.run_dir)  # a run already here: never touched before start
         self.started = False
@@ -164,11 +165,17 @@ class RunRecord:
         self.data["timing"].update(timing, ended_at=_now())
 
     def finish(self, final: dict, best: dict) -> None:
-        self.data.update(status="completed", error=None, final=final, best=best)
-        self.write()
+        """Every other file first, metrics.json's `completed` last: a reader
+        that sees a run completed sees all of its files complete."""
+        self.data.update(final=final, best=best)
         if self.writer is not None:
             self._final_scalars(final)
-            hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
+            if self.session:
+                hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
+        self._draw_curves()
+        self.close_tensorboard()
+        self.data.update(status="completed", error=None)
+        self.write()
         self.close()
 
     def _final_scalars(self, final: dict) -> None:
@@ -177,27 +184,32 @@ class RunRecord:
         from trainer.tracking import tag
 
         history = self.data["history"]
-        step = history[-1]["step"] if history else 0
+        step = history[-1].get("step", 0) if history else 0
         logged = set(history[-1]) if history else set()
-        for key in ("test/acc", "test/loss", "best_epoch", "train_seconds"):
-            if key not in logged and isinstance(final.get(key), (int, float)):
+        for key in hparams.METRICS:
+            if key not in logged and isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool):
                 self.writer.add_scalar(tag(key), final[key], step)
 
-    def fail(self, status: str, error: str, traceback_text: str | None = None) -> None:
-        """The job stopped without final metrics. A record that never started
+    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None) -> None:
+        """The job stopped without final metrics (or with some: a
+        cross-validation with a failed fold). A record that never started
         writes only into a folder that held no run before (a sweep job that
         failed on a bad value still shows up, with its hparams and why)."""
         if traceback_text:
             log.error(traceback_text)
         fresh = not self.started and self.previous is None
         if self.started or fresh:
-            self.data.update(status=status, error=error)
+            if final:
+                self.data["final"] = final
             try:
                 if fresh and self.main:
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
+                self._draw_curves()
+                self._write_session(status, error, fresh)
+                self.close_tensorboard()
+                self.data.update(status=status, error=error)  # the record last, as in finish()
                 self.write()
-                self._close_tensorboard(status, error, fresh)
             except OSError:
                 pass  # a full disk: the console line still says what happened
         self.close()
@@ -206,13 +218,29 @@ class RunRecord:
         if self.main:
             write_json(self.path, self.data)
 
-    def close(self) -> None:
+    def _draw_curves(self) -> None:
+        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail)."""
+        history = [row for row in self.data["history"] if "epoch" in row]
+        if not (self.main and history):
+            return
+        from trainer import figures
+
+        try:
+            figures.save_png(figures.curves(history, self.run_dir.name), self.run_dir / "curves.png")
+        except Exception as e:  # noqa: BLE001
+            log.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
+
+    def close_tensorboard(self) -> None:
         writer, self.writer = self.writer, None
         try:
             if writer is not None:
                 writer.close()
         except OSError:
             pass  # a full disk: the error the run stopped with says so already
+
+    def close(self) -> None:
+        try:
+            self.close_tensorboard()
         finally:
             self.logs.close()
 
@@ -233,15 +261,16 @@ class RunRecord:
         # checkpoint, so a resumed run has no duplicated steps.
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self.writer.add_text("config", "```yaml\n" + _yaml(self.config) + "```", 0)
-        self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
+        if model_summary:
+            self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
 
-    def _close_tensorboard(self, status: str, error: str | None, fresh: bool) -> None:
+    def _write_session(self, status: str, error: str | None, fresh: bool) -> None:
         """The run's HParams session says how it ended, with its error as text;
         a job that failed before it had a TensorBoard run gets one too, so
         HParams lists every job of a sweep."""
         if not self.main or not self.config.get("tracking", {}).get("tensorboard", True):
             return
-        if self.writer is not None or (fresh and self.data["hparams"]):
+        if self.session and (self.writer is not None or (fresh and self.data["hparams"])):
             hparams.write_session(self.run_dir, self.data["hparams"], status, error)
 
 

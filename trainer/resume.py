@@ -39,8 +39,13 @@ def expand(args: list[str]) -> list[str]:
         return args
     import yaml
 
-    ckpt = checkpoint.find(_unquote(given[-1].split("=", 1)[1]))
-    run_dir = checkpoint.run_dir_of(ckpt)
+    target = Path(_unquote(given[-1].split("=", 1)[1])).expanduser()
+    if is_cross_validation(target):
+        # No checkpoint of its own: its folds continue with resume=auto, each from its own.
+        run_dir, resume_to = target, "auto"
+    else:
+        ckpt = checkpoint.find(target)
+        run_dir, resume_to = checkpoint.run_dir_of(ckpt), quote(str(ckpt.resolve()))
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise UserError(f"{run_dir} has no .hydra/overrides.yaml, so its settings are unknown; "
@@ -49,7 +54,14 @@ def expand(args: list[str]) -> list[str]:
     extra = [a for a in args if not a.startswith("resume=")]
     given_keys = {_key(a) for a in extra}  # a key given again replaces the run's own value
     kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir=")) and _key(o) not in given_keys]
-    return [*kept, *extra, f"resume={quote(str(ckpt.resolve()))}", f"hydra.run.dir={quote(str(run_dir))}"]
+    return [*kept, *extra, f"resume={resume_to}", f"hydra.run.dir={quote(str(run_dir))}"]
+
+
+def is_cross_validation(folder: Path) -> bool:
+    """A cross-validation's own folder: its record monitors the folds' mean."""
+    from trainer.record import read
+
+    return folder.is_dir() and (read(folder) or {}).get("monitor") == "cv/mean"
 
 
 def _key(override: str) -> str:

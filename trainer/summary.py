@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from trainer import display
+from trainer import display, groups
 from trainer.errors import UserError, report
 from trainer.files import atomic_write
 from trainer.tracking import wide_console
@@ -50,7 +50,7 @@ FAILURES = ("failed", "diverged")  # what makes a sweep's exit status non-zero
 # The row's columns, in the order of summary.csv / summary.json.
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
 COLUMNS = ("job", "path", "overrides", "status", "error", "monitor", "mode", *METRICS,
-           "best_epoch", "best_value", "epochs", "seconds")
+           "best_epoch", "best_value", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric")
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -186,7 +186,9 @@ def _row(root: Path, job: Path) -> dict:
     for key in METRICS:
         row[key] = _number(last.get(key))
     row.update(best_epoch=_int(best_epoch), best_value=best_value, epochs=_int(epochs),
-               seconds=None if seconds is None else round(seconds, 3))
+               seconds=None if seconds is None else round(seconds, 3),
+               **{key: _number(final.get(key)) for key in ("cv/mean", "cv/std")})
+    row["cv/metric"] = final.get("cv/metric")
     return row
 
 
@@ -356,6 +358,7 @@ def write_summary(sweep_dir, rows: list[dict], monitor: str | None = None, mode:
         found_monitor, found_mode = sweep_settings(rows)
         monitor, mode = monitor or found_monitor, mode or found_mode
     table = [public(r) for r in rows]
+    found = groups.find(rows)
     document = {
         "sweep_dir": str(root.resolve()),
         "monitor": monitor,
@@ -363,11 +366,17 @@ def write_summary(sweep_dir, rows: list[dict], monitor: str | None = None, mode:
         "jobs": len(table),
         "counts": counts(rows),
         "rows": table,
+        "groups": found,
     }
     paths = [root / name for name in SUMMARY_FILES]
     _write_atomic(paths[0], _csv_text(table))
-    _write_atomic(paths[1], _markdown_text(root, rows, monitor, mode))
+    _write_atomic(paths[1], _markdown_text(root, rows, monitor, mode, found))
     _write_atomic(paths[2], json.dumps(document, indent=2, allow_nan=False) + "\n")
+    try:
+        if groups.draw_curves(root, rows, found, set(shared_overrides(rows).split())):
+            paths.append(root / "curves.png")
+    except Exception as e:  # noqa: BLE001 - a picture is never a reason to lose the summary
+        print(f"trainer-summary: warning: curves.png not drawn ({type(e).__name__}: {e})", file=sys.stderr)
     return paths
 
 
@@ -394,8 +403,13 @@ def _display_columns(rows: list[dict], monitor: str) -> list[tuple[str, str]]:
         columns.append(("val acc", "val/acc"))
     if any(r.get("val/loss") is not None for r in rows):
         columns.append(("val loss", "val/loss"))
-    columns += [("best epoch", "best_epoch"), (f"best {ranked_by(rows, monitor)}", "best_value"),
-                ("epochs", "epochs"), ("time", "seconds")]
+    if any(r.get("cv/mean") is not None for r in rows):
+        cv_metric = next(r["cv/metric"] for r in rows if r.get("cv/metric"))
+        columns.append((f"cv {cv_metric} mean ± std", "cv/mean"))
+    columns += [("best epoch", "best_epoch")]
+    if monitor != "cv/mean":  # a cross-validation's best is its mean, in the column before
+        columns.append((f"best {ranked_by(rows, monitor)}", "best_value"))
+    columns += [("epochs", "epochs"), ("time", "seconds")]
     if any(r.get("error") for r in rows):
         columns.append(("error", "error"))
     return columns
@@ -417,6 +431,10 @@ def _cell(row: dict, key: str, monitor: str) -> str:
         return " ".join(display.override(o) for o in (value or "").split() if o not in shared) or "(defaults)"
     if value is None:
         return "" if key == "error" else "-"
+    if key == "cv/mean":  # in its metric's unit, with the spread over the folds
+        metric = row.get("cv/metric") or "val/acc"
+        std = row.get("cv/std")
+        return display.metric(metric, value) + (f" ± {display.metric(metric, std).rstrip('%')}" if std else "")
     metric = (row.get("monitor") or monitor) if key == "best_value" else key
     return display.metric(metric, value)
 
@@ -432,7 +450,7 @@ def _title(rows: list[dict], monitor: str, mode: str) -> str:
 _TEXT_KEYS = ("job", "status", "overrides", "error")
 
 
-def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str) -> str:
+def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str, found: list[dict] = ()) -> str:
     columns = _display_columns(rows, monitor)
     shared = shared_overrides(rows)
     rows = [{**row, "_shared": shared} for row in rows]
@@ -445,6 +463,7 @@ def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str) -> str
            line([header for header, _ in columns]),
            "| " + " | ".join("---" if key in _TEXT_KEYS else "---:" for _, key in columns) + " |"]
     out += [line([_cell(row, key, monitor) for _, key in columns]) for row in rows]
+    out += groups.markdown(list(found), set(shared.split()))
     return "\n".join(out) + "\n"
 
 
@@ -511,9 +530,11 @@ def _escape(text: str) -> str:
 def is_sweep(folder) -> bool:
     """A sweep's own folder (it has the sweep's plan or Hydra's multirun.yaml),
     as opposed to any folder that happens to hold runs (outputs/runs)."""
+    from trainer.resume import is_cross_validation
     from trainer.sweep import PLAN
 
-    return (Path(folder) / PLAN).is_file() or (Path(folder) / "multirun.yaml").is_file()
+    folder = Path(folder)
+    return (folder / PLAN).is_file() or (folder / "multirun.yaml").is_file() or is_cross_validation(folder)
 
 
 def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = None) -> list[dict]:
@@ -540,6 +561,9 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
                   file=sys.stderr)
     console.print(render_table(rows, monitor, mode, width=console.width))
     shared = shared_overrides(rows)
+    found = groups.find(rows)
+    if found:
+        console.print(groups.table(found, set(shared.split())))
     if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
         console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
                       soft_wrap=True)
@@ -552,8 +576,10 @@ def _write_hparams_experiment(sweep_dir: Path, rows: list[dict]) -> None:
     """TensorBoard's HParams view of the sweep, written at its root: the
     knobs that vary first, the metrics the jobs have (trainer.hparams)."""
     from trainer import hparams, record
-    from trainer.sweep import varying_keys
+    from trainer.sweep import PLAN, varying_keys
 
+    if not ((sweep_dir / PLAN).is_file() or (sweep_dir / "multirun.yaml").is_file()):
+        return  # a cross-validation's folds: its own run holds the HParams session
     runs = [Path(row["path"]) for row in rows if row.get("path")]
     if not any(run.glob("events.out.tfevents.*") for run in runs):
         return  # no job has a TensorBoard run (tracking.tensorboard=false)

@@ -34,6 +34,8 @@ def tag(key: str, per_step: bool = False) -> str:
     split, _, metric = key.partition("/")
     if not metric:
         return key if key == "lr" else f"perf/{key}"
+    if split == "cv":  # a cross-validation's mean and std over its folds
+        return key
     if key == "train/loss" and not per_step:
         return "loss/train_epoch"
     return f"{metric}/{split}"

@@ -118,15 +118,23 @@ BAD_COMMANDS = {
     "epochs=abc": "epochs=abc",
     "batch_szie=64": "batch_szie",
     "optimizer=sgdd": "optimizer=sgdd",
+    "optimzer=adam": "'optimzer'",
+    "lr=fast": "lr=fast",
+    "model=cnn": "model=cnn",
+    "loss=triplet_margin": "loss=triplet_margin",
 }
 
 
 def test_bad_commands_exit_with_one_line(synthetic_root, tmp_path):
     commands = [tiny(synthetic_root, override, f"hydra.run.dir={tmp_path / str(i)}")
                 for i, override in enumerate(BAD_COMMANDS)]
-    for (override, named), proc in zip(BAD_COMMANDS.items(), run_all(commands, tmp_path)):
+    procs = dict(zip(BAD_COMMANDS, run_all(commands, tmp_path)))
+    for override, proc in procs.items():
         line = one_line_error(proc)
-        assert line.startswith("trainer: error: ") and named in line, (override, line)
+        assert line.startswith("trainer: error: ") and BAD_COMMANDS[override] in line, (override, line)
+    assert "conv" in procs["model=cnn"].stderr and "mlp" in procs["model=cnn"].stderr  # names the valid choices
+    assert "did you mean 'optimizer'" in procs["optimzer=adam"].stderr  # suggests the right key
+    assert "a number such as 0.001" in procs["lr=fast"].stderr  # says what a valid value looks like
 
 
 # ------------------------------------------------------------------ bad data, for real

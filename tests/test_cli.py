@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import hparams_plugin_data, metrics, one_line_error, run_all, run_cli, run_dirs, side_by_side, tiny
+from helpers import hparams_plugin_data, metrics, run_cli, run_dirs, side_by_side, tiny
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +108,7 @@ def test_two_runs_in_the_same_second_get_two_directories(synthetic_root, tmp_pat
     assert len(run_dirs(tmp_path)) == 2
 
 
-BAD = {  # override -> what its one line must name
-    "optimzer=adam": "'optimzer'",
-    "lr=fast": "lr=fast",
-    "model=cnn": "model=cnn",
-    "loss=triplet_margin": "loss=triplet_margin",
-    "lr=-1": "lr=-1",
-}
-
-
-def test_bad_config_is_one_clear_line(synthetic_root, tmp_path):
-    procs = dict(zip(BAD, run_all([tiny(synthetic_root, o) for o in BAD], tmp_path)))
-    for override, proc in procs.items():
-        assert BAD[override] in one_line_error(proc), override
-    assert "conv" in procs["model=cnn"].stderr and "mlp" in procs["model=cnn"].stderr  # names the valid choices
-    assert "did you mean 'optimizer'" in procs["optimzer=adam"].stderr  # suggests the right key
-    assert "a number such as 0.001" in procs["lr=fast"].stderr  # says what a valid value looks like
+# Bad commands, each one line naming the key and the fix: tests/test_bad_input.py.
 
 
 def test_resume_continues_to_the_same_result(synthetic_root, tmp_path):

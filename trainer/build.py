@@ -183,7 +183,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     )
     if saved:
         _restore(trainer, saved, changes, config.lr)
-    record.start(monitor=monitor, mode=es.mode, device=str(device), history=trainer.history,
+    record.start(monitor=monitor, mode=es.mode, device=f"{device} ({runtime.device_name(device)})",
+                 history=trainer.history,
                  resumed=saved is not None, tensorboard=config.tracking.tensorboard and main,
                  purge_step=trainer.position.global_step + 1 if saved else None,
                  model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")

@@ -16,7 +16,7 @@ help:
 	@echo "make train   train the default experiment (venv, install and data included)"
 	@echo "make test    run the test suite"
 	@echo "make data    fetch MNIST and Fashion-MNIST into data/ (offline-first)"
-	@echo "make bench   side-by-side benchmark against the reference loop"
+	@echo "make bench   side-by-side benchmark: the reference loop, the bare loop, the trainer"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", default="data")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained side by side (hydra/launcher=local)")
+    p.add_argument("--out", default=str(RESULTS), help="folder for results-<date>-<device>.json and .md")
     p.add_argument("extra", nargs="*", help="extra trainer overrides for every run")
     a = p.parse_args(argv)
     a.data_root = str(Path(a.data_root).resolve())
@@ -96,8 +98,9 @@ def main(argv=None) -> int:
         rows.append(run_preset(preset, a, out))
         print(json.dumps(rows[-1]), flush=True)
     device = rows[0]["device"] or a.device if rows else a.device
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"results-{date}-{str(device).replace(' ', '_').replace('/', '_')}"
+    folder = Path(a.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"results-{date}-{re.sub(r'[^A-Za-z0-9.-]+', '_', str(device)).strip('_')}"
     stem.with_suffix(".json").write_text(json.dumps({"date": date, "device": device, "rows": rows}, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(rows, date, str(device)))
     print(markdown(rows, date, str(device)))

@@ -8,6 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of in-process tests on tiny tensors: intra-op threads only
+    add hand-off latency (a lot of it on a busy CI box). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 # ---------------------------------------------------------------------------
 # Synthetic IDX data

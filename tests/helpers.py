@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trainer import api, runtime
-from trainer.build import make_parts
+from trainer.build import make_parts, plan_capture
 from trainer.config import validate
 
 # Small, fast, offline: the synthetic data root, no checksum (synthetic files
@@ -33,7 +33,9 @@ def check_before_data(config) -> None:
     """What a run checks before it touches data: the values, the device, and
     the model, loss, transform and optimizer constructors (trainer.build)."""
     validate(config)
-    make_parts(config, runtime.pick_device(config.device))
+    device = runtime.pick_device(config.device)
+    graph, _ = plan_capture(config, device, world=1)
+    make_parts(config, device, for_graph=graph)
 
 
 def names_key(message: str, key: str) -> bool:

@@ -7,14 +7,15 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
-import dataclasses
-import json
+import torch
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -255,7 +256,10 @@ CLASSES = {
                                   "scheduler=onecycle scheduler.max_lr=-1", "scheduler=onecycle scheduler.pct_start=1.5",
                                   "seed=-1", "optimizer=adam optimizer.eps=0"],
     "a device that is not one": ["device=cuda:abc", "device=cuda:-1", "device=cuda:", "device=tpu"],
+    "a choice that is not offered": ["cuda_graph=maybe", "precision=fp8", "pipeline=gpu", "scheduler.interval=batch"],
 }
+if not torch.cuda.is_available():
+    CLASSES["a CUDA-only switch without CUDA"] = ["cuda_graph=true", "device=cpu cuda_graph=true"]
 
 
 @pytest.mark.parametrize("case", CLASSES)

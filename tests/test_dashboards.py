@@ -23,14 +23,7 @@ TEST_TAGS = {"predictions/misclassified", "predictions/confusion_matrix"}
 ALL_IMAGE_TAGS = {"samples/inputs"} | CONV_TAGS | TEST_TAGS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add hand-off latency (a lot of it
-    on a busy CI box). Restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 class FakeBatches:

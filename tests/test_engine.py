@@ -13,12 +13,7 @@ from trainer.engine import Diverged, EarlyStopping, Interrupted, Trainer, evalua
 from trainer.pipeline import BatchTransform, DeviceBatches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 def data(n: int = 96, seed: int = 0):

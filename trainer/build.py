@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import data, display, distributed, resume, runtime, schedules
+from trainer import capture, data, display, distributed, resume, runtime, schedules
 from trainer.config import TrainerConfig, as_dict, validate
 from trainer.dashboards import Dashboards
 from trainer.engine import EarlyStopping, NullTracker, Trainer, monitored
@@ -85,10 +85,19 @@ def make_loss(node) -> nn.Module:
     return make(node, "loss")
 
 
-def make_optimizer(node, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(node, model: nn.Module, lr: float, for_graph: bool = False) -> torch.optim.Optimizer:
+    """`for_graph`: fused, reading its lr from a tensor (capture.optimizer_arguments)."""
+    if for_graph:
+        device = next(model.parameters()).device
+        return make(node, "optimizer", params=model.parameters(),
+                    **capture.optimizer_arguments(_target(node), lr, device))
     # foreach: one multi-tensor kernel per op instead of a loop over
     # parameters (same numbers, fewer dispatches); every optimizer here has it.
     return make(node, "optimizer", params=model.parameters(), lr=lr, foreach=True)
+
+
+def _target(node) -> str:
+    return str(node.get("_target_") if isinstance(node, dict) else getattr(node, "_target_", ""))
 
 
 def load_data(d, seed: int, log=print, root: str | Path | None = None, cv=None) -> data.Splits:
@@ -128,12 +137,19 @@ class Parts:
     optimizer: torch.optim.Optimizer
 
 
-def make_parts(config: TrainerConfig, device: torch.device) -> Parts:
+def make_parts(config: TrainerConfig, device: torch.device, for_graph: bool = False) -> Parts:
     model = make_model(config.model, config.seed).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Parts(model, make_loss(config.loss), make_transform(config.transform, config.data.name),
-                 make_optimizer(config.optimizer, model, config.lr))
+                 make_optimizer(config.optimizer, model, config.lr, for_graph))
+
+
+def plan_capture(config: TrainerConfig, device: torch.device, world: int) -> tuple[bool, str]:
+    """Whether the run captures its step in a CUDA graph, or why it trains eagerly."""
+    return capture.plan(config.cuda_graph, device, precision=config.precision, nan_policy=config.train.nan_policy,
+                        pipeline=config.pipeline, world_size=world, compile=config.compile,
+                        optimizer=_target(config.optimizer))
 
 
 @dataclass
@@ -152,6 +168,7 @@ class Run:
     monitor: str
     resumed_from: Path | None
     changes: dict
+    step_note: str = ""  # how the training step runs, when there is something to say
 
 
 def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) -> Run:
@@ -159,7 +176,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
     changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
-    parts = make_parts(config, device)
+    graph, eager_because = plan_capture(config, device, world)
+    parts = make_parts(config, device, for_graph=graph)
     splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)
     batches = _batches(config, splits, parts.transform, device, rank, world)
     scheduler, interval = make_scheduler(config, parts.optimizer, len(batches["train"]))
@@ -180,6 +198,9 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
         max_skipped_batches=config.train.max_skipped_batches, stop_requested=stop,
         extra_state={"config": as_dict(config)},
         on_epoch_end=dashboards.after_epoch if dashboards is not None else None,
+        static_step=capture.StaticStep(parts.model, parts.loss_fn, parts.optimizer, batch_size=config.batch_size,
+                                       device=device, precision=config.precision, grad_clip=config.train.grad_clip,
+                                       capture=True) if graph else None,
     )
     if saved:
         _restore(trainer, saved, changes, config.lr)
@@ -190,8 +211,10 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
                  model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")
     if main:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
+    step_note = (f"Whole training step in one CUDA graph, recorded after {capture.StaticStep.WARMUP_STEPS} "
+                 "warm-up steps" if graph else eager_because)
     return Run(config, run_dir, device, parts.model, trainer, record, output, tracker, dashboards, monitor,
-               saved[0] if saved else None, changes)
+               saved[0] if saved else None, changes, step_note)
 
 
 def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:
@@ -295,6 +318,8 @@ def _say_start(run: Run) -> None:
     else:
         out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters")
         out.say(f"Using {device}")
+    if run.step_note:
+        out.say(run.step_note)
     if run.resumed_from is not None:
         pos = run.trainer.position
         changed = f"; changed: {resume.describe(run.changes)}" if run.changes else ""
@@ -327,4 +352,6 @@ def _timing(trainer: Trainer, t0: float) -> dict:
         timing["startup_seconds"] = trainer.first_step_time - process_start_time()
         # The first step pays for torch.compile and lazy initialisation: warm-up, reported apart.
         timing["first_step_seconds"] = trainer.first_step_seconds
+    if trainer.static_step is not None and trainer.static_step.capture_seconds is not None:
+        timing["capture_seconds"] = trainer.static_step.capture_seconds
     return timing

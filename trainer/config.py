@@ -249,6 +249,7 @@ class TrainerConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps (runtime.pick_device)
     precision: str = one_of(runtime.PRECISIONS, "fp32")
     compile: bool = False
+    cuda_graph: Any = "auto"              # auto | true | false (trainer.capture)
     channels_last: bool = False
     threads: int = in_range(0, 1024, 0, hint="0 keeps torch's default")
     pipeline: str = one_of(pipeline.PIPELINES, "device")
@@ -332,6 +333,8 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
 
 def _check_cross_fields(c: TrainerConfig) -> None:
     _check_cv(c)
+    if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
+        raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")
     hflip = c.transform.hflip
     if hflip != "auto" and not (isinstance(hflip, (int, float)) and not isinstance(hflip, bool) and 0 <= hflip <= 1):
         raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto")

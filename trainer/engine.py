@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import checkpoint, distributed, runtime
+from trainer import checkpoint, distributed, runtime, schedules
 from trainer.errors import UserError
 from trainer.models import unwrap
 
@@ -214,6 +214,7 @@ class Trainer:
     stop_requested: Callable[[], int] = lambda: 0  # returns a signal number when a stop was asked for
     extra_state: dict = field(default_factory=dict)  # saved verbatim in checkpoints (the run's config)
     on_epoch_end: Callable[[int, int], None] | None = None  # (epoch, global step): dashboards
+    static_step: Any = None  # capture.StaticStep: full batches over static buffers (a CUDA graph)
 
     def __post_init__(self):
         self.position = Position()
@@ -261,7 +262,8 @@ class Trainer:
     def train_epoch(self, epoch: int, start_step: int = 0) -> dict[str, float]:
         """One pass over the training batches, from `start_step` (mid-epoch resume)."""
         self.model.train()
-        sums = _EpochSums.start(self.device, self.partial if start_step else None)
+        sums = _EpochSums.start(self.device, self.partial if start_step else None,
+                                self.static_step.running if self.static_step is not None else None)
         world = distributed.world_size()
         progress = self.tracker.progress(epoch, self.epochs, len(self.train_batches), start_step)
         t0 = time.perf_counter()
@@ -270,12 +272,11 @@ class Trainer:
             # world * local / global size makes that average the global batch's
             # mean even when the parts differ (a last partial batch).
             weight = world * len(y) / self.train_batches.global_size(step) if world > 1 else 1.0
-            loss, logits = self.train_step(x, y, weight)
+            loss = self._train_batch(x, y, weight, sums)
             if loss is None:  # a skipped non-finite batch
                 continue
             if self.first_step_time is None:
                 self._first_step_done(t0)
-            sums.add(loss, logits, y)
             self.position.step = step + 1
             self.position.global_step += 1
             progress.advance(step + 1)  # a count, no sync: a live bar redraws on its own timer
@@ -327,6 +328,17 @@ class Trainer:
             progress.close()
             raise Interrupted(signum)
 
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor, weight: float, sums: "_EpochSums"):
+        """One step, added to the epoch's sums; its loss, or None when skipped."""
+        if self.static_step is not None and self.static_step.takes(y):
+            loss = self.static_step(x, y)  # adds to sums.running itself
+            sums.count(len(y))
+            return loss
+        loss, logits = self.train_step(x, y, weight)
+        if loss is not None:
+            sums.add(loss, logits, y)
+        return loss
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
         """One optimisation step. `weight` scales the loss for backward only (DDP, see train_epoch)."""
         with runtime.autocast(self.device, self.precision):
@@ -337,7 +349,8 @@ class Trainer:
         if self.nan_policy == "skip" and not self._all_finite(loss):
             self._skip_batch()
             return None, None
-        self.optimizer.zero_grad(set_to_none=True)
+        # A static step's graph keeps the gradients' addresses: zeroed, not dropped.
+        self.optimizer.zero_grad(set_to_none=self.static_step is None)
         objective = loss * weight if weight != 1.0 else loss
         if self.scaler is not None:
             self.scaler.scale(objective).backward()
@@ -425,8 +438,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         state = {
             "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            # Learning rates as floats, whether the optimizer reads a tensor (a
+            # captured step) or not: a checkpoint resumes either way.
+            "optimizer": schedules.with_float_lrs(self.optimizer.state_dict()),
+            "scheduler": schedules.with_float_lrs(self.scheduler.state_dict()) if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "position": vars(self.position).copy(),
             "early_stopping": self.early_stopping.state_dict(),
@@ -443,7 +458,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        schedules.load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler") is not None:
@@ -469,56 +484,78 @@ class Trainer:
             self.last_saved = Position(**vars(self.position))
 
 
-class _EpochSums:
-    """An epoch's running loss and accuracy sums. They stay on the device:
-    reading them forces a sync, so that happens only at logging points."""
+class Running:
+    """An epoch's loss and accuracy sums, on the device. A captured step adds
+    to the same tensors in place, so they are zeroed, never replaced."""
 
     def __init__(self, device: torch.device):
-        self.device = device
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.window_loss = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.window_loss += loss
+
+    def zero_(self) -> "Running":
+        for t in (self.loss_sum, self.correct, self.window_loss):
+            t.zero_()
+        return self
+
+
+class _EpochSums:
+    """An epoch's running sums (`Running`) and the host-side counts. Reading
+    the sums forces a sync, so that happens only at logging points."""
+
+    def __init__(self, device: torch.device, running: Running | None = None):
+        self.device = device
+        self.running = running.zero_() if running is not None else Running(device)
         self.seen = 0
         self.seconds = 0.0  # trained before a mid-epoch resume
-        self.window_loss = torch.zeros((), device=device)
         self.window_steps = 0
         self.last_window_steps = 0
 
     @classmethod
-    def start(cls, device: torch.device, partial: dict | None) -> "_EpochSums":
-        sums = cls(device)
+    def start(cls, device: torch.device, partial: dict | None, running: Running | None = None) -> "_EpochSums":
+        sums = cls(device, running)
         if partial is not None:
             # Resuming mid-epoch: carry on the sums of the part already trained.
             # They are totals over all ranks, so only rank 0 adds them (any world size).
             if distributed.is_main():
-                sums.loss_sum += partial["loss_sum"].to(device)
-                sums.correct += partial["correct"].to(device)
+                sums.running.loss_sum += partial["loss_sum"].to(device)
+                sums.running.correct += partial["correct"].to(device)
                 sums.seen = partial["seen"]
             sums.seconds = partial["seconds"]
         return sums
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += loss * len(y)
-        self.correct += (logits.argmax(1) == y).sum()
-        self.seen += len(y)
-        self.window_loss += loss
+        self.running.add(loss, logits, y)
+        self.count(len(y))
+
+    def count(self, samples: int) -> None:
+        """A step whose sums were added on the device already (a static step)."""
+        self.seen += samples
         self.window_steps += 1
 
     def take_window(self) -> float:
         """The mean loss of the steps since the last call (one host sync)."""
-        mean = (self.window_loss / max(self.window_steps, 1)).item()
-        self.window_loss.zero_()
+        mean = (self.running.window_loss / max(self.window_steps, 1)).item()
+        self.running.window_loss.zero_()
         self.last_window_steps, self.window_steps = self.window_steps, 0
         return mean
 
     def snapshot(self, seconds: float) -> dict:
         """The sums over all ranks, for a mid-epoch checkpoint."""
-        return {"loss_sum": distributed.all_reduce_sum(self.loss_sum).clone(),
-                "correct": distributed.all_reduce_sum(self.correct).clone(),
+        r = self.running
+        return {"loss_sum": distributed.all_reduce_sum(r.loss_sum).clone(),
+                "correct": distributed.all_reduce_sum(r.correct).clone(),
                 "seen": int(distributed.all_reduce_sum(torch.tensor(self.seen, device=self.device)).item()),
                 "seconds": self.seconds + seconds}
 
     def totals(self) -> tuple[float, float, float]:
         """(loss sum, correct, samples) over all ranks."""
+        r = self.running
         samples = distributed.all_reduce_sum(torch.tensor([float(self.seen)], device=self.device)).item()
-        totals = distributed.all_reduce_sum(torch.stack([self.loss_sum.float(), self.correct.float()]))
+        totals = distributed.all_reduce_sum(torch.stack([r.loss_sum.float(), r.correct.float()]))
         return totals[0].item(), totals[1].item(), samples

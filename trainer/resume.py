@@ -20,7 +20,7 @@ from trainer.errors import UserError
 
 # Changes that apply to a saved state at any point: how long, how fast, what
 # is logged and saved, and where the data and the computation live.
-SAFE = ("epochs", "lr", "device", "threads", "compile", "deterministic", "precision", "channels_last",
+SAFE = ("epochs", "lr", "device", "threads", "compile", "cuda_graph", "deterministic", "precision", "channels_last",
         "train.log_every_n_steps", "train.eval_batch_size", "train.grad_clip", "train.nan_policy",
         "train.max_skipped_batches", "early_stopping.", "checkpoint.", "tracking.",
         "data.root", "data.search_paths", "data.download", "data.verify", "loader.")

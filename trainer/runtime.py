@@ -62,11 +62,13 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str, cache: bool = True):
     """The one autocast choice for training, evaluation and inference: a run's
-    numbers are the same wherever its model runs."""
+    numbers are the same wherever its model runs. `cache=False` inside a CUDA
+    graph: cached casts would outlive the capture."""
     dtype = _AMP_DTYPES.get(precision)
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache) if dtype is not None \
+        else contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device, precision: str):

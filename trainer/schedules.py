@@ -40,7 +40,11 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
     total = max(1, epochs * units)
     if name == "cosine":
         schedule = WarmupCosine(total, int(round(warmup_epochs * units)), min_lr / lr)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), interval
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        # With a tensor lr (a captured step) the bases are tensor copies, and
+        # each step would read one back to the host: keep plain numbers.
+        scheduler.base_lrs = [float(base) for base in scheduler.base_lrs]
+        return scheduler, interval
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start), interval
@@ -50,11 +54,49 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
 def rescale(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:
     """Multiply the learning rate by `factor` from here on, schedule included
     (a resume with a new `lr`): the current lr and every base the scheduler
-    computes from."""
+    computes from. A tensor lr (a captured step) is scaled in place."""
     for group in optimizer.param_groups:
         for key in ("lr", "initial_lr", "max_lr", "min_lr"):  # the last three: OneCycleLR
             if key in group:
                 group[key] *= factor
     if scheduler is not None:
-        scheduler.base_lrs = [base * factor for base in scheduler.base_lrs]
-        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+        scheduler.base_lrs = [float(base) * factor for base in scheduler.base_lrs]
+        scheduler._last_lr = [float(group["lr"]) for group in optimizer.param_groups]
+
+
+# How an optimizer runs, not what it has learned: a resume keeps its own.
+_IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def with_float_lrs(state: dict) -> dict:
+    """An optimizer's or scheduler's state_dict with one-element tensor
+    hyper-parameters (a captured step's lr) as floats."""
+    if "param_groups" in state:
+        groups = [{k: v if k == "params" else _plain(v) for k, v in g.items()} for g in state["param_groups"]]
+        return {**state, "param_groups": groups}
+    return {k: _plain(v) for k, v in state.items()}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """optimizer.load_state_dict, keeping how this optimizer runs (fused,
+    capturable, ...) and the tensors it reads its learning rate from, filled
+    with the saved values: a checkpoint from an eager run resumes captured,
+    and the other way round."""
+    current = optimizer.param_groups
+    groups = [{**saved, **{k: group[k] for k in _IMPLEMENTATION if k in group}}
+              for saved, group in zip(state["param_groups"], current)]
+    tensors = [{k: v for k, v in group.items() if k != "params" and isinstance(v, torch.Tensor)}
+               for group in current]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+    for group, kept in zip(optimizer.param_groups, tensors):
+        for key, tensor in kept.items():
+            tensor.fill_(float(group[key]))
+            group[key] = tensor

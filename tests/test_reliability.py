@@ -347,7 +347,8 @@ def test_a_second_process_in_a_running_run_folder_is_refused(synthetic_root, tmp
     each refused in one line; the first run's record stays its own."""
     run_dir = tmp_path / "run"
     ready = tmp_path / "ready"
-    first = start(config(synthetic_root, run_dir), tmp_path, ready=str(ready), slow_from_step=5, slow_seconds=0.5)
+    first = start(config(synthetic_root, run_dir), tmp_path, ready=str(ready), slow_from_step=5,
+                  slow_seconds=3)  # 12 slow steps: 36 s for the two refused commands, on a loaded machine too
     deadline = time.monotonic() + 180
     while not ready.exists():
         assert first.poll() is None and time.monotonic() < deadline, finish(first).stderr

@@ -171,6 +171,7 @@ def confusion_markdown(matrix: torch.Tensor, class_names: Sequence[str]) -> str:
 
 # ------------------------------------------------------------- curves.png
 CURVE_WIDTH_IN = 8.0  # a file of its own, not a TensorBoard card: two panels side by side
+MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is a point, and a line needs two
 
 
 def curves(history: list[dict], title: str) -> np.ndarray:
@@ -181,11 +182,11 @@ def curves(history: list[dict], title: str) -> np.ndarray:
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = _curve_axes(title)
     for split, losses, accs in series:
-        loss_ax.plot(epochs, losses, marker="o", markersize=3, label=split)
-        acc_ax.plot(epochs, [100 * a if a is not None else None for a in accs], marker="o", markersize=3, label=split)
+        loss_ax.plot(epochs, losses, label=split, **MARKS)
+        acc_ax.plot(epochs, [100 * a if a is not None else None for a in accs], label=split, **MARKS)
     for ax in (loss_ax, acc_ax):
         ax.legend(fontsize=FONT)
-    return _pixels(fig)
+    return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
 def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
@@ -198,24 +199,31 @@ def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[lis
     for label, history in lines:
         colour = next(colours)
         epochs = [h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label)
-        acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label)
+        loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label, **MARKS)
+        acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label, **MARKS)
     for label, histories in bands:
         colour = next(colours)
         for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
             epochs, lows, means, highs = _band(histories, key)
-            ax.plot(epochs, [m * scale for m in means], color=colour, label=f"{label} (mean of {len(histories)})")
-            ax.fill_between(epochs, [v * scale for v in lows], [v * scale for v in highs], color=colour, alpha=0.2)
+            means, lows, highs = ([v * scale for v in values] for values in (means, lows, highs))
+            ax.plot(epochs, means, color=colour, label=f"{label} (mean of {len(histories)})", **MARKS)
+            if len(epochs) > 1:
+                ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2)
+            else:  # one epoch: a band has no width, so the range is an error bar
+                ax.errorbar(epochs, means, yerr=[[m - lo for m, lo in zip(means, lows)],
+                                                 [hi - m for m, hi in zip(means, highs)]],
+                            color=colour, capsize=4, linestyle="none")
     for ax in (loss_ax, acc_ax):
         if lines or bands:
             ax.legend(fontsize=FONT - 2, loc="best")
     loss_ax.set_ylabel(f"{split} loss", fontsize=FONT)
     acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=FONT)
-    return _pixels(fig)
+    return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
 def _curve_axes(title: str):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(CURVE_WIDTH_IN, 3.4), dpi=DPI, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -225,9 +233,20 @@ def _curve_axes(title: str):
         ax.set_xlabel("epoch", fontsize=FONT)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=FONT - 1)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=FONT + 1)
     return fig, (loss_ax, acc_ax)
+
+
+def _pixels_of_curves(fig, axes) -> np.ndarray:
+    """The figure as pixels; an axis that holds a single epoch gets that one
+    tick (MaxNLocator falls back to fractions when it finds one integer)."""
+    for ax in axes:
+        first, last = ax.dataLim.intervalx
+        if first == last:
+            ax.set_xticks([first])
+            ax.set_xlim(first - 0.5, first + 0.5)
+    return _pixels(fig)
 
 
 def _band(histories: list[list[dict]], key: str):

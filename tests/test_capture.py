@@ -27,7 +27,8 @@ OPTIMIZERS = {
 
 def make_trainer(optimizer: str, *, static: bool, fused: bool, device="cpu", epochs=2, grad_clip=0.0) -> Trainer:
     """96 samples in batches of 20 (four full, one partial), random shifts,
-    dropout, a per-step one-cycle schedule. `fused`: the optimizer a captured
+    dropout, a per-step one-cycle schedule (lr only: the momentum stays the
+    optimizer's, as it must for a graph). `fused`: the optimizer a captured
     run builds (fused, its lr a tensor)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 4)).to(device)
@@ -126,6 +127,7 @@ FINE = dict(precision="fp32", nan_policy="stop", pipeline="device", world_size=1
     ({"precision": "fp16"}, "precision=fp16"), ({"nan_policy": "skip"}, "train.nan_policy=skip"),
     ({"pipeline": "loader"}, "pipeline=loader"), ({"world_size": 2}, "DDP"), ({"compile": True}, "compile=true"),
     ({"optimizer": "torch.optim.RMSprop"}, "torch.optim.RMSprop"),
+    ({"changes_momentum": True}, "scheduler.cycle_momentum=true"),
 ])
 def test_auto_says_in_one_line_why_it_trains_eagerly_and_true_refuses(change, key):
     capture, line = plan("auto", CUDA, **{**FINE, **change})

@@ -105,6 +105,7 @@ def _assert_lowers_loss(model, loss_fn, opt, x, y, steps=5):
     ("early_stopping.monitor=val/f1", "early_stopping.monitor"), ("precision=fp8", "precision"),
     ("optimizer.momentum=-0.5", "optimizer.momentum"), ("model.activation=swish", "model.activation"),
     ("scheduler=onecycle scheduler.max_lr=-1", "scheduler.max_lr"), ("lr=1e39", "lr"),
+    ("optimizer=adagrad scheduler=onecycle scheduler.cycle_momentum=true", "scheduler.cycle_momentum"),
     ("early_stopping.min_delta=nan", "early_stopping.min_delta"), ("seed=99999999999999999999", "seed"),
     ("model=conv model.padding=-1", "model.padding"), ("model=conv model.channels=[8,8,8,8,8,8] "
                                                        "model.pool_every=1", "model.channels"),
@@ -116,6 +117,18 @@ def test_validation_names_the_key(override, key):
         check_before_data(compose_cfg(override.split()))
     assert str(e.value).startswith(f"{key}=") or f"{key}=" in str(e.value), str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad", "adadelta"])
+def test_onecycle_builds_with_every_optimizer_and_keeps_its_momentum(optimizer):
+    config = compose_cfg([f"optimizer={optimizer}", "scheduler=onecycle"])
+    check_before_data(config)
+    parts = build.make_parts(config, torch.device("cpu"), for_graph=False)
+    before = {k: v for k, v in parts.optimizer.param_groups[0].items() if k in ("momentum", "betas")}
+    scheduler, _ = build.make_scheduler(config, parts.optimizer, steps_per_epoch=10)
+    parts.optimizer.step()  # no gradients yet: changes nothing
+    scheduler.step()
+    assert {k: parts.optimizer.param_groups[0][k] for k in before} == before
 
 
 def test_monitor_names_what_is_really_watched():

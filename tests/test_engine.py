@@ -195,6 +195,20 @@ def test_onecycle_peaks_at_max_lr():
     assert lrs[-1] < lrs[0]
 
 
+@pytest.mark.parametrize("cycle", [False, True])
+def test_onecycle_keeps_the_optimizers_momentum_unless_told_to_cycle_it(cycle):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.5)
+    sched, _ = schedules.build("onecycle", opt, lr=0.1, epochs=1, steps_per_epoch=8, interval="step",
+                               cycle_momentum=cycle)
+    seen = set()
+    for _ in range(8):
+        seen.add(opt.param_groups[0]["momentum"])
+        opt.step()
+        sched.step()
+    assert (seen == {0.5}) is not cycle
+    assert schedules.changes_momentum("onecycle", cycle) is cycle and not schedules.changes_momentum("cosine", True)
+
+
 def test_rescale_changes_the_lr_from_here_on_schedule_included():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     sched, _ = schedules.build("cosine", opt, lr=0.1, epochs=1, steps_per_epoch=10, interval="step")

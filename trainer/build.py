@@ -149,7 +149,9 @@ def plan_capture(config: TrainerConfig, device: torch.device, world: int) -> tup
     """Whether the run captures its step in a CUDA graph, or why it trains eagerly."""
     return capture.plan(config.cuda_graph, device, precision=config.precision, nan_policy=config.train.nan_policy,
                         pipeline=config.pipeline, world_size=world, compile=config.compile,
-                        optimizer=_target(config.optimizer))
+                        optimizer=_target(config.optimizer),
+                        changes_momentum=schedules.changes_momentum(config.scheduler.name,
+                                                                    config.scheduler.cycle_momentum))
 
 
 @dataclass
@@ -253,7 +255,8 @@ def make_scheduler(config: TrainerConfig, optimizer: torch.optim.Optimizer, step
     s = config.scheduler
     return schedules.build(s.name, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                            interval=s.interval, step_size=s.step_size, gamma=s.gamma,
-                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, max_lr=s.max_lr, pct_start=s.pct_start)
+                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, max_lr=s.max_lr, pct_start=s.pct_start,
+                           cycle_momentum=s.cycle_momentum)
 
 
 def _dashboards(config: TrainerConfig, record, model: nn.Module, test_batches) -> Dashboards:

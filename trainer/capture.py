@@ -37,7 +37,7 @@ FUSED_WITH_TENSOR_LR = {
 
 
 def why_eager(*, precision: str, nan_policy: str, pipeline: str, world_size: int, compile: bool,
-              optimizer: str) -> str:
+              optimizer: str, changes_momentum: bool = False) -> str:
     """Why a CUDA run cannot capture its step ("" when it can)."""
     if precision == "fp16":
         return "precision=fp16 scales the loss with a GradScaler, which checks for inf on the host every step " \
@@ -53,6 +53,9 @@ def why_eager(*, precision: str, nan_policy: str, pipeline: str, world_size: int
     if optimizer not in FUSED_WITH_TENSOR_LR:
         short = ", ".join(name.rpartition(".")[2].lower() for name in FUSED_WITH_TENSOR_LR)
         return f"optimizer {optimizer} has no fused kernel that reads a tensor learning rate ({short} have)"
+    if changes_momentum:
+        return "scheduler.cycle_momentum=true sets the momentum every step as a host number, which a graph " \
+               "would replay unchanged (scheduler.cycle_momentum=false keeps the optimizer's own)"
     return ""
 
 

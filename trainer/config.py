@@ -184,6 +184,7 @@ class SchedulerConfig:
     min_lr: float = at_least(0, 0.0)      # cosine: floor
     max_lr: Optional[float] = greater_than(0, None)  # onecycle: peak (default: lr)
     pct_start: float = in_range(0, 1, 0.25, low_open=True, high_open=True)  # onecycle: fraction rising
+    cycle_momentum: bool = False          # onecycle: momentum (Adam: beta1) cycles 0.95-0.85 against the lr
 
 
 # ---------------------------------------------------------------- top level
@@ -345,6 +346,11 @@ def _check_cross_fields(c: TrainerConfig) -> None:
         if hasattr(c.model, key) and getattr(c.model, key) != fits:
             raise UserError(f"model.{key}={getattr(c.model, key)}: the images are {channels}x{height}x{width} "
                             f"in {data.NUM_CLASSES} classes, so it must be {fits}")
+    if schedules.changes_momentum(c.scheduler.name, c.scheduler.cycle_momentum) and \
+            not (hasattr(c.optimizer, "momentum") or hasattr(c.optimizer, "betas")):
+        name = c.optimizer._target_.rpartition(".")[2]
+        raise UserError(f"scheduler.cycle_momentum=true cycles a momentum, and {name} has none (no momentum or "
+                        "betas): set scheduler.cycle_momentum=false")
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise UserError(f"optimizer.betas={_show(betas)} must be two values in [0, 1)")

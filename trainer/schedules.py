@@ -30,8 +30,11 @@ class WarmupCosine:
 
 def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int,
           interval: str = "epoch", step_size: int = 1, gamma: float = 0.1, warmup_epochs: float = 0.0,
-          min_lr: float = 0.0, max_lr: float | None = None, pct_start: float = 0.25):
-    """The scheduler and when it steps ("epoch" or "step"); (None, "epoch") for a constant lr."""
+          min_lr: float = 0.0, max_lr: float | None = None, pct_start: float = 0.25, cycle_momentum: bool = False):
+    """The scheduler and when it steps ("epoch" or "step"); (None, "epoch") for a constant lr.
+    onecycle shapes the lr only, unless cycle_momentum: then torch's OneCycleLR
+    also sets the momentum (Adam: beta1) every step, 0.95 down to 0.85 and
+    back, in place of the optimizer's own."""
     if name == "none":
         return None, "epoch"
     if name == "step":
@@ -47,8 +50,15 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
         return scheduler, interval
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start), interval
+            optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start,
+            cycle_momentum=cycle_momentum), interval
     raise ValueError(f"name={name} is not a schedule; choose one of: {', '.join(NAMES)}")
+
+
+def changes_momentum(name: str, cycle_momentum: bool) -> bool:
+    """Whether the schedule rewrites the momentum (SGD) or beta1 (Adam) as a
+    host number every step, as onecycle does unless cycle_momentum=false."""
+    return name == "onecycle" and cycle_momentum
 
 
 def rescale(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:

@@ -253,11 +253,15 @@ CLASSES = {
                                     "epochs=1180591620717411303424"],
     "a value outside its range": ["model=conv model.padding=-1", "model=conv model.kernel_size=0",
                                   "transform.shift=1000", "threads=100000", "loader.num_workers=1000000",
-                                  "scheduler=onecycle scheduler.max_lr=-1", "scheduler=onecycle scheduler.pct_start=1.5",
+                                  "scheduler=onecycle scheduler.pct_start=0", "scheduler=onecycle scheduler.pct_start=1.5",
                                   "seed=-1", "optimizer=adam optimizer.eps=0"],
     "a device that is not one": ["device=cuda:abc", "device=cuda:-1", "device=cuda:", "device=tpu"],
     "a choice that is not offered": ["cuda_graph=maybe", "precision=fp8", "pipeline=gpu", "scheduler.interval=batch"],
 }
+# The learning rate has one key, lr: every other place to put one is refused, pointing at it.
+CLASSES["a learning rate set inside a group"] = [
+    "optimizer.lr=0.5", "+optimizer.lr=0.5", "optimizer=adam optimizer.lr=0.5", "scheduler.max_lr=0.5",
+    "scheduler=onecycle scheduler.max_lr=0.5", "+scheduler.max_lr=0.5", "scheduler=cosine scheduler.lr=0.1"]
 if not torch.cuda.is_available():
     CLASSES["a CUDA-only switch without CUDA"] = ["cuda_graph=true", "device=cpu cuda_graph=true"]
 
@@ -267,9 +271,11 @@ def test_each_class_of_bad_value_is_one_line_naming_the_key(case):
     for overrides in CLASSES[case]:
         items = overrides.split()
         message = outcome(items)
-        key = items[-1].split("=", 1)[0]
+        key = items[-1].split("=", 1)[0].lstrip("+~")
         assert message is not None and "\n" not in message, (overrides, message)
         assert names_key(message, key) and "internal error" not in message, (overrides, message)
+        if case == "a learning rate set inside a group":
+            assert message.endswith(f"write lr={items[-1].split('=', 1)[1]}"), (overrides, message)
 
 
 # ------------------------------------------------------------------ bad files for the trained-model commands

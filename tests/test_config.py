@@ -104,7 +104,7 @@ def _assert_lowers_loss(model, loss_fn, opt, x, y, steps=5):
     ("transform.erase=2", "transform.erase"), ("train.nan_policy=ignore", "train.nan_policy"),
     ("early_stopping.monitor=val/f1", "early_stopping.monitor"), ("precision=fp8", "precision"),
     ("optimizer.momentum=-0.5", "optimizer.momentum"), ("model.activation=swish", "model.activation"),
-    ("scheduler=onecycle scheduler.max_lr=-1", "scheduler.max_lr"), ("lr=1e39", "lr"),
+    ("scheduler=onecycle scheduler.pct_start=1", "scheduler.pct_start"), ("lr=1e39", "lr"),
     ("optimizer=adagrad scheduler=onecycle scheduler.cycle_momentum=true", "scheduler.cycle_momentum"),
     ("early_stopping.min_delta=nan", "early_stopping.min_delta"), ("seed=99999999999999999999", "seed"),
     ("model=conv model.padding=-1", "model.padding"), ("model=conv model.channels=[8,8,8,8,8,8] "

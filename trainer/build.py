@@ -255,7 +255,7 @@ def make_scheduler(config: TrainerConfig, optimizer: torch.optim.Optimizer, step
     s = config.scheduler
     return schedules.build(s.name, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                            interval=s.interval, step_size=s.step_size, gamma=s.gamma,
-                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, max_lr=s.max_lr, pct_start=s.pct_start,
+                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, pct_start=s.pct_start,
                            cycle_momentum=s.cycle_momentum)
 
 

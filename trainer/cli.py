@@ -90,7 +90,7 @@ def _refuse_extra_keys(node: DictConfig, obj, prefix: str) -> None:
     without a word (`+optimizer.lr=0.5`): refuse it, naming it."""
     import dataclasses
 
-    from trainer.hydra_errors import lr_elsewhere, suggest
+    from trainer.hydra_errors import is_lr_elsewhere, lr_elsewhere, suggest
 
     if not dataclasses.is_dataclass(obj):
         return
@@ -98,7 +98,7 @@ def _refuse_extra_keys(node: DictConfig, obj, prefix: str) -> None:
     for key in node:
         full = f"{prefix}{key}"
         if key not in fields:
-            if full == "optimizer.lr":
+            if is_lr_elsewhere(full):
                 raise UserError(lr_elsewhere(full, str(node[key])))
             raise UserError(f"unknown config key '{full}'{suggest(full)}")
         value = node._get_node(key)

@@ -182,7 +182,6 @@ class SchedulerConfig:
     gamma: float = greater_than(0, 0.1)  # step: decay factor
     warmup_epochs: float = at_least(0, 0.0)  # cosine: linear warm-up first
     min_lr: float = at_least(0, 0.0)      # cosine: floor
-    max_lr: Optional[float] = greater_than(0, None)  # onecycle: peak (default: lr)
     pct_start: float = in_range(0, 1, 0.25, low_open=True, high_open=True)  # onecycle: fraction rising
     cycle_momentum: bool = False          # onecycle: momentum (Adam: beta1) cycles 0.95-0.85 against the lr
 

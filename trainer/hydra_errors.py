@@ -63,10 +63,17 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     return "; ".join(part for part in (first_line(text), first_line(cause)) if part)
 
 
+def is_lr_elsewhere(key: str) -> bool:
+    """A learning rate set inside a group: optimizer.lr, scheduler.max_lr
+    (onecycle's peak is the run's lr), scheduler.lr, ..."""
+    group, _, name = key.lstrip("+~").partition(".")
+    return bool(group) and name in ("lr", "max_lr", "learning_rate")
+
+
 def lr_elsewhere(key: str, value: str) -> str:
-    """The line for a learning rate set inside a group (optimizer.lr=...)."""
+    """The line for a learning rate set inside a group (see is_lr_elsewhere)."""
     return (f"{key} is not a key: the learning rate is the top-level lr, one value for the optimizer, "
-            f"the scheduler and the record; write lr={value}")
+            f"the scheduler (onecycle's peak) and the record; write lr={value}")
 
 
 def _missing_option(e, text, both, overrides):
@@ -87,7 +94,7 @@ def _unknown_key(e, text, both, overrides):
         return None
     full_key = re.search(r"full_key: (\S+)", both)
     key = full_key.group(1) if full_key else struct.group(1)
-    if key.endswith(".lr") and key.count(".") == 1:
+    if is_lr_elsewhere(key):
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{key}=")), "...")
         return lr_elsewhere(key, value)
     # `x.y=1` with no `x`: name what was typed too, not only the part that is unknown.

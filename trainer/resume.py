@@ -108,8 +108,6 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
         if key in ("epochs", "batch_size", "data.subset", "train.drop_last") and scheduler in schedules.SPANS_THE_RUN:
             raise UserError(f"{shown} cannot change on resume: scheduler={scheduler} laid out its schedule over "
                             "the whole run when it started; start a new run to change it")
-        if key == "lr" and scheduler == "onecycle" and after.get("scheduler.max_lr") is not None:
-            raise UserError(f"{shown} has no effect on resume: scheduler.max_lr sets this run's learning rate")
         if key in AT_EPOCH_START:
             if mid_epoch:
                 raise UserError(f"{shown} cannot change in the middle of an epoch (the checkpoint is at epoch "

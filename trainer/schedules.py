@@ -30,9 +30,9 @@ class WarmupCosine:
 
 def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int,
           interval: str = "epoch", step_size: int = 1, gamma: float = 0.1, warmup_epochs: float = 0.0,
-          min_lr: float = 0.0, max_lr: float | None = None, pct_start: float = 0.25, cycle_momentum: bool = False):
+          min_lr: float = 0.0, pct_start: float = 0.25, cycle_momentum: bool = False):
     """The scheduler and when it steps ("epoch" or "step"); (None, "epoch") for a constant lr.
-    onecycle shapes the lr only, unless cycle_momentum: then torch's OneCycleLR
+    onecycle peaks at `lr` (the run's one learning rate); it shapes the lr only, unless cycle_momentum: then torch's OneCycleLR
     also sets the momentum (Adam: beta1) every step, 0.95 down to 0.85 and
     back, in place of the optimizer's own."""
     if name == "none":
@@ -50,7 +50,7 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
         return scheduler, interval
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr or lr, total_steps=total, pct_start=pct_start,
+            optimizer, max_lr=lr, total_steps=total, pct_start=pct_start,
             cycle_momentum=cycle_momentum), interval
     raise ValueError(f"name={name} is not a schedule; choose one of: {', '.join(NAMES)}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import pickle
 import signal
 import subprocess
 import sys
@@ -309,6 +310,14 @@ def _empty(src: Path, dest: Path) -> None:
     dest.write_bytes(b"")
 
 
+def _record(src: Path, dest: Path) -> None:
+    dest.write_bytes((src.parent.parent / "metrics.json").read_bytes())  # resume= a file of the run, not its ckpt
+
+
+def _bare_pickle(src: Path, dest: Path) -> None:
+    dest.write_bytes(pickle.dumps({"model": {}}))
+
+
 def _malicious(src: Path, dest: Path) -> None:
     state = checkpoint.load(src)
     state["model"]["payload"] = RunsCode(dest.parent / "pwned")
@@ -319,8 +328,10 @@ def _malicious(src: Path, dest: Path) -> None:
     (_truncated, "is corrupt or truncated"),
     (_empty, "is corrupt or truncated"),
     (_foreign, "is not a trainer checkpoint"),
+    (_record, "is not a trainer checkpoint"),
+    (_bare_pickle, "is not a trainer checkpoint"),
     (_malicious, "would run code on load"),
-], ids=["truncated", "zero-byte", "foreign", "malicious"])
+], ids=["truncated", "zero-byte", "foreign", "json", "bare-pickle", "malicious"])
 def test_bad_checkpoint_is_refused_in_one_line_and_the_run_is_untouched(reference, tmp_path, make, expected):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)

@@ -16,6 +16,7 @@ from trainer.errors import CheckpointError, UserError, first_line
 from trainer.files import atomic_write, remove_stale_temps
 
 FORMAT = "trainer-checkpoint/1"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 NAMES = ("best", "last")  # checkpoints/best.ckpt (best epoch by the monitor), checkpoints/last.ckpt
 
 
@@ -44,11 +45,18 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "does not exist"
         raise CheckpointError(f"checkpoint {path} {what}; pass a run directory or a .ckpt file to resume=")
+    with path.open("rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (0 bytes); resume from another checkpoint")
+    if head != ZIP_MAGIC:  # a JSON, text or image file, a bare pickle: say what it is not, not that it is evil
+        raise CheckpointError(f"{path} is not a trainer checkpoint (not the zip archive torch.save writes); "
+                              "resume from a run directory made by trainer, or its checkpoints/last.ckpt")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         reason = first_line(e)
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(
                 f"refusing to load {path}: it holds Python objects that would run code on load "
                 "(only tensors and plain values are allowed); use a checkpoint written by trainer"

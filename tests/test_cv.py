@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -96,6 +97,29 @@ def test_the_cv_record_holds_the_folds_mean_and_sample_std(cv_run):
     assert "cross-validated val/acc" in proc.stdout and "over 3 of 3 folds" in proc.stdout
 
 
+@pytest.mark.parametrize("change", ["cv.folds=0", "cv.folds=4", "model.hidden=[8]", "lr=0.1"])
+def test_a_cross_validation_resumed_with_a_change_it_cannot_take_is_left_as_it_is(cv_run, tmp_path, change):
+    """cv.folds=0 would train a single run over the CV's record, 4 folds would
+    cut the data otherwise than the 3 trained, another model would not be
+    the one the folds trained; a new lr has no epoch left to apply to."""
+    _, trained = cv_run
+    run_dir = tmp_path / "cv"
+    shutil.copytree(trained, run_dir)
+    before = snapshot(run_dir)
+    line = one_line_error(run_cli([f"resume={run_dir}", change], tmp_path))
+    assert change.split("=")[0] in line, line
+    assert snapshot(run_dir) == before
+
+
+def test_a_completed_cross_validation_trains_on_when_given_more_epochs(cv_run, tmp_path):
+    _, trained = cv_run
+    run_dir = tmp_path / "cv"
+    shutil.copytree(trained, run_dir)
+    run_cli([f"resume={run_dir}", "epochs=3"], tmp_path, check=True)
+    assert [[h["epoch"] for h in metrics(run_dir / f"fold_{k}")["history"]] for k in (1, 2, 3)] == [[1, 2, 3]] * 3
+    assert metrics(run_dir)["final"]["epochs"] == 3
+
+
 def test_curves_are_pictures_of_the_runs(cv_run):
     _, run_dir = cv_run
     with Image.open(run_dir / "fold_1" / "curves.png") as image:
@@ -132,13 +156,16 @@ def test_a_failed_fold_is_reported_and_the_others_still_run(synthetic_root, tmp_
 
 def test_an_interrupted_cross_validation_resumes_where_it_stopped(synthetic_root, tmp_path):
     run_dir, ready = tmp_path / "cv", tmp_path / "ready"
-    # From global step 3 (fold 2's first step) each step is slow: SIGINT arrives in fold 2.
+    # From each fold's step 3 on, each logged step touches `ready` and is slow. SIGINT
+    # goes once fold 2 has logged a step (not while it is still being built, on a loaded machine).
     proc = _fault(tiny(synthetic_root, *SMALL, "epochs=3", "cv.folds=3", f"hydra.run.dir={run_dir}"), tmp_path,
                   ready=str(ready), slow_from_step=3, slow_seconds=0.5)
     deadline = time.monotonic() + 180
-    while not (ready.exists() and (run_dir / "fold_2" / "metrics.json").is_file()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.05)
+    for fold_2_logged in (False, True):
+        while not (run_dir / "fold_2" / "metrics.json").is_file() or (fold_2_logged and not ready.exists()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.05)
+        ready.unlink(missing_ok=True)
     fold_1 = snapshot(run_dir / "fold_1")
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)

@@ -39,6 +39,7 @@ REFUSED = {  # extra overrides on `resume=` -> the key its one line must name
     "data=mnist": "data.name=mnist",
     "pipeline=loader": "pipeline=loader",
     "optimizer.momentum=0.9": "optimizer.momentum=0.9",
+    "cv.folds=3": "cv.folds=3",  # a cross-validation would replace the run's record with its own
 }
 
 
@@ -55,6 +56,17 @@ def test_a_refused_resume_changes_nothing_and_the_plain_resume_still_works(finis
     assert metrics(run_dir)["status"] == "completed"
     done = run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)
     assert "Resuming" in done.stdout and [h["epoch"] for h in metrics(run_dir)["history"]] == [1, 2]
+
+
+def test_a_completed_run_with_nothing_left_to_train_stays_as_it_is(finished, tmp_path):
+    plain, changed = copy_of(finished, tmp_path, "plain"), copy_of(finished, tmp_path, "changed")
+    before = snapshot(plain)
+    kept, refused = run_all([[f"resume={plain}"], [f"resume={changed}", "lr=0.5"]], tmp_path)
+    assert kept.returncode == 0 and "Already completed" in kept.stdout
+    # A new lr with no epoch left to train at it would be a record that lies.
+    line = one_line_error(refused)
+    assert "lr 0.001 -> 0.5 would change nothing" in line and "epochs=2" in line, line
+    assert snapshot(plain) == before and snapshot(changed) == before
 
 
 def test_a_new_lr_on_resume_reaches_the_optimizer_and_the_record(finished, tmp_path):

@@ -98,9 +98,11 @@ def statistics_of(rows: list[dict], folds: int) -> dict:
     metric = next((r["metric"] for r in rows), "val/acc")
     values = [r[metric] for r in rows if r["status"] == "completed" and isinstance(r.get(metric), (int, float))]
     seconds = [r["train_seconds"] for r in rows if isinstance(r.get("train_seconds"), (int, float))]
+    # The most any fold trained: fewer than planned only when every fold stopped early.
+    epochs = max((r["epochs"] for r in rows if isinstance(r.get("epochs"), int)), default=0)
     return {"cv/metric": metric, "cv/mean": statistics.fmean(values) if values else None,
             "cv/std": statistics.stdev(values) if len(values) > 1 else None, "cv/folds": values,
-            "cv/n": len(values), "cv/k": folds, "train_seconds": sum(seconds)}
+            "cv/n": len(values), "cv/k": folds, "epochs": epochs, "train_seconds": sum(seconds)}
 
 
 def _refit(config: TrainerConfig, job, output) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import display, hparams
+from trainer import display, hparams, resume
 from trainer.config import TrainerConfig, as_dict
 from trainer.engine import Diverged, Interrupted
 from trainer.errors import UserError, first_line, internal
@@ -163,15 +163,27 @@ def refuse(job: Job, error: str) -> Outcome:
 
 
 def _completed_already(config: TrainerConfig, previous: dict | None, run_dir: Path, output: Output) -> float | None:
-    """`resume=auto` on a job that completed (a sweep continued) with nothing
-    left to train: its files stay as they are and it reports what it
-    recorded. More epochs than it trained continue it."""
-    if config.resume != "auto" or previous is None or previous.get("status") != "completed":
+    """A resume into a folder that holds a run, before any file is touched:
+    first the changes against what the run recorded (resume.check_record).
+    Then a completed run with nothing left to train stays as it is and
+    reports what it recorded; more epochs than it trained continue it. A
+    change asked of it that could only apply to epochs not trained is
+    refused (resume=auto, a sweep or a cross-validation continued, keeps it)."""
+    if not config.resume or previous is None:
+        return None
+    changes = resume.check_record(run_dir, previous, as_dict(config))
+    if previous.get("status") != "completed":
         return None
     trained = int((previous.get("final") or {}).get("epochs") or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
+    unused = {k: v for k, v in changes.items() if k != "epochs"}
+    if unused and config.resume != "auto":
+        more = (f"add epochs={trained + 1} or more to train on with it" if trained == planned else
+                f"it stopped early at epoch {trained} (early_stopping); start a new run to train with it")
+        raise UserError(f"{run_dir} has completed its training, so {resume.describe(unused)} would change "
+                        f"nothing; {more}")
     output.say(f"Already completed: {run_dir} (left as it is)")
     return sweep_value(previous)
 

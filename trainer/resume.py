@@ -42,7 +42,7 @@ def expand(args: list[str]) -> list[str]:
     target = Path(_unquote(given[-1].split("=", 1)[1])).expanduser()
     if is_cross_validation(target):
         # No checkpoint of its own: its folds continue with resume=auto, each from its own.
-        run_dir, resume_to = target, "auto"
+        run_dir, resume_to = target, quote(str(target.resolve()))
     else:
         ckpt = checkpoint.find(target)
         run_dir, resume_to = checkpoint.run_dir_of(ckpt), quote(str(ckpt.resolve()))
@@ -98,8 +98,10 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
     """{key: (saved, new)} of the changes that apply; UserError (one line,
     naming the key) for the first that cannot."""
     before, after = _flatten(saved), _flatten(new)
-    changes = {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after))
-               if before.get(k) != after.get(k) and not k.startswith(IGNORED)}
+    # A key only one side has is one the saved run predates (or that is gone):
+    # the saved state decides it. Another model or optimizer differs in _target_.
+    changes = {k: (before[k], after[k]) for k in sorted(set(before) & set(after))
+               if before[k] != after[k] and not k.startswith(IGNORED)}
     mid_epoch = position.get("step", 0) > 0
     scheduler = after.get("scheduler.name")
     for key, (old, value) in changes.items():
@@ -118,6 +120,19 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
             raise UserError(f"{shown} cannot change when resuming: the saved state was trained with the run's "
                             f"own value; resume without {name}=..., or start a new run")
     return changes
+
+
+def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
+    """check_changes against the config a run folder recorded when its run
+    started (.hydra/config.yaml), for what a checkpoint cannot tell: a
+    cross-validation resumed as a single run or the other way round, another
+    fold count, a completed run. {} where no run started (a refused job)."""
+    import yaml
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if previous.get("monitor") is None or not saved.is_file():
+        return {}
+    return check_changes(yaml.safe_load(saved.read_text()) or {}, new, {"step": 0})
 
 
 def _flatten(node, prefix: str = "") -> dict:

@@ -69,6 +69,16 @@ def test_a_completed_run_with_nothing_left_to_train_stays_as_it_is(finished, tmp
     assert snapshot(plain) == before and snapshot(changed) == before
 
 
+def test_resuming_an_earlier_checkpoint_never_overwrites_recorded_epochs(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)  # best.ckpt: epoch 1 or 2
+    shutil.copy(finished / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "epoch1.ckpt")
+    before = snapshot(run_dir)
+    line = one_line_error(run_cli([f"resume={run_dir / 'checkpoints' / 'epoch1.ckpt'}", "epochs=3"], tmp_path))
+    assert "is at epoch 1" in line and "would overwrite epoch 2;" in line, line
+    assert snapshot(run_dir) == before
+
+
 def test_a_new_lr_on_resume_reaches_the_optimizer_and_the_record(finished, tmp_path):
     run_dir = copy_of(finished, tmp_path)
     run_cli([f"resume={run_dir}", "epochs=2", "lr=0.01"], tmp_path, check=True)

@@ -177,6 +177,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     """Every check first, then the objects; the record starts last."""
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
+    resume.check_rewind(saved, run_dir, record.previous)
     changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
     graph, eager_because = plan_capture(config, device, world)
     parts = make_parts(config, device, for_graph=graph)

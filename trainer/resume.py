@@ -94,6 +94,22 @@ def load(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
     return path, checkpoint.load(path)
 
 
+def check_rewind(saved: tuple[Path, dict] | None, run_dir: Path, previous: dict | None) -> None:
+    """A checkpoint other than the folder's own last one (best.ckpt) resumed
+    into a folder whose record goes further would overwrite the epochs after
+    it: refused. (last.ckpt may lag the record by an epoch after a kill, and
+    then its own history is the truth.)"""
+    if saved is None or previous is None:
+        return
+    path, state = saved
+    last = run_dir / "checkpoints" / "last.ckpt"
+    kept, recorded = len(state.get("history") or []), len(previous.get("history") or [])
+    if recorded > kept and not (last.is_file() and last.samefile(path)):
+        lost = f"epochs {kept + 1}-{recorded}" if recorded > kept + 1 else f"epoch {recorded}"
+        raise UserError(f"{path} is at epoch {kept}, and {run_dir} has recorded {recorded}: continuing from it "
+                        f"would overwrite {lost}; resume={run_dir} continues from its end")
+
+
 def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
     """{key: (saved, new)} of the changes that apply; UserError (one line,
     naming the key) for the first that cannot."""

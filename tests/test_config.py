@@ -106,6 +106,10 @@ def _assert_lowers_loss(model, loss_fn, opt, x, y, steps=5):
     ("optimizer.momentum=-0.5", "optimizer.momentum"), ("model.activation=swish", "model.activation"),
     ("scheduler=onecycle scheduler.pct_start=1", "scheduler.pct_start"), ("lr=1e39", "lr"),
     ("optimizer=adagrad scheduler=onecycle scheduler.cycle_momentum=true", "scheduler.cycle_momentum"),
+    ("early_stopping.monitor=val/loss early_stopping.mode=max", "early_stopping.mode"),
+    ("early_stopping.monitor=train/acc early_stopping.mode=min", "early_stopping.mode"),
+    ("early_stopping.monitor=test/acc data.val_split=100", "early_stopping.monitor"),
+    ("early_stopping.monitor=test/loss cv.folds=3", "early_stopping.monitor"),
     ("early_stopping.min_delta=nan", "early_stopping.min_delta"), ("seed=99999999999999999999", "seed"),
     ("model=conv model.padding=-1", "model.padding"), ("model=conv model.channels=[8,8,8,8,8,8] "
                                                        "model.pool_every=1", "model.channels"),
@@ -129,6 +133,13 @@ def test_onecycle_builds_with_every_optimizer_and_keeps_its_momentum(optimizer):
     parts.optimizer.step()  # no gradients yet: changes nothing
     scheduler.step()
     assert {k: parts.optimizer.param_groups[0][k] for k in before} == before
+
+
+@pytest.mark.parametrize("monitor, mode", [("val/loss", "min"), ("test/loss", "min"), ("train/loss", "min"),
+                                           ("val/acc", "max"), ("train/acc", "max")])
+def test_the_monitor_decides_which_way_is_better(monitor, mode):
+    # A loss that falls is an improvement: best.ckpt and early stopping must not keep the worst epoch.
+    assert compose_cfg([f"early_stopping.monitor={monitor}"]).early_stopping.mode == mode
 
 
 def test_monitor_names_what_is_really_watched():

@@ -201,9 +201,14 @@ class TrainConfig:
 @dataclass
 class EarlyStoppingConfig:
     monitor: str = one_of(engine.MONITORS, "val/acc")  # with no val split the per-epoch eval is on test
-    mode: str = one_of(engine.MODES, "max")
+    mode: str = one_of(engine.MODES, "auto")  # auto: min for a loss, max for an accuracy
     patience: int = at_least(0, 0, hint="0 turns it off")
     min_delta: float = at_least(0, 0.0)
+
+    def __post_init__(self):
+        # Resolved once, where the config is built: everything downstream reads max or min.
+        if self.monitor in engine.MONITORS and self.mode == "auto":
+            self.mode = engine.direction(self.monitor, self.mode)
 
 
 @dataclass
@@ -333,6 +338,7 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
 
 def _check_cross_fields(c: TrainerConfig) -> None:
     _check_cv(c)
+    _check_monitor(c)
     if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
         raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")
     hflip = c.transform.hflip
@@ -353,6 +359,18 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise UserError(f"optimizer.betas={_show(betas)} must be two values in [0, 1)")
+
+
+def _check_monitor(c: TrainerConfig) -> None:
+    es = c.early_stopping
+    better = engine.direction(es.monitor, "auto")
+    if es.mode != better:
+        raise UserError(f"early_stopping.mode={es.mode} with early_stopping.monitor={es.monitor} would keep the "
+                        f"worst epoch; use early_stopping.mode={better} (or auto)")
+    split, _, metric = es.monitor.partition("/")
+    if split == "test" and (c.data.val_split or c.cv.folds):
+        raise UserError(f"early_stopping.monitor={es.monitor}: with a validation split the per-epoch evaluation is "
+                        f"on val (the test set is only reported at the end); use early_stopping.monitor=val/{metric}")
 
 
 def _check_cv(c: TrainerConfig) -> None:

@@ -28,7 +28,7 @@ from trainer.errors import UserError
 from trainer.models import unwrap
 
 NAN_POLICIES = ("stop", "skip")
-MODES = ("max", "min")
+MODES = ("auto", "max", "min")  # auto: min for a loss, max for an accuracy (direction())
 MONITORS = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc", "test/loss")
 
 
@@ -55,6 +55,13 @@ def monitored(monitor: str, has_val: bool) -> str:
     per-epoch evaluation split, which is test when there is no val split."""
     split, _, metric = monitor.partition("/")
     return f"{eval_split(has_val)}/{metric}" if split == "val" else monitor
+
+
+def direction(monitor: str, mode: str) -> str:
+    """max or min: which way `monitor` improves (mode=auto: a loss falls, an accuracy rises)."""
+    if mode != "auto":
+        return mode
+    return "min" if monitor.endswith("loss") else "max"
 
 
 @dataclass

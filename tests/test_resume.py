@@ -61,12 +61,15 @@ def test_a_refused_resume_changes_nothing_and_the_plain_resume_still_works(finis
 def test_a_completed_run_with_nothing_left_to_train_stays_as_it_is(finished, tmp_path):
     plain, changed = copy_of(finished, tmp_path, "plain"), copy_of(finished, tmp_path, "changed")
     before = snapshot(plain)
-    kept, refused = run_all([[f"resume={plain}"], [f"resume={changed}", "lr=0.5"]], tmp_path)
+    bad = copy_of(finished, tmp_path, "bad")
+    kept, refused, invalid = run_all([[f"resume={plain}"], [f"resume={changed}", "lr=0.5"],
+                                      [f"resume={bad}", "epochs=-3"]], tmp_path)
     assert kept.returncode == 0 and "Already completed" in kept.stdout
+    assert "epochs=-3 must be" in one_line_error(invalid)  # a bad value, not "already completed"
     # A new lr with no epoch left to train at it would be a record that lies.
     line = one_line_error(refused)
     assert "lr 0.001 -> 0.5 would change nothing" in line and "epochs=2" in line, line
-    assert snapshot(plain) == before and snapshot(changed) == before
+    assert snapshot(plain) == before and snapshot(changed) == before and snapshot(bad) == before
 
 
 def test_resuming_an_earlier_checkpoint_never_overwrites_recorded_epochs(finished, tmp_path):
@@ -113,6 +116,13 @@ def test_run_length_of_a_whole_run_schedule_cannot_change(synthetic_root, tmp_pa
     line = one_line_error(run_cli([f"resume={run_dir}", "epochs=3"], tmp_path))
     assert "epochs=3" in line and "scheduler=cosine" in line, line
     assert snapshot(run_dir) == before
+
+
+def test_a_new_schedule_is_refused_as_itself(finished, tmp_path):
+    # The run has no schedule: its length may change, and the schedule is what is refused.
+    run_dir = copy_of(finished, tmp_path)
+    line = one_line_error(run_cli([f"resume={run_dir}", "epochs=3", "scheduler=cosine"], tmp_path))
+    assert "scheduler.name=cosine (the run has none)" in line and "laid out" not in line, line
 
 
 def test_starting_again_in_a_finished_run_folder_is_refused(finished, tmp_path, synthetic_root):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import display, hparams, resume
-from trainer.config import TrainerConfig, as_dict
+from trainer.config import TrainerConfig, as_dict, validate
 from trainer.engine import Diverged, Interrupted
 from trainer.errors import UserError, first_line, internal
 from trainer.record import RunRecord, sweep_value
@@ -127,7 +127,6 @@ def _cross_validate(config: TrainerConfig, job: Job, output: Output) -> Outcome:
     """`cv.folds=K`: K runs inside this one's folder (trainer.cv); the same
     checks first (bad values, a finished or used folder)."""
     from trainer import cv
-    from trainer.config import validate
     from trainer.record import read
 
     previous = read(job.run_dir)
@@ -171,6 +170,7 @@ def _completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pa
     refused (resume=auto, a sweep or a cross-validation continued, keeps it)."""
     if not config.resume or previous is None:
         return None
+    validate(config)  # a bad value is a bad value, whatever the run has done
     changes = resume.check_record(run_dir, previous, as_dict(config))
     if previous.get("status") != "completed":
         return None

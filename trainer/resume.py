@@ -116,10 +116,10 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
     before, after = _flatten(saved), _flatten(new)
     # A key only one side has is one the saved run predates (or that is gone):
     # the saved state decides it. Another model or optimizer differs in _target_.
-    changes = {k: (before[k], after[k]) for k in sorted(set(before) & set(after))
+    changes = {k: (before[k], after[k]) for k in sorted(set(before) & set(after), key=_which_first)
                if before[k] != after[k] and not k.startswith(IGNORED)}
     mid_epoch = position.get("step", 0) > 0
-    scheduler = after.get("scheduler.name")
+    scheduler = before.get("scheduler.name")  # the schedule the saved state follows
     for key, (old, value) in changes.items():
         name = key.removesuffix("._target_")  # model._target_ differs: another model
         shown = f"{name}={display.value(value)} (the run has {display.value(old)})"
@@ -149,6 +149,12 @@ def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
     if previous.get("monitor") is None or not saved.is_file():
         return {}
     return check_changes(yaml.safe_load(saved.read_text()) or {}, new, {"step": 0})
+
+
+def _which_first(key: str) -> tuple:
+    """Another model, optimizer or schedule is named before the arguments that come with it."""
+    group, _, leaf = key.rpartition(".")
+    return group, leaf not in ("_target_", "name"), key
 
 
 def _flatten(node, prefix: str = "") -> dict:

@@ -232,3 +232,8 @@ def test_jobs_that_differ_only_in_seed_form_groups(synthetic_root, tmp_path):
     subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep), "--quiet"], check=True, timeout=120)
     assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]
     assert (sweep / "curves.png").is_file()
+    # A job continued after an interrupt records how (resume=...): it is still the same job of its group.
+    first = sweep / doc["groups"][0]["jobs"][0] / ".hydra" / "overrides.yaml"
+    first.write_text(first.read_text() + f"- resume='{first.parent.parent}/checkpoints/last.ckpt'\n")
+    subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep), "--quiet"], check=True, timeout=120)
+    assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]

@@ -139,6 +139,8 @@ def _row(root: Path, job: Path) -> dict:
     overrides = _read_overrides(job / ".hydra" / "overrides.yaml")
     if overrides is None:
         overrides = [str(o) for o in record.get("overrides") or []]
+    # How a job was continued, not what it is: a resumed seed stays in its group.
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
     final = _dict(record.get("final"))
     best = _dict(record.get("best"))
     history = [h for h in record.get("history") or [] if isinstance(h, dict)]

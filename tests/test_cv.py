@@ -168,10 +168,12 @@ def test_an_interrupted_cross_validation_resumes_where_it_stopped(synthetic_root
         ready.unlink(missing_ok=True)
     fold_1 = snapshot(run_dir / "fold_1")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     record = metrics(run_dir)
     assert record["status"] == "interrupted" and f"resume={run_dir}" in record["error"]
+    # The console names the cross-validation to continue, not the fold (that would train fold 2 alone).
+    assert f"resume={run_dir}\n" in err and "resume=" + str(run_dir / "fold_2") not in err, err[-1500:]
     assert metrics(run_dir / "fold_2")["status"] == "interrupted" and not (run_dir / "fold_3").exists()
     done = run_cli([f"resume={run_dir}"], tmp_path, check=True)
     assert "cross-validated val/acc" in done.stdout

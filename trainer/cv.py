@@ -52,9 +52,13 @@ def run(config: TrainerConfig, job, output):
             results.append(_fold_row(fold, fold_job.run_dir, outcome))
             record.epoch(results[-1])
             if outcome.status == "interrupted":
-                record.fail("interrupted", f"{outcome.error} (fold {fold} of {config.cv.folds}); continue the "
-                                           f"cross-validation with resume={job.run_dir}")
-                return Outcome("interrupted", outcome.error, worst, job.run_dir, outcome.signum)
+                # Where to continue is the cross-validation, not the fold (resuming a fold alone trains only it).
+                stopped = outcome.error.split(" at epoch")[0].split(" before training")[0]
+                saved = "checkpoint saved, " if "checkpoint saved" in outcome.error else ""
+                error = (f"{stopped} in fold {fold} of {config.cv.folds}; {saved}continue the "
+                         f"cross-validation with resume={job.run_dir}")
+                record.fail("interrupted", error)
+                return Outcome("interrupted", error, worst, job.run_dir, outcome.signum)
         final = statistics_of(results, config.cv.folds)
         if config.cv.refit:
             final.update(_refit(config, job, output))

@@ -21,6 +21,14 @@ def test_run_trains_and_returns_the_record(synthetic_root, tmp_path):
     assert result["final"]["test/acc"] > 0.5
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "Model: MLP" in (tmp_path / "run" / "trainer.log").read_text()
+    # Resume by run folder, as on the command line: the run's own settings and folder, more epochs.
+    resumed = trainer.run(f"resume={tmp_path / 'run'}", "epochs=3", quiet=True)
+    assert resumed["run_dir"] == str(tmp_path / "run") and [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert resumed["resumed"] == 1 and resumed["hparams"]["optimizer"] == "adam"
+    with pytest.raises(trainer.UserError, match="leave out run_dir"):
+        trainer.run(f"resume={tmp_path / 'run'}", "epochs=4", run_dir=tmp_path / "other", quiet=True)
+    with pytest.raises(trainer.UserError, match="strings such as"):
+        trainer.run(123)
 
 
 @pytest.mark.parametrize("bad", ["optimzer=adam", "lr=-1", "model=cnn"])

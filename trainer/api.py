@@ -51,10 +51,17 @@ def run(*overrides: str, run_dir: str | Path | None = None, quiet: bool = False)
 
     from omegaconf import open_dict, read_write
 
-    from trainer import cli, record
+    from trainer import cli, record, resume
     from trainer.job import Job, execute
     from trainer.tracking import Output
 
+    odd = [o for o in overrides if not isinstance(o, str)]
+    if odd:
+        raise UserError(f"trainer.run takes overrides as strings such as \"lr=0.01\"; got {odd[0]!r}")
+    # resume=<run folder or .ckpt>: the run's own overrides and folder, as on the command line.
+    overrides = tuple(resume.expand(list(overrides)))
+    if run_dir is not None and any(o.startswith("resume=") and o != "resume=auto" for o in overrides):
+        raise UserError("resume= continues a run in its own folder; leave out run_dir=")
     cfg = compose(*overrides, hydra_config=True)
     folder = Path(run_dir if run_dir is not None else str(cfg.hydra.run.dir))
     choices = dict(cfg.hydra.runtime.choices)

@@ -54,6 +54,8 @@ def test_folds_are_stratified_disjoint_and_cover_the_set():
     (["cv.folds=3", "cv.fold=4"], "cv.fold=4"),
     (["cv.refit=true"], "cv.refit=true"),
     (["cv.folds=1000"], "cv.folds=1000"),
+    (["cv.folds=60", "data.subset=50"], "cv.folds=60"),
+    (["cv.fold=1"], "set cv.folds too"),
 ])
 def test_bad_cross_validation_settings_are_one_line(overrides, named):
     with pytest.raises(UserError) as e:

@@ -377,12 +377,17 @@ def _check_cv(c: TrainerConfig) -> None:
     cv = c.cv
     if cv.folds == 1:
         raise UserError("cv.folds=1 is not cross-validation: use cv.folds=0 (off) or at least 2 folds")
+    if cv.fold and not cv.folds:
+        raise UserError(f"cv.fold={cv.fold} picks one fold of a cross-validation: set cv.folds too "
+                        "(for example cv.folds=5)")
     if cv.fold > cv.folds:
         raise UserError(f"cv.fold={cv.fold}: there are only cv.folds={cv.folds} folds; choose 1 to {cv.folds} "
                         "(or 0 for all of them)")
     if cv.folds and c.data.val_split:
         raise UserError(f"cv.folds={cv.folds} and data.val_split={_show(c.data.val_split)} both hold out "
                         "validation data; with cross-validation each fold is the validation split: set data.val_split=0")
+    if cv.folds and c.data.subset:  # known before the data is read: refused once, not in every fold
+        data.check_folds(cv.folds, c.data.subset)
     if cv.refit and not cv.folds:
         raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
 

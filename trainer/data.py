@@ -487,13 +487,18 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
     return Splits(train, val, (test_x, test_y))
 
 
+def check_folds(folds: int, images: int) -> None:
+    """Every fold needs an image to validate on."""
+    if folds > images:
+        raise DataError(f"cv.folds={folds} is more folds than the {images} training images; "
+                        "use fewer folds or more data (data.subset)")
+
+
 def fold_of_each_sample(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
     """Stratified k-fold: each class's samples, in a seeded random order, dealt
     round the folds in turn, so every fold has each class in its share.
     Returns the fold number (1..folds) of every sample."""
-    if folds > len(labels):
-        raise DataError(f"cv.folds={folds} is more folds than the {len(labels)} training images; "
-                        "use fewer folds or more data (data.subset)")
+    check_folds(folds, len(labels))
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=g)
     assignment = torch.empty(len(labels), dtype=torch.long)

@@ -131,6 +131,12 @@ def test_starting_again_in_a_finished_run_folder_is_refused(finished, tmp_path, 
     line = one_line_error(run_cli(base(synthetic_root, run_dir), tmp_path))
     assert "already holds a run (completed)" in line and f"resume={run_dir}" in line, line
     assert snapshot(run_dir) == before
+    # A run that stopped before its first checkpoint: no advice to resume what cannot be resumed.
+    failed = tmp_path / "failed"
+    run_cli(base(synthetic_root, failed, "lr=-1"), tmp_path)
+    line = one_line_error(run_cli(base(synthetic_root, failed), tmp_path))
+    assert "already holds a run (failed)" in line and "no checkpoint to continue from" in line, line
+    assert "resume=" not in line
 
 
 def test_the_record_holds_every_epoch_while_a_resumed_run_trains(finished, tmp_path):

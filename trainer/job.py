@@ -191,8 +191,12 @@ def _completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pa
 def _refuse_to_overwrite(config: TrainerConfig, previous: dict | None, job: Job) -> None:
     if previous is None or config.resume:
         return
-    how = ("continue the sweep with resume=auto, or choose another hydra.sweep.dir" if job.multirun else
-           f"continue it with resume={job.run_dir}, or choose another hydra.run.dir")
+    if job.multirun:
+        how = "continue the sweep with resume=auto, or choose another hydra.sweep.dir"
+    elif (job.run_dir / "checkpoints" / "last.ckpt").is_file():
+        how = f"continue it with resume={job.run_dir}, or choose another hydra.run.dir"
+    else:  # it stopped before its first checkpoint: nothing to continue from
+        how = "it has no checkpoint to continue from; choose another hydra.run.dir (or delete the folder)"
     raise UserError(f"{job.run_dir} already holds a run ({previous.get('status', 'unknown')}); {how}")
 
 

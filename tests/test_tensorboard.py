@@ -172,6 +172,26 @@ def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
     assert tags == ["acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds"]
 
 
+def test_status_is_a_first_column_also_when_every_job_completed(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from trainer import hparams
+
+    common = {"batch_size": 64, "data": "mnist", "epochs": 2, "experiment": "none"}
+    records = [{"hparams": {**common, "lr": lr}, "status": "completed", "final": {"test/acc": 0.9}}
+               for lr in (0.1, 0.2)]
+    hparams.write_experiment(tmp_path, records, swept=["lr"])
+    (event_file,) = tmp_path.glob("events.out.tfevents.*")
+    for event in EventFileLoader(str(event_file)).Load():
+        for value in event.summary.value:
+            if value.tag == "_hparams_/experiment":
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                assert [i.name for i in data.experiment.hparam_infos][:2] == ["lr", "status"]
+                return
+    pytest.fail("no experiment summary written")
+
+
 def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
     base, sweep_dir = tensorboard_on_a_sweep
     groups = _post(f"{base}/data/plugin/hparams/session_groups", {

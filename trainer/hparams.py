@@ -114,7 +114,8 @@ def write_experiment(sweep_dir: Path, records: list[dict], swept: list[str] = ()
     sessions = [shown(r.get("hparams") or {}, r.get("status") or "incomplete", r.get("error")) for r in records]
     names = sorted({k for s in sessions for k in s})
     infos = [_info(name, [s[name] for s in sessions if name in s], name in swept) for name in names]
-    infos.sort(key=lambda info: (not info.differs, info.name))  # TensorBoard shows the first ones
+    # TensorBoard shows the first few: what varies, then status (also when every job completed).
+    infos.sort(key=lambda info: (not info.differs, info.name != "status", info.name))
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag(m)), display_name=tag(m))
                for m in METRICS if any(_has(r, m) for r in records)]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())

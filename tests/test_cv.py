@@ -81,6 +81,8 @@ def test_each_fold_is_an_ordinary_run(cv_run):
         assert f"cv.fold={k}" in record["overrides"]
         assert (fold / "checkpoints" / "last.ckpt").is_file() and list(fold.glob("events.out.tfevents.*"))
         assert [h["epoch"] for h in record["history"]] == [1, 2]
+        # A fold never looks at the test set: only cv.refit does, once.
+        assert not any(key.startswith("test") for key in record["final"]), record["final"]
 
 
 def test_the_cv_record_holds_the_folds_mean_and_sample_std(cv_run):

@@ -237,7 +237,9 @@ def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:
 def _batches(config: TrainerConfig, splits: data.Splits, transform, device: torch.device, rank: int,
              world: int) -> dict:
     """train (this rank's share), eval ({"test", "val"}) and the test split
-    whole for the pictures (under DDP eval["test"] is this rank's share)."""
+    whole for the pictures (under DDP eval["test"] is this rank's share).
+    A cross-validation's fold never touches the test set: it validates on
+    its fold, and its pictures are of that fold (cv.refit tests, once)."""
     def batches(split, batch_size: int, train: bool, shard: bool = True):
         return make_batches(config.pipeline, split, batch_size, transform, device, train=train,
                             shuffle=config.train.shuffle, seed=config.seed, drop_last=config.train.drop_last,
@@ -245,10 +247,12 @@ def _batches(config: TrainerConfig, splits: data.Splits, transform, device: torc
                             num_workers=config.loader.num_workers, pin_memory=config.loader.pin_memory)
 
     eval_bs = config.train.eval_batch_size
-    evaluation = {"test": batches(splits.test, eval_bs, False)}
+    fold = config.cv.folds > 0
+    evaluation = {} if fold else {"test": batches(splits.test, eval_bs, False)}
     if splits.val is not None:
         evaluation["val"] = batches(splits.val, eval_bs, False)
-    pictures = batches(splits.test, eval_bs, False, shard=False) if world > 1 else evaluation["test"]
+    shown = "val" if fold else "test"
+    pictures = batches(getattr(splits, shown), eval_bs, False, shard=False) if world > 1 else evaluation[shown]
     return {"train": batches(splits.train, config.batch_size, True), "eval": evaluation, "pictures": pictures}
 
 

@@ -46,6 +46,14 @@ def test_trainer_log_holds_the_console_and_the_model(quick_run):
     for line in ("Model: MLP, 669,706 parameters", "Shape of y: torch.Size([32]) torch.int64", "epoch   2"):
         assert line in log, line
     assert "Linear(in_features=784, out_features=512, bias=True)" in log  # print(model), as the seed does
+    assert log.startswith("Run: ") and "data.root=" in log.splitlines()[0]  # the header line too
+
+
+def test_a_failed_runs_log_ends_with_why(synthetic_root, tmp_path):
+    run_dir = tmp_path / "refused"
+    run_cli(tiny(synthetic_root, "lr=-1", f"hydra.run.dir={run_dir}"), tmp_path)
+    lines = (run_dir / "trainer.log").read_text().splitlines()
+    assert lines[0].startswith("Run: ") and lines[-1] == "failed: lr=-1 must be positive (for example lr=1e-3)"
 
 
 def test_the_record_says_what_happened(quick_run):

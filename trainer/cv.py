@@ -37,6 +37,7 @@ def run(config: TrainerConfig, job, output):
     record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
                        config=as_dict(config), hydra_yaml=job.hydra_yaml)
     worst = -math.inf if config.early_stopping.mode != "min" else math.inf
+    output.say(job.header())
     with RunLock(job.run_dir):
         record.start(monitor="cv/mean", mode=config.early_stopping.mode, device=config.device, history=[],
                      resumed=bool(config.resume), tensorboard=config.tracking.tensorboard, purge_step=None,

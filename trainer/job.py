@@ -80,12 +80,12 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
 
     output = output or Output(brief=job.in_sweep)
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 alone writes the record
-    if main:
-        output.say(job.header())
     if config.cv.folds and not config.cv.fold:
         return _cross_validate(config, job, output)
     record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
                        config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main, session=job.hparams_session)
+    if main:  # said once the record holds the log: trainer.log starts with it
+        output.say(job.header())
     worst = _worst(config)
     stop, run, traceback_text = StopFlag(record), None, None
     threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway

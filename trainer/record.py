@@ -101,6 +101,10 @@ class LogBuffer:
         root.addHandler(self.memory)
         log.setLevel(logging.INFO)
 
+    def note(self, line: str) -> None:
+        """A line for trainer.log only (the console says it its own way)."""
+        self.memory.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"}))
+
     def to_file(self, path: Path) -> None:
         """From now on (and everything so far) into `path`, appended."""
         self.file = logging.FileHandler(path, encoding="utf-8")
@@ -195,6 +199,7 @@ class RunRecord:
         cross-validation with a failed fold). A record that never started
         writes only into a folder that held no run before (a sweep job that
         failed on a bad value still shows up, with its hparams and why)."""
+        self.logs.note(f"{status}: {error}")  # the line the console ends with
         if traceback_text:
             log.error(traceback_text)
         fresh = not self.started and self.previous is None

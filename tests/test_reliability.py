@@ -335,13 +335,16 @@ def _malicious(src: Path, dest: Path) -> None:
 def test_bad_checkpoint_is_refused_in_one_line_and_the_run_is_untouched(reference, tmp_path, make, expected):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
+    # As if stopped halfway: a resume must read last.ckpt (a completed run is left as it is, unread).
+    record = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     make(reference / "checkpoints" / "last.ckpt", ckpt)
     before = snapshot(run_dir)
     line = one_line_error(resume(run_dir, tmp_path))
     assert expected in line and str(ckpt) in line, line
     assert not (run_dir / "checkpoints" / "pwned").exists()
-    assert snapshot(run_dir) == before  # the completed run's record is still its own
+    assert snapshot(run_dir) == before  # the run's record is still its own
 
 
 def test_malicious_pickle_really_runs_code_without_weights_only(tmp_path):

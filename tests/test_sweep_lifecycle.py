@@ -171,3 +171,18 @@ def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tm
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     rows = {r["job"]: r["status"] for r in json.loads((sweep_dir / "summary.json").read_text())["rows"]}
     assert rows == {"0_epochs=2": "completed", "1_epochs=100000": "interrupted", "2": "missing"}
+
+
+def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(tmp_path, capsys):
+    from trainer.sweep import PLAN, refuse_a_used_folder
+
+    started = ["optimizer=sgd,adam", "epochs=2"]
+    (tmp_path / PLAN).write_text(json.dumps({"command": started, "jobs": None}))
+    before = snapshot(tmp_path)
+    refuse_a_used_folder(tmp_path, [*reversed(started), "resume=auto"])  # the same sweep: continues
+    with pytest.raises(SystemExit):
+        refuse_a_used_folder(tmp_path, [*started, "model.hidden=[64]", "resume=auto"])
+    line = capsys.readouterr().err.strip()
+    assert "these arguments differ (+model.hidden=[64])" in line and "\n" not in line, line
+    assert "optimizer=sgd,adam epochs=2 resume=auto" in line or "epochs=2 optimizer=sgd,adam resume=auto" in line
+    assert snapshot(tmp_path) == before

@@ -69,7 +69,10 @@ def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     `resume=auto` may continue a sweep."""
     from trainer import summary
 
-    if "resume=auto" in overrides or not sweep_dir.is_dir():
+    if not sweep_dir.is_dir():
+        return
+    if "resume=auto" in overrides:
+        _refuse_another_plan(sweep_dir, overrides)
         return
     jobs = summary.find_jobs(sweep_dir)
     if not jobs:
@@ -78,6 +81,23 @@ def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     held = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     print(f"trainer: error: {sweep_dir} already holds {display.plural(len(jobs), 'job')} ({held}); continue the "
           "sweep with the same arguments and resume=auto (finished jobs are kept, the others continue or start), "
+          "or choose a new hydra.sweep.dir", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _refuse_another_plan(sweep_dir: Path, overrides: list[str]) -> None:
+    """resume=auto continues the sweep that was started in this folder: other
+    arguments would be refused by every job, and its plan rewritten first."""
+    try:
+        started = json.loads((sweep_dir / PLAN).read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no plan to hold it to (a sweep from before sweep.json)
+    before, now = (sorted(o for o in items if o != "resume=auto") for items in (started, overrides))
+    if before == now:
+        return
+    differ = [f"+{o}" for o in now if o not in before] + [f"-{o}" for o in before if o not in now]
+    print(f"trainer: error: resume=auto continues the sweep in {sweep_dir} as it was started, and these arguments "
+          f"differ ({' '.join(differ)}); run it again with its own arguments ({' '.join(before)} resume=auto), "
           "or choose a new hydra.sweep.dir", file=sys.stderr)
     raise SystemExit(1)
 

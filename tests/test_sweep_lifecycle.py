@@ -186,3 +186,15 @@ def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(
     assert "these arguments differ (+model.hidden=[64])" in line and "\n" not in line, line
     assert "optimizer=sgd,adam epochs=2 resume=auto" in line or "epochs=2 optimizer=sgd,adam resume=auto" in line
     assert snapshot(tmp_path) == before
+
+
+def test_a_second_sweep_in_a_folder_in_use_is_refused(tmp_path, capsys):
+    from trainer.job import RunLock
+    from trainer.sweep import SweepCallback
+
+    with RunLock(tmp_path):  # as the first sweep's process holds it
+        with pytest.raises(SystemExit):
+            SweepCallback()._lock_for_the_sweep(tmp_path)
+    line = capsys.readouterr().err.strip()
+    assert "is in use by another trainer process" in line and "hydra.sweep.dir" in line, line
+    SweepCallback()._lock_for_the_sweep(tmp_path)  # free again

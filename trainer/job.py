@@ -230,8 +230,9 @@ class RunLock:
     """One process per run folder: an flock on the folder itself (no file is
     made), released when the process exits, however it exits."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, other: str = "run folder"):
         self.run_dir = Path(run_dir)
+        self.other = other  # what to choose instead, in the refusal
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -248,7 +249,7 @@ class RunLock:
             self.fd = None
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise UserError(f"{self.run_dir} is in use by another trainer process; wait for it to finish "
-                                "(or stop it) first, or choose another run folder") from e
+                                f"(or stop it) first, or choose another {self.other}") from e
             raise
         return self
 

@@ -44,6 +44,7 @@ class SweepCallback(Callback):
         refuse_a_used_folder(sweep_dir, overrides)
         _name_jobs_by_what_varies(config, overrides)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_for_the_sweep(sweep_dir)
         planned = plan(config, overrides)
         write_text(sweep_dir / PLAN, json.dumps(planned, indent=2) + "\n")
         _stop_with_the_jobs(sweep_dir)
@@ -51,6 +52,19 @@ class SweepCallback(Callback):
         count = display.plural(len(planned["jobs"]), "job") if planned["jobs"] is not None else "jobs"
         varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
         print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
+
+    def _lock_for_the_sweep(self, sweep_dir: Path) -> None:
+        """One sweep per folder: a second one started alongside (same
+        hydra.sweep.dir) would train the same jobs and overwrite the summary.
+        Held until this process exits; job processes lock their own folders."""
+        from trainer.errors import UserError
+        from trainer.job import RunLock
+
+        try:
+            self.lock = RunLock(sweep_dir, other="hydra.sweep.dir").__enter__()
+        except UserError as e:
+            print(f"trainer: error: {e}", file=sys.stderr)
+            raise SystemExit(1) from e
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         from trainer import summary

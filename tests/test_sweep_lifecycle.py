@@ -110,7 +110,7 @@ def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_
     assert error.startswith("killed by SIGKILL") and "resume=auto" in error
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["counts"]["completed"] == 3 and summary["counts"]["failed"] == 1
-    line = [l for l in done.stderr.splitlines() if "failed jobs:" in l]
+    line = [l for l in done.stderr.splitlines() if "failed job" in l]
     assert line and "0_epochs=100000 failed: killed by SIGKILL" in line[0]
     assert "is not a known choice" not in done.stderr and "Traceback" not in done.stderr
 

@@ -251,7 +251,7 @@ def test_main_failed_job(mixed_sweep, capsys):
     assert out.out == ""
     lines = out.err.strip().splitlines()
     # Failures only: the leftover `running` job 3 and never-started job 4 are not failures (resume=auto continues them).
-    assert lines == ["failed jobs: 2 (optimizer=adam lr=-1)"]
+    assert lines == ["failed job: 2 (optimizer=adam lr=-1)"]
 
 
 def test_unfinished_jobs_alone_are_not_a_failure(good_sweep, capsys):
@@ -276,7 +276,7 @@ def test_planned_jobs_that_never_started_are_listed(good_sweep):
 def test_main_one_failed(good_sweep, capsys):
     make_job(good_sweep, "2", ["lr=-1"], "failed", error="lr must be positive", final=False)
     assert main([str(good_sweep), "--quiet"]) == 1
-    assert capsys.readouterr().err.strip() == "failed jobs: 2 (lr=-1)"
+    assert capsys.readouterr().err.strip() == "failed job: 2 (lr=-1)"
 
 
 @pytest.mark.parametrize("which", ["missing", "empty", "file"])

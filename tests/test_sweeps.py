@@ -65,7 +65,7 @@ def failed_sweep(synthetic_root, tmp_path_factory):
 def test_a_failed_job_fails_the_sweep_and_is_named(failed_sweep):
     proc, _ = failed_sweep
     assert proc.returncode == 1, proc.stderr[-2000:]
-    line = next(l for l in proc.stderr.splitlines() if "failed jobs:" in l)
+    line = next(l for l in proc.stderr.splitlines() if "failed job" in l)
     assert "failed jobs: 1_lr=-1 failed: lr=-1 must be positive" in line, line
     assert "; 3_lr=1e+12 diverged: loss became" in line, line
     assert "lr=0.01" not in line and "lr=0.05" not in line
@@ -203,7 +203,7 @@ def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):
 
     result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert result["best_params"]["lr"] == 0.01 and math.isfinite(result["best_value"])
-    assert "failed jobs:" in proc.stderr
+    assert "failed job" in proc.stderr
 
 
 # ------------------------------------------------------------------ the console

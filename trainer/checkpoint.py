@@ -48,7 +48,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     with path.open("rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if not head:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (0 bytes); resume from another checkpoint")
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (0 bytes); use another checkpoint")
     if head != ZIP_MAGIC:  # a JSON, text or image file, a bare pickle: say what it is not, not that it is evil
         raise CheckpointError(f"{path} is not a trainer checkpoint (not the zip archive torch.save writes); "
                               "resume from a run directory made by trainer, or its checkpoints/last.ckpt")
@@ -61,10 +61,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
                 f"refusing to load {path}: it holds Python objects that would run code on load "
                 "(only tensors and plain values are allowed); use a checkpoint written by trainer"
             ) from e
-        raise CheckpointError(f"checkpoint {path} is corrupt ({reason}); resume from another checkpoint") from e
+        raise CheckpointError(f"checkpoint {path} is corrupt ({reason}); use another checkpoint") from e
     except Exception as e:  # torch's unpickler fails in many ways on a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first_line(e)}); "
-                              "resume from another checkpoint") from e
+                              "use another checkpoint") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a trainer checkpoint (no '{FORMAT}' marker); resume from a run directory made by trainer")
     return state

@@ -197,7 +197,10 @@ def _refuse_to_overwrite(config: TrainerConfig, previous: dict | None, job: Job)
         how = f"continue it with resume={job.run_dir}, or choose another hydra.run.dir"
     else:  # it stopped before its first checkpoint: nothing to continue from
         how = "it has no checkpoint to continue from; choose another hydra.run.dir (or delete the folder)"
-    raise UserError(f"{job.run_dir} already holds a run ({previous.get('status', 'unknown')}); {how}")
+    status = previous.get("status", "unknown")
+    if status == "running":  # we hold its folder's lock, so no process is training in it
+        status = "running when its process was killed"
+    raise UserError(f"{job.run_dir} already holds a run ({status}); {how}")
 
 
 # A full disk, a quota, a folder made read-only: the machine's state, not a bug.

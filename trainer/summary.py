@@ -326,7 +326,7 @@ def failures(rows: Iterable[dict]) -> list[dict]:
 
 
 def failure_line(rows: Iterable[dict], *, details: bool = False) -> str | None:
-    """'failed jobs: 2_lr=-1, 4_optimizer=adam', or None when none failed.
+    """'failed jobs: 2_lr=-1, 4_optimizer=adam' ('failed job: ...' for one), or None when none failed.
     A job named by number only gets the overrides that set it apart. With
     details, each job also gets its status and error line."""
     rows = list(rows)
@@ -343,7 +343,7 @@ def failure_line(rows: Iterable[dict], *, details: bool = False) -> str | None:
         if details:
             part += f" {row['status']}" + (f": {row['error']}" if row.get("error") else "")
         parts.append(part)
-    return "failed jobs: " + ("; " if details else ", ").join(parts)
+    return ("failed jobs: " if len(parts) > 1 else "failed job: ") + ("; " if details else ", ").join(parts)
 
 
 # -------------------------------------------------------------------- write

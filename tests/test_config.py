@@ -110,6 +110,7 @@ def _assert_lowers_loss(model, loss_fn, opt, x, y, steps=5):
     ("early_stopping.monitor=train/acc early_stopping.mode=min", "early_stopping.mode"),
     ("early_stopping.monitor=test/acc data.val_split=100", "early_stopping.monitor"),
     ("early_stopping.monitor=test/loss cv.folds=3", "early_stopping.monitor"),
+    ("data.val_split=1.5", "data.val_split"), ("data.val_split=1.0", "data.val_split"),
     ("early_stopping.min_delta=nan", "early_stopping.min_delta"), ("seed=99999999999999999999", "seed"),
     ("model=conv model.padding=-1", "model.padding"), ("model=conv model.channels=[8,8,8,8,8,8] "
                                                        "model.pool_every=1", "model.channels"),

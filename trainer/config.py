@@ -53,7 +53,7 @@ def each_at_least(low, default_factory):
 class DataConfig:
     name: str = one_of(data.DATASETS)
     root: str = "data"                    # holds <Name>/raw/ in torchvision's layout
-    val_split: float = at_least(0, 0.0)   # fraction (<1) or count (>=1) of train held out, seeded
+    val_split: float = at_least(0, 0.0)   # fraction (<1) or count (>=2) of train held out, seeded
     subset: int = at_least(0, 0)          # use only the first N training samples (0 = all)
     test_subset: int = at_least(0, 0)     # use only the first N test samples (0 = all)
     search_paths: list[str] = field(default_factory=list)  # local copies tried before downloading
@@ -338,6 +338,12 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
 
 def _check_cross_fields(c: TrainerConfig) -> None:
     _check_cv(c)
+    held_out = c.data.val_split
+    # Below 1 a fraction, from 2 on a count of images: 1.5 is neither, and 1 (or 1.0) reads as "all" but
+    # would hold out a single image.
+    if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
+        raise UserError(f"data.val_split={_show(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
+                        "number of images (5000); write one of those")
     _check_monitor(c)
     if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
         raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")

@@ -72,6 +72,13 @@ def test_a_completed_run_with_nothing_left_to_train_stays_as_it_is(finished, tmp
     assert snapshot(plain) == before and snapshot(changed) == before and snapshot(bad) == before
 
 
+def test_resume_into_another_folder_is_refused(finished, tmp_path):
+    run_dir = copy_of(finished, tmp_path)
+    line = one_line_error(run_cli([f"resume={run_dir}", "epochs=2", f"hydra.run.dir={tmp_path / 'else'}"], tmp_path))
+    assert f"continues the run in its own folder ({run_dir})" in line, line
+    assert not (tmp_path / "else").exists()
+
+
 def test_resuming_an_earlier_checkpoint_never_overwrites_recorded_epochs(finished, tmp_path):
     run_dir = copy_of(finished, tmp_path)
     run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)  # best.ckpt: epoch 1 or 2

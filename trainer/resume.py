@@ -46,6 +46,9 @@ def expand(args: list[str]) -> list[str]:
     else:
         ckpt = checkpoint.find(target)
         run_dir, resume_to = checkpoint.run_dir_of(ckpt), quote(str(ckpt.resolve()))
+    elsewhere = [a for a in args if a.startswith("hydra.run.dir=")]
+    if elsewhere and Path(_unquote(elsewhere[-1].split("=", 1)[1])).expanduser().resolve() != run_dir.resolve():
+        raise UserError(f"resume= continues the run in its own folder ({run_dir}); leave out {elsewhere[-1]}")
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise UserError(f"{run_dir} has no .hydra/overrides.yaml, so its settings are unknown; "

@@ -3,8 +3,8 @@
     run = build(config, run_dir, record, output, stop)   # every check, then the objects
     value = fit(run)                                     # train, test, finish the record
 
-`build` checks everything that can be wrong before anything is written:
-the values, the device, the checkpoint and which changes a resume may make,
+`build` checks everything that can be wrong before anything is written
+(the job has checked the values: trainer.job): the device, the checkpoint and which changes a resume may make,
 the model, loss and optimizer (their constructors check their own
 arguments), the data. The run record starts last, so a command that fails
 before then leaves an existing run's files exactly as they were.
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from trainer import capture, data, display, distributed, resume, runtime, schedules
-from trainer.config import TrainerConfig, as_dict, validate
+from trainer.config import TrainerConfig, as_dict
 from trainer.dashboards import Dashboards
 from trainer.engine import EarlyStopping, NullTracker, Trainer, monitored
 from trainer.errors import UserError, first_line
@@ -221,8 +221,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
 
 
 def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:
-    """The values, then the process: device, threads, seeds, DDP. (device, rank, world size)."""
-    validate(config)
+    """The process: device, threads, seeds, DDP. (device, rank, world size)."""
     device = runtime.pick_device(config.device)
     runtime.set_threads(config.threads)
     runtime.seed_everything(config.seed, config.deterministic)

@@ -208,7 +208,7 @@ class EarlyStoppingConfig:
     def __post_init__(self):
         # Resolved once, where the config is built: everything downstream reads max or min.
         if self.monitor in engine.MONITORS and self.mode == "auto":
-            self.mode = engine.direction(self.monitor, self.mode)
+            self.mode = engine.direction(self.monitor)
 
 
 @dataclass
@@ -369,7 +369,7 @@ def _check_cross_fields(c: TrainerConfig) -> None:
 
 def _check_monitor(c: TrainerConfig) -> None:
     es = c.early_stopping
-    better = engine.direction(es.monitor, "auto")
+    better = engine.direction(es.monitor)
     if es.mode != better:
         raise UserError(f"early_stopping.mode={es.mode} with early_stopping.monitor={es.monitor} would keep the "
                         f"worst epoch; use early_stopping.mode={better} (or auto)")

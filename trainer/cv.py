@@ -19,7 +19,7 @@ finished folds are kept as they are, the others continue or start.
 from __future__ import annotations
 
 import dataclasses
-import math
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -32,11 +32,11 @@ from trainer.tracking import Output
 
 def run(config: TrainerConfig, job, output):
     """Every fold, then the statistics (and the refit): the CV run's outcome."""
-    from trainer.job import Job, Outcome, RunLock, execute
+    from trainer.job import Job, Outcome, RunLock, execute, worst_value
 
     record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
                        config=as_dict(config), hydra_yaml=job.hydra_yaml)
-    worst = -math.inf if config.early_stopping.mode != "min" else math.inf
+    worst = worst_value(config)
     output.say(job.header())
     with RunLock(job.run_dir):
         record.start(monitor="cv/mean", mode=config.early_stopping.mode, device=config.device, history=[],
@@ -54,10 +54,9 @@ def run(config: TrainerConfig, job, output):
             record.epoch(results[-1])
             if outcome.status == "interrupted":
                 # Where to continue is the cross-validation, not the fold (resuming a fold alone trains only it).
-                stopped = outcome.error.split(" at epoch")[0].split(" before training")[0]
-                saved = "checkpoint saved, " if "checkpoint saved" in outcome.error else ""
-                error = (f"{stopped} in fold {fold} of {config.cv.folds}; {saved}continue the "
-                         f"cross-validation with resume={job.run_dir}")
+                saved = "checkpoint saved, " if (fold_job.run_dir / "checkpoints" / "last.ckpt").is_file() else ""
+                error = (f"stopped by {signal.Signals(outcome.signum).name} in fold {fold} of {config.cv.folds}; "
+                         f"{saved}continue the cross-validation with resume={job.run_dir}")
                 record.fail("interrupted", error)
                 return Outcome("interrupted", error, worst, job.run_dir, outcome.signum)
         final = statistics_of(results, config.cv.folds)

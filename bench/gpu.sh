@@ -35,7 +35,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 
 # Real data in torchvision's layout (decompressed, checksums verified), no download.
 step data 60 python3 -c "
-from trainer.data import prepare
+from trainer.core.data import prepare
 for name in ('mnist', 'fashion_mnist'):
     prepare(name, 'data', ['.data'], download=False)
 "

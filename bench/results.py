@@ -4,7 +4,7 @@
                             [--jobs 1] [extra trainer overrides ...]
 
 Each preset is one sweep, `trainer -m experiment=<preset> seed=0,1,2`, into
-outputs/results/<date>/<preset>/; its seed group (trainer.groups, the
+outputs/results/<date>/<preset>/; its seed group (trainer.sweeps.groups, the
 summary's own statistics) gives the mean ± sample std of the final test
 accuracy, so the README's table is what `trainer-summary` says of those
 sweeps. Written to bench/results/results-<date>-<device>.json and .md, with

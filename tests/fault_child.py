@@ -27,7 +27,8 @@ import time
 import torch
 
 import trainer
-from trainer import checkpoint, data, engine, tracking
+from trainer.core import checkpoint, data, engine
+from trainer.report import tracking
 
 fault = json.loads(os.environ["TRAINER_TEST_FAULT"])
 

@@ -9,9 +9,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from trainer import api, runtime
-from trainer.build import make_parts, plan_capture
-from trainer.config import validate
+from trainer.cli import api
+
+from trainer.core import runtime
+from trainer.runs.build import make_parts, plan_capture
+from trainer.core.config import validate
 
 # Small, fast, offline: the synthetic data root, no checksum (synthetic files
 # are not the real ones), no download, no local copies.
@@ -25,13 +27,13 @@ def tiny(root: Path, *overrides: str) -> list[str]:
 
 
 def compose_cfg(overrides: list[str]):
-    """The typed config the CLI would run (trainer.api.compose: the same tree)."""
+    """The typed config the CLI would run (trainer.cli.api.compose: the same tree)."""
     return api.compose(*overrides)
 
 
 def check_before_data(config) -> None:
     """What a run checks before it touches data: the values, the device, and
-    the model, loss, transform and optimizer constructors (trainer.build)."""
+    the model, loss, transform and optimizer constructors (trainer.runs.build)."""
     validate(config)
     device = runtime.pick_device(config.device)
     graph, _ = plan_capture(config, device, world=1)

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helpers import check_before_data, compose_cfg, names_key, one_line_error, patch_bytes, run_all, run_cli, tiny
-from trainer.data import RAW_FILES
-from trainer.errors import UserError
-from trainer.hydra_errors import GROUPS
+from trainer.core.data import RAW_FILES
+from trainer.core.errors import UserError
+from trainer.cli.hydra_errors import GROUPS
 
 
 # ------------------------------------------------------------------ config fuzz
@@ -211,8 +211,8 @@ NOT_FILES = {
 
 @pytest.mark.parametrize("case", NOT_FILES)
 def test_what_is_not_a_data_file_is_refused_naming_it(synthetic_root, tmp_path, case):
-    from trainer.build import load_data
-    from trainer.errors import DataError
+    from trainer.runs.build import load_data
+    from trainer.core.errors import DataError
 
     shutil.copytree(synthetic_root / "MNIST", tmp_path / "MNIST")
     corrupt, problem = NOT_FILES[case]
@@ -280,7 +280,7 @@ def test_each_class_of_bad_value_is_one_line_naming_the_key(case):
 
 # ------------------------------------------------------------------ bad files for the trained-model commands
 def test_predict_refuses_what_is_not_a_regular_image_file(tmp_path):
-    from trainer.predict import ImageFileError, read_image
+    from trainer.cli.predict import ImageFileError, read_image
 
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
@@ -296,7 +296,7 @@ def test_predict_reads_wide_images_by_their_bit_depth(tmp_path, mode, dtype, val
     import numpy as np
     from PIL import Image
 
-    from trainer.predict import read_image
+    from trainer.cli.predict import read_image
 
     pixels = np.full((28, 28), value, dtype=dtype)
     path = tmp_path / "wide.tiff"
@@ -307,7 +307,7 @@ def test_predict_reads_wide_images_by_their_bit_depth(tmp_path, mode, dtype, val
 
 
 def test_resume_from_a_path_with_spaces_and_quotes(synthetic_root, tmp_path):
-    from trainer.resume import quote
+    from trainer.runs.resume import quote
 
     run_dir = tmp_path / "my run's folder"
     run_cli(tiny(synthetic_root, "model.hidden=[16]", "data.subset=64", f"hydra.run.dir={quote(str(run_dir))}"),

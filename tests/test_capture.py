@@ -1,4 +1,4 @@
-"""The captured training step (trainer.capture) on the CPU: the static-buffer
+"""The captured training step (trainer.core.capture) on the CPU: the static-buffer
 step is the eager step bit for bit, its checkpoints resume either way, and
 `cuda_graph` decides and explains where capture applies. Only capture and
 replay themselves need a GPU (the last test, skipped without CUDA)."""
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainer import schedules
-from trainer.capture import StaticStep, plan
-from trainer.engine import EarlyStopping, Trainer
-from trainer.errors import UserError
-from trainer.pipeline import BatchTransform, DeviceBatches
+from trainer.core import schedules
+from trainer.core.capture import StaticStep, plan
+from trainer.core.engine import EarlyStopping, Trainer
+from trainer.core.errors import UserError
+from trainer.core.pipeline import BatchTransform, DeviceBatches
 from test_engine import data
 
 

@@ -98,7 +98,7 @@ def test_conv_model_and_adam_from_the_command_line(synthetic_root, tmp_path):
                  "model.head_hidden=[32]"), tmp_path, check=True)
     (run_dir,) = run_dirs(tmp_path)
     cfg = (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "trainer.models.ConvNet" in cfg and "torch.optim.Adam" in cfg
+    assert "trainer.core.models.ConvNet" in cfg and "torch.optim.Adam" in cfg
     assert metrics(run_dir)["final"]["test/acc"] > 0.5  # synthetic classes are easy
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers import check_before_data, compose_cfg
-from trainer import build
-from trainer.engine import monitored
-from trainer.errors import UserError
+from trainer.runs import build
+from trainer.core.engine import monitored
+from trainer.core.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "trainer" / "conf"
 
@@ -24,7 +24,7 @@ def options(group: str) -> list[str]:
 def test_default_is_the_quickstart():
     cfg = compose_cfg([])
     assert cfg.data.name == "fashion_mnist"
-    assert cfg.model._target_ == "trainer.models.MLP" and list(cfg.model.hidden) == [512, 512]
+    assert cfg.model._target_ == "trainer.core.models.MLP" and list(cfg.model.hidden) == [512, 512]
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.lr == 1e-3
     assert "lr" not in {f.name for f in dataclasses.fields(cfg.optimizer)}  # one lr, at the top level
     assert (cfg.batch_size, cfg.epochs, cfg.train.shuffle, cfg.scheduler.name) == (64, 5, False, "none")
@@ -37,7 +37,7 @@ def test_quickstart_experiment_equals_defaults():
 
 def test_group_overrides_change_exactly_those_choices():
     base, cfg = compose_cfg([]), compose_cfg(["model=conv", "optimizer=adam", "lr=1e-3"])
-    assert cfg.model._target_ == "trainer.models.ConvNet"
+    assert cfg.model._target_ == "trainer.core.models.ConvNet"
     assert cfg.optimizer._target_ == "torch.optim.Adam"
     for key in ("data", "transform", "loss", "scheduler", "epochs", "batch_size", "seed"):
         assert getattr(cfg, key) == getattr(base, key)

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from helpers import compose_cfg, check_before_data, metrics, one_line_error, run_cli, snapshot, tiny
-from trainer import data
-from trainer.errors import UserError
+from trainer.core import data
+from trainer.core.errors import UserError
 
 FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
 # 96 images: each fold validates on 32 and trains on 64 (2 steps of 32).
@@ -235,11 +235,11 @@ def test_jobs_that_differ_only_in_seed_form_groups(synthetic_root, tmp_path):
     # trainer-summary rebuilds the same groups from the files alone.
     (sweep / "summary.json").unlink()
     (sweep / "curves.png").unlink()
-    subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep), "--quiet"], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep), "--quiet"], check=True, timeout=120)
     assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]
     assert (sweep / "curves.png").is_file()
     # A job continued after an interrupt records how (resume=...): it is still the same job of its group.
     first = sweep / doc["groups"][0]["jobs"][0] / ".hydra" / "overrides.yaml"
     first.write_text(first.read_text() + f"- resume='{first.parent.parent}/checkpoints/last.ckpt'\n")
-    subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep), "--quiet"], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep), "--quiet"], check=True, timeout=120)
     assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]

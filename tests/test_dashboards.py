@@ -1,4 +1,4 @@
-"""trainer.dashboards: what lands in the TensorBoard event file, read back with
+"""trainer.report.dashboards: what lands in the TensorBoard event file, read back with
 TensorBoard's own reader."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainer import dashboards, figures
-from trainer.dashboards import Dashboards
-from trainer.engine import confusion_matrix
+from trainer.report import dashboards, figures
+from trainer.report.dashboards import Dashboards
+from trainer.core.engine import confusion_matrix
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -1,4 +1,4 @@
-"""trainer.data: acquisition from local copies, checksums, and load errors that name the file."""
+"""trainer.core.data: acquisition from local copies, checksums, and load errors that name the file."""
 from __future__ import annotations
 
 import gzip
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from helpers import patch_bytes
-from trainer import data
-from trainer.errors import DataError
+from trainer.core import data
+from trainer.core.errors import DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from helpers import compose_cfg, metrics, run_cli, run_dirs, tiny
-from trainer.pipeline import BatchTransform, DeviceBatches
+from trainer.core.pipeline import BatchTransform, DeviceBatches
 
 TEST_SIZE = 256  # the synthetic test split (conftest.synthetic_root)
 ACC_TOL = 1 / TEST_SIZE  # one test sample
@@ -74,7 +74,7 @@ def test_eval_shares_cover_the_split_once():
 # ---------------------------------------------------------------- torchrun
 def _compose_with_hydra(overrides: list[str]):
     """The composed config with its `hydra` node (what a launcher gets)."""
-    from trainer import api
+    from trainer.cli import api
 
     return api.compose(*overrides, hydra_config=True)
 
@@ -218,12 +218,13 @@ def test_slurm_preset_makes_the_sbatch_script(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- job -> GPU
 def test_trainer_gpu_resolver_maps_jobs_to_gpus(monkeypatch):
-    import trainer.cli  # noqa: F401  (registers the resolver)
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from trainer.distributed import job_gpu
+    from trainer.cli import hydra_glue
+    from trainer.core.distributed import job_gpu
 
+    hydra_glue.register()  # the resolver
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [job_gpu(n) for n in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]

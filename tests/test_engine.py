@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainer import schedules
-from trainer.engine import Diverged, EarlyStopping, Interrupted, Trainer, evaluate
-from trainer.pipeline import BatchTransform, DeviceBatches
+from trainer.core import schedules
+from trainer.core.engine import Diverged, EarlyStopping, Interrupted, Trainer, evaluate
+from trainer.core.pipeline import BatchTransform, DeviceBatches
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)

@@ -20,11 +20,12 @@ import torch
 from PIL import Image
 
 from helpers import metrics, run_cli, tiny
-from trainer import data, evaluate, predict
-from trainer.checkpoint import find
-from trainer.engine import confusion_matrix
-from trainer.inference import load_run
-from trainer.errors import CheckpointError
+from trainer.cli import evaluate, predict
+from trainer.core import data
+from trainer.core.checkpoint import find
+from trainer.core.engine import confusion_matrix
+from trainer.runs.inference import load_run
+from trainer.core.errors import CheckpointError
 
 
 def resolve_checkpoint(path, which=None):
@@ -74,7 +75,7 @@ def one_error_line(stderr: str, prog: str) -> str:
 
 # ------------------------------------------------------------------ eval
 def test_eval_reproduces_the_runs_final_test_metrics(run_dir, test_split):
-    proc = run_module("trainer.evaluate", run_dir, "--checkpoint", "last", "--device", "cpu")
+    proc = run_module("trainer.cli.evaluate", run_dir, "--checkpoint", "last", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "Per-class accuracy" in proc.stdout and "Confusion matrix" in proc.stdout
     report = json.loads((run_dir / "checkpoints" / "last.eval-test.json").read_text())
@@ -98,7 +99,7 @@ def test_eval_reproduces_the_runs_final_test_metrics(run_dir, test_split):
         assert row["correct"] == int(matrix[i, i])
         assert row["accuracy"] == pytest.approx(row["correct"] / row["samples"])
     assert report["split"] == "test" and report["position"] == "after epoch 2"
-    assert report["loss_fn"] == "trainer.losses.CrossEntropy"
+    assert report["loss_fn"] == "trainer.core.losses.CrossEntropy"
 
 
 def test_eval_confusion_matches_the_model_sample_by_sample(run_dir, test_split):
@@ -188,7 +189,7 @@ def test_predict_rejects_a_file_that_is_not_an_image(run_dir, tmp_path):
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(good)
     bad = tmp_path / "x.png"
     bad.write_text("not a picture\n")
-    proc = run_module("trainer.predict", run_dir, good, bad)
+    proc = run_module("trainer.cli.predict", run_dir, good, bad)
     assert proc.returncode == 1
     assert str(bad) in one_error_line(proc.stderr, "trainer-predict")
     assert "Traceback" not in proc.stderr
@@ -218,5 +219,5 @@ def test_resolve_checkpoint_choices(run_dir):
 
 def test_console_scripts_are_declared():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("trainer-eval") == "trainer.evaluate:main"
-    assert scripts.get("trainer-predict") == "trainer.predict:main"
+    assert scripts.get("trainer-eval") == "trainer.cli.evaluate:main"
+    assert scripts.get("trainer-predict") == "trainer.cli.predict:main"

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from helpers import metrics, one_line_error, run_cli, snapshot, tiny
-from trainer import checkpoint
+from trainer.core import checkpoint
 
 # Every moving part whose state must survive a kill: shuffling, per-sample
 # augmentation, dropout (the global RNG), a per-step cosine schedule, Adam's

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import metrics, one_line_error, run_all, run_cli, snapshot, tiny
-from trainer import checkpoint
+from trainer.core import checkpoint
 
 FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
 

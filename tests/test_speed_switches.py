@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from helpers import metrics, run_cli, run_dirs, tiny
-from trainer.data import load
-from trainer.pipeline import BatchTransform, DeviceBatches, LoaderBatches
+from trainer.core.data import load
+from trainer.core.pipeline import BatchTransform, DeviceBatches, LoaderBatches
 
 LEARNS = ["epochs=2", "lr=0.05"]
 SMALL_MLP = "model.hidden=[32]"

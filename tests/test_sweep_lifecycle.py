@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from helpers import metrics, one_line_error, run_cli, snapshot, tiny
-from trainer.sweep import job_number
+from trainer.sweeps.plan import job_number
 
 # One step an epoch (32 samples, batch 32), each ending in a checkpoint and a record: about 35 ms
 # an epoch on 2 cores, so `epochs` sets how long a job runs.
@@ -174,7 +174,8 @@ def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tm
 
 
 def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(tmp_path, capsys):
-    from trainer.sweep import PLAN, refuse_a_used_folder
+    from trainer.sweeps.callback import refuse_a_used_folder
+    from trainer.sweeps.plan import PLAN
 
     started = ["optimizer=sgd,adam", "epochs=2"]
     (tmp_path / PLAN).write_text(json.dumps({"command": started, "jobs": None}))
@@ -189,8 +190,8 @@ def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(
 
 
 def test_a_second_sweep_in_a_folder_in_use_is_refused(tmp_path, capsys):
-    from trainer.job import RunLock
-    from trainer.sweep import SweepCallback
+    from trainer.runs.job import RunLock
+    from trainer.sweeps.callback import SweepCallback
 
     with RunLock(tmp_path):  # as the first sweep's process holds it
         with pytest.raises(SystemExit):

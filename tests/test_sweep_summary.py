@@ -1,4 +1,4 @@
-"""trainer.summary: a sweep's summary, rebuilt from hand-made job folders."""
+"""trainer.sweeps.summary: a sweep's summary, rebuilt from hand-made job folders."""
 from __future__ import annotations
 
 import csv
@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from trainer import summary
-from trainer.summary import collect, main, render_table, sort_rows, summarize, write_summary
-from trainer.sweep import SweepCallback
+from trainer.sweeps import summary
+from trainer.sweeps.summary import collect, main, render_table, sort_rows, summarize, write_summary
+from trainer.sweeps.callback import SweepCallback
 
 
 # ------------------------------------------------------------------ helpers
@@ -352,7 +352,7 @@ def test_callback_single_run_does_nothing(good_sweep):
 def test_callback_instantiates_from_hydra_config():
     from hydra.utils import instantiate
 
-    assert isinstance(instantiate({"_target_": "trainer.sweep.SweepCallback"}), SweepCallback)
+    assert isinstance(instantiate({"_target_": "trainer.sweeps.callback.SweepCallback"}), SweepCallback)
 
 
 def test_single_run_folder_is_not_a_sweep(tmp_path, capsys):

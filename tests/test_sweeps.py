@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import hparams_plugin_data, metrics, run_cli, tiny
-from trainer.sweep import job_number
+from trainer.sweeps.plan import job_number
 
 SMALL = ("data.subset=128", "model.hidden=[32]")
 
@@ -38,7 +38,7 @@ def summary(sweep_dir: Path) -> dict:
 
 def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
     """`trainer-summary <dir>` (the console script's module)."""
-    return subprocess.run([sys.executable, "-m", "trainer.summary", str(sweep_dir)], text=True, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep_dir)], text=True, capture_output=True,
                           timeout=120, env={**os.environ, "COLUMNS": "200"})
 
 

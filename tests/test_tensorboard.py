@@ -14,7 +14,7 @@ from helpers import hparams_plugin_data, metrics, run_cli, tiny
 pytest.importorskip("tensorboard")
 
 LR = 0.02
-# The HParams metrics a run without a validation split has (trainer.hparams.METRICS, as tags).
+# The HParams metrics a run without a validation split has (trainer.report.hparams.METRICS, as tags).
 METRIC_TAGS = ("acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds")
 
 
@@ -176,7 +176,7 @@ def test_status_is_a_first_column_also_when_every_job_completed(tmp_path):
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from trainer import hparams
+    from trainer.report import hparams
 
     common = {"batch_size": 64, "data": "mnist", "epochs": 2, "experiment": "none"}
     records = [{"hparams": {**common, "lr": lr}, "status": "completed", "final": {"test/acc": 0.9}}

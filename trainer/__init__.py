@@ -1,8 +1,8 @@
 """trainer: a config-driven PyTorch experiment CLI.
 
-From Python: `trainer.run("model=conv", "lr=1e-3")` (see trainer.api).
+From Python: `trainer.run("model=conv", "lr=1e-3")` (see trainer.cli.api).
 """
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 __version__ = "0.1.0"
 
@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 def run(*overrides: str, **kwargs) -> dict:
     """Train one run with these overrides; returns its metrics.json content
     and "run_dir". Raises trainer.UserError with the CLI's one line."""
-    from trainer.api import run as run_
+    from trainer.cli.api import run as run_
 
     return run_(*overrides, **kwargs)
 

@@ -1,5 +1,5 @@
 """`python -m trainer` (and `torchrun -m trainer`) is the `trainer` command."""
-from trainer.cli import main
+from trainer.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -27,9 +27,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trainer import record
-from trainer.process import die_with_parent, forwarding_signals
-from trainer.resume import quote
+from trainer.runs import record
+from trainer.core.process import die_with_parent, forwarding_signals
+from trainer.runs.resume import quote
 
 
 _SWEEP_ONLY = ("hydra.mode=", "hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.sweep.",
@@ -56,7 +56,7 @@ class LocalLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from trainer import sweep
+        from trainer.sweeps import callback as sweep
 
         jobs = [self._job(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,254 @@
+"""`trainer-eval`: evaluate a trained model on a dataset split.
+
+    trainer-eval outputs/runs/<run>                     # best.ckpt (else last.ckpt) on the test set
+    trainer-eval outputs/runs/<run> --checkpoint last   # the final weights
+    trainer-eval outputs/runs/<run> --split val         # the run's own seeded validation split
+    trainer-eval path/to/some.ckpt --data-root ~/data --device cpu
+
+The model, its input transform, the loss and the dataset all come from the
+config saved in the checkpoint, so no flag of the original run is repeated.
+A run directory means checkpoints/best.ckpt when the run saved one (the
+epoch that was best on its early_stopping.monitor), else checkpoints/last.ckpt;
+`--checkpoint best|last` picks one explicitly.
+
+Splits are the ones the run used:
+    test   the test set (its first data.test_subset images if the run set that)
+    val    the validation part held out of train by data.val_split with the run's
+           seed (trainer.core.data.split_validation); an error if the run had none
+    train  the part of train the run trained on (data.subset applied, val removed)
+
+Evaluation is the training loop's own: the run's transform without
+augmentation, the run's loss, its precision (bf16/fp16 autocast), batches of
+train.eval_batch_size unless --batch-size is given. So `--checkpoint last`
+on the test split reproduces metrics.json's final test/acc and test/loss.
+
+Printed: accuracy and loss, per-class accuracy, the confusion matrix (rows =
+true class, columns = predicted). Written beside the checkpoint as
+`<checkpoint stem>.eval-<split>.json` (e.g. checkpoints/best.eval-test.json;
+`--output FILE` to write elsewhere):
+
+    {"checkpoint": ".../best.ckpt", "run_dir": "...", "position": "after epoch 3",
+     "split": "test", "dataset": "mnist", "data_root": "...", "samples": 10000,
+     "accuracy": 0.9812, "loss": 0.0634, "correct": 9812, "loss_fn": "trainer.core.losses.CrossEntropy",
+     "classes": ["0", ..., "9"],
+     "per_class": [{"index": 0, "class": "0", "samples": 980, "correct": 975, "accuracy": 0.9949}, ...],
+     "confusion_matrix": [[975, 0, ...], ...],      # [true][predicted] counts
+     "batch_size": 2000, "device": "cpu", "precision": "fp32", "evaluated_at": "2025-..."}
+
+A class with no samples in the split has "accuracy": null. Any problem
+(missing path, corrupt checkpoint, missing data, unwritable output) is one
+line on stderr, `trainer-eval: error: ...`, and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.cli.commands import positive_int
+from trainer.core import errors
+from trainer.core.errors import UserError
+
+PROG = "trainer-eval"
+SPLITS = ("test", "val", "train")
+
+
+# ------------------------------------------------------------------- data
+def _launch_cwd(run_dir: Path) -> Path | None:
+    """The folder the run was started from (hydra.runtime.cwd), if recorded."""
+    try:
+        import yaml
+
+        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        cwd = saved["hydra"]["runtime"]["cwd"]
+        return Path(cwd) if isinstance(cwd, str) and cwd else None
+    except Exception:  # absent, unreadable or another layout: just not known
+        return None
+
+
+def data_root(data_cfg: dict, folder: str, run_dir: Path, override: str | None) -> Path:
+    """--data-root, else the run's data.root. A relative root is looked up
+    from the current folder, then from the folder the run was started in."""
+    if override:
+        return Path(override).expanduser()
+    root = Path(str(data_cfg.get("root", "data"))).expanduser()
+    if root.is_absolute():
+        return root
+    candidates = [Path.cwd() / root]
+    launch = _launch_cwd(run_dir)
+    if launch is not None:
+        candidates.append(launch / root)
+    for candidate in candidates:
+        if (candidate / folder / "raw").is_dir():
+            return candidate
+    return candidates[0]
+
+
+def split_data(data_cfg: dict, seed: int, root: Path, split: str, log, cv_cfg: dict | None = None) -> tuple[Any, Any, str]:
+    """(images uint8 [N,28,28], labels [N], description) of one split, as the
+    run saw it: trainer.runs.build.load_data, the same function training used."""
+    from trainer.runs.build import load_data
+
+    splits = load_data(data_cfg, seed, log=log, root=root, cv=cv_cfg)
+    subset, test_subset = int(data_cfg.get("subset") or 0), int(data_cfg.get("test_subset") or 0)
+    if split == "test":
+        what = f"test set, first {test_subset} images (the run's data.test_subset)" if test_subset else "test set"
+        return (*splits.test, what)
+    if split == "val":
+        if splits.val is None:
+            raise UserError("the run had no validation split (data.val_split=0); use --split test or --split train")
+        return (*splits.val, f"validation split (data.val_split={data_cfg.get('val_split')}, seed {seed})")
+    what = ("train set" + (f", first {subset} images" if subset else "")
+            + (", validation part removed" if splits.val is not None else ""))
+    return (*splits.train, what)
+
+
+# -------------------------------------------------------------- evaluation
+def evaluate(run, images, labels, loss_fn, batch_size: int) -> dict[str, Any]:
+    """Loss, accuracy and confusion matrix: engine.evaluate, the pass that scored the run."""
+    from trainer.core import engine
+    from trainer.core.pipeline import DeviceBatches
+
+    dev = run.device
+    batches = DeviceBatches(images.to(dev), labels.to(dev), batch_size, run.transform, shuffle=False, train=False)
+    result = engine.evaluate(run.model, batches, loss_fn.to(dev), dev, run.precision, num_classes=len(run.classes))
+    matrix = result.confusion.cpu()
+    per_class = []
+    for i, name in enumerate(run.classes):
+        samples, right = int(matrix[i].sum()), int(matrix[i, i])
+        per_class.append({"index": i, "class": name, "samples": samples, "correct": right,
+                          "accuracy": right / samples if samples else None})
+    return {"samples": result.samples, "correct": int(matrix.diagonal().sum()), "accuracy": result.acc,
+            "loss": result.loss, "per_class": per_class, "confusion_matrix": matrix.tolist()}
+
+
+# ----------------------------------------------------------------- output
+def print_report(console, report: dict) -> None:
+    from rich.table import Table
+
+    summary = Table(title=f"{PROG}: {report['split']} split", show_header=False, title_justify="left")
+    summary.add_column("key", style="bold")
+    summary.add_column("value", overflow="fold")
+    for key, value in (("checkpoint", f"{report['checkpoint_arg']} ({report['position']})"),
+                       ("data", f"{report['dataset']}: {report['data']}; {report['samples']} images"),
+                       ("accuracy", f"{report['accuracy']:.2%} ({report['correct']}/{report['samples']})"),
+                       ("loss", f"{report['loss']:.4f} ({report['loss_fn']})")):
+        summary.add_row(key, value)
+    console.print(summary)
+
+    per_class = Table(title="Per-class accuracy", title_justify="left")
+    for name, justify in (("#", "right"), ("class", "left"), ("samples", "right"), ("correct", "right"),
+                          ("accuracy", "right")):
+        per_class.add_column(name, justify=justify)
+    for row in report["per_class"]:
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+        per_class.add_row(str(row["index"]), row["class"], str(row["samples"]), str(row["correct"]), acc)
+    console.print(per_class)
+
+    matrix = report["confusion_matrix"]
+    confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    confusion.add_column("true \\ pred", no_wrap=True)
+    for i in range(len(matrix)):
+        confusion.add_column(str(i), justify="right")
+    for i, row in enumerate(matrix):
+        cells = [f"[bold green]{v}[/]" if j == i else (f"[red]{v}[/]" if v else "[dim]0[/]") for j, v in enumerate(row)]
+        name = report["classes"][i]
+        confusion.add_row(name if name == str(i) else f"{i} {name}", *cells)
+    console.print(confusion)
+
+
+def output_path(checkpoint: Path, split: str, override: str | None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    return checkpoint.with_name(f"{checkpoint.stem}.eval-{split}.json")
+
+
+def write_report(path: Path, report: dict) -> None:
+    from trainer.runs.record import write_json
+
+    try:
+        write_json(path, report)
+    except OSError as e:
+        raise UserError(f"could not write {path}: {e.strerror or e}; choose another file with --output") from e
+
+
+# ------------------------------------------------------------------ entry
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Evaluate a trained model (rebuilt from its run's saved config) on a dataset split: "
+                    "accuracy, loss, per-class accuracy and the confusion matrix, printed and written as JSON "
+                    "beside the checkpoint (<checkpoint stem>.eval-<split>.json).",
+        epilog="A run directory means checkpoints/best.ckpt if the run saved one (best on its "
+               "early_stopping.monitor), else checkpoints/last.ckpt.",
+    )
+    p.add_argument("path", help="a run directory (outputs/runs/<run>) or a .ckpt file")
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="test (default), val (the run's own seeded validation split) or train")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="with a run directory: best.ckpt or last.ckpt (default: best if present, else last)")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder holding <Name>/raw/ (default: the run's data.root)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", default=None,
+                   help="evaluation batch size (default: the run's train.eval_batch_size)")
+    p.add_argument("--output", metavar="FILE", default=None,
+                   help="write the JSON here instead of beside the checkpoint")
+    return p
+
+
+def run(args: argparse.Namespace, console) -> dict:
+    from trainer.core import data
+    from trainer.runs.build import make_loss
+    from trainer.runs.inference import describe_position, load_run
+
+    loaded = load_run(args.path, args.checkpoint, args.device)
+    config = loaded.config
+    data_cfg = config.get("data") or {}
+    info = data.dataset_info(loaded.dataset)
+    root = data_root(data_cfg, info.folder, loaded.run_dir, args.data_root)
+    seed = int(config.get("seed", 0))
+    images, labels, what = split_data(data_cfg, seed, root, args.split,
+                                      log=lambda text: console.print(text, style="dim"), cv_cfg=config.get("cv"))
+    loss_fn = make_loss(config.get("loss"))
+    batch_size = args.batch_size or int((config.get("train") or {}).get("eval_batch_size") or 2000)
+    result = evaluate(loaded, images, labels, loss_fn, batch_size)
+    report = {
+        "checkpoint": str(loaded.checkpoint.resolve()),
+        "run_dir": str(loaded.run_dir),
+        "position": describe_position(loaded.state),
+        "split": args.split,
+        "dataset": loaded.dataset,
+        "data_root": str(root.resolve()),
+        "data": what,
+        "samples": result["samples"],
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "correct": result["correct"],
+        "loss_fn": (config.get("loss") or {}).get("_target_"),
+        "classes": list(loaded.classes),
+        "per_class": result["per_class"],
+        "confusion_matrix": result["confusion_matrix"],
+        "batch_size": batch_size,
+        "device": str(loaded.device),
+        "precision": loaded.precision,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print_report(console, {**report, "checkpoint_arg": str(loaded.checkpoint)})
+    out = output_path(loaded.checkpoint, args.split, args.output)
+    write_report(out, report)
+    report["json"] = str(out)
+    console.print(f"Wrote {out}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from rich.console import Console
+
+    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+
+
+if __name__ == "__main__":
+    main()

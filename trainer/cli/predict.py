@@ -1,0 +1,200 @@
+"""`trainer-predict`: class names for image files, from a trained model.
+
+    trainer-predict outputs/runs/<run> digit.png shoe.jpg
+    trainer-predict outputs/runs/<run> drawing.png --invert --top 3
+    trainer-predict outputs/runs/<run> *.png --json          # machine-readable
+
+The model and its input transform are rebuilt from the config saved in the
+checkpoint (a run directory means checkpoints/best.ckpt if present, else
+checkpoints/last.ckpt; `--checkpoint best|last` picks one).
+
+How a file becomes a model input (what the model saw in training):
+  * read with Pillow (PNG and JPEG; any format Pillow reads works), the EXIF
+    orientation applied;
+  * converted to 8-bit grayscale with PIL's convert("L"); transparent pixels
+    count as background (black, or white with --invert);
+  * any size other than 28x28 resized to 28x28 with Pillow's antialiasing
+    Lanczos filter (the aspect ratio is not kept: crop to a square first);
+  * MNIST and Fashion-MNIST images are light-on-dark (white digit, black
+    background). A dark-on-light drawing (black ink on white paper) needs
+    --invert, or the model sees a negative.
+
+Printed: one row per file with the top-K classes and their softmax
+probabilities (--json prints the same as a JSON list instead of a table:
+[{"file": ..., "size": [w, h], "mode": "RGB", "predictions":
+[{"class": "7", "index": 7, "probability": 0.98}, ...]}, ...]).
+
+Every file is read before the model runs: a missing or unreadable file (not
+an image, truncated) is one line naming it, `trainer-predict: error: ...`,
+and exit status 1; so is a missing path or corrupt checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trainer.cli.commands import positive_int
+from trainer.core import errors
+from trainer.core.errors import UserError
+
+PROG = "trainer-predict"
+SIZE = 28
+
+
+class ImageFileError(UserError):
+    """An input image is missing or cannot be decoded."""
+
+
+def read_image(path: str | Path, invert: bool = False):
+    """(uint8 tensor [28, 28], original size (w, h), original mode) of one file."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageFileError(f"{path} does not exist")
+    if path.is_dir():
+        raise ImageFileError(f"{path} is a folder; pass image files (PNG or JPEG)")
+    if not path.is_file():  # a FIFO would block forever, a device stream forever
+        raise ImageFileError(f"{path} is not a regular file (a pipe or a device); pass image files (PNG or JPEG)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            size, mode = image.size, image.mode
+            image = ImageOps.exif_transpose(image)
+            image = _flatten_alpha(image, background=255 if invert else 0)
+            gray = _to_8bit_gray(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # UnidentifiedImageError (not an image) and truncated files are OSErrors.
+        reason = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, Image.UnidentifiedImageError):
+            reason = "not an image Pillow can read"
+        raise ImageFileError(f"cannot read {path} as an image ({reason}); pass PNG or JPEG files") from None
+    if gray.size != (SIZE, SIZE):
+        gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    if invert:
+        gray = ImageOps.invert(gray)
+    return torch.from_numpy(np.array(gray, dtype=np.uint8, copy=True)), size, mode
+
+
+def _to_8bit_gray(image):
+    """Grayscale 0..255 by the image's own bit depth. PIL's convert("L")
+    clips wider modes: a 16-bit pixel of 1000/65535 (1.5% grey) would
+    become white."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())  # 16-bit, or wider
+        return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8))
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0  # floats in 0..1, else already 0..255
+        return Image.fromarray(np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8))
+    return image.convert("L")
+
+
+def _flatten_alpha(image, background: int):
+    """Composite an image with transparency onto a uniform background."""
+    from PIL import Image
+
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGBa"):
+        rgba = image.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return image
+
+
+def predict(run, images, top: int) -> list[list[tuple[int, float]]]:
+    """Top-k (class index, probability) per image, best first."""
+    import torch
+
+    probs = torch.softmax(run.logits(images), dim=1).cpu()
+    k = min(top, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    return [[(int(i), float(v)) for i, v in zip(ix, vx)] for ix, vx in zip(indices.tolist(), values.tolist())]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Predict class names for image files with a trained model (rebuilt from its run's saved "
+                    "config). Images are converted to grayscale (PIL convert('L')) and resized to 28x28 with "
+                    "antialiasing; the model expects light-on-dark images like MNIST's: use --invert for "
+                    "dark-on-light drawings.",
+        epilog="A run directory means checkpoints/best.ckpt if the run saved one, else checkpoints/last.ckpt.",
+    )
+    p.add_argument("path", help="a run directory (outputs/runs/<run>) or a .ckpt file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes (default 1)")
+    p.add_argument("--invert", action="store_true",
+                   help="invert the images first: for black-on-white drawings (the model saw white-on-black)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="with a run directory: best.ckpt or last.ckpt (default: best if present, else last)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace, console) -> list[dict]:
+    import torch
+
+    from trainer.runs.inference import load_run
+
+    # Read every image first: a bad file fails fast, before the model is loaded.
+    inputs = [read_image(path, invert=args.invert) for path in args.images]
+    loaded = load_run(args.path, args.checkpoint, args.device)
+    batch = torch.stack([x for x, _, _ in inputs])
+    results = []
+    for path, (_, size, mode), top in zip(args.images, inputs, predict(loaded, batch, args.top)):
+        results.append({
+            "file": str(path), "size": list(size), "mode": mode,
+            "predictions": [{"class": loaded.classes[i], "index": i, "probability": p} for i, p in top],
+        })
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(console, results, loaded, args)
+    return results
+
+
+def print_table(console, results: list[dict], loaded, args) -> None:
+    from rich.table import Table
+
+    from trainer.runs.inference import describe_position
+
+    title = f"{loaded.checkpoint} ({describe_position(loaded.state)}, {loaded.dataset})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("input", no_wrap=True)
+    table.add_column("class", style="bold")
+    table.add_column("probability", justify="right")
+    if args.top > 1:
+        table.add_column(f"next {args.top - 1}", overflow="fold")
+    for row in results:
+        w, h = row["size"]
+        note = f"{w}x{h} {row['mode']}" + ("" if (w, h) == (SIZE, SIZE) else " -> 28x28")
+        if args.invert:
+            note += ", inverted"
+        first, *rest = row["predictions"]
+        cells = [row["file"], note, first["class"], f"{first['probability']:.2%}"]
+        if args.top > 1:
+            cells.append(", ".join(f"{p['class']} {p['probability']:.2%}" for p in rest))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from rich.console import Console
+
+    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,419 @@
+"""The config schema as plain dataclasses, and its validation.
+
+Hydra merges every YAML file onto these (cli.py registers them), so a
+misspelt key or a value of the wrong type fails while composing. cli.py then
+turns the composed config into these objects once; nothing below it sees
+Hydra or OmegaConf.
+
+Ranges live beside the fields they constrain (`at_least`, `in_range`,
+`one_of`); `validate()` walks every field once and checks them, plus the few
+rules that span fields. Facts that another module owns (the activations, the
+scheduler names, the datasets) are asked of that module, and checks a
+constructor makes itself (a conv stack that shrinks to nothing, torch's
+optimizer arguments) are left to the constructor: build.py turns its error
+into the same one-line message.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from trainer.core import data, engine, models, pipeline, runtime, schedules
+from trainer.core.errors import UserError
+
+MISSING = "???"  # OmegaConf's mark for a value the YAML must give
+
+
+# ------------------------------------------------------------ field helpers
+def at_least(low, default=MISSING, hint: str = ""):
+    return field(default=default, metadata={"min": low, "hint": hint})
+
+
+def in_range(low, high, default=MISSING, *, high_open: bool = False, low_open: bool = False, hint: str = ""):
+    return field(default=default, metadata={"min": low, "max": high, "low_open": low_open,
+                                            "high_open": high_open, "hint": hint})
+
+
+def greater_than(low, default=MISSING, hint: str = ""):
+    return in_range(low, math.inf, default, low_open=True, hint=hint)
+
+
+def one_of(choices, default=MISSING):
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def each_at_least(low, default_factory):
+    return field(default_factory=default_factory, metadata={"item_min": low})
+
+
+# ------------------------------------------------------------------- groups
+@dataclass
+class DataConfig:
+    name: str = one_of(data.DATASETS)
+    root: str = "data"                    # holds <Name>/raw/ in torchvision's layout
+    val_split: float = at_least(0, 0.0)   # fraction (<1) or count (>=2) of train held out, seeded
+    subset: int = at_least(0, 0)          # use only the first N training samples (0 = all)
+    test_subset: int = at_least(0, 0)     # use only the first N test samples (0 = all)
+    search_paths: list[str] = field(default_factory=list)  # local copies tried before downloading
+    download: bool = True                 # fall back to torchvision's download
+    verify: bool = True                   # SHA-256 of the raw files
+
+
+@dataclass
+class TransformConfig:
+    _target_: str = "trainer.core.pipeline.BatchTransform"
+    scale: bool = True                    # ToTensor(): uint8 0..255 -> float 0..1
+    mean: Optional[float] = None          # Normalize(mean, std); None = no normalisation
+    std: Optional[float] = greater_than(0, None)
+    shift: int = in_range(0, 27, 0)       # random translation by up to N pixels
+    hflip: Any = 0.0                      # flip probability, or "auto" (0.5 where the dataset allows)
+    erase: float = in_range(0, 1, 0.0)    # random-erasing probability
+
+
+@dataclass
+class MLPConfig:
+    _target_: str = "trainer.core.models.MLP"
+    in_features: int = 784
+    hidden: list[int] = each_at_least(1, lambda: [512, 512])
+    num_classes: int = 10
+    activation: str = one_of(models.ACTIVATIONS, "relu")
+    dropout: float = in_range(0, 1, 0.0, high_open=True)
+    batchnorm: bool = False
+
+
+@dataclass
+class ConvConfig:
+    _target_: str = "trainer.core.models.ConvNet"
+    in_channels: int = 1
+    image_size: int = 28
+    channels: list[int] = each_at_least(1, lambda: [32, 32, 64, 64])
+    kernel_size: int = in_range(1, 28, 3)
+    padding: Optional[int] = in_range(0, 28, None)
+    pool: str = one_of(models.POOLS, "max")
+    pool_every: int = at_least(1, 2)
+    batchnorm: bool = True
+    activation: str = one_of(models.ACTIVATIONS, "relu")
+    dropout: float = in_range(0, 1, 0.0, high_open=True)
+    head_hidden: list[int] = each_at_least(1, lambda: [128])
+    head_dropout: float = in_range(0, 1, 0.0, high_open=True)
+    global_pool: bool = False
+    num_classes: int = 10
+
+
+@dataclass
+class LossConfig:
+    _target_: str = MISSING
+    label_smoothing: float = in_range(0, 1, 0.0, high_open=True)  # cross_entropy only
+
+
+@dataclass
+class PlainLossConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class MultiMarginConfig:
+    _target_: str = "trainer.core.losses.MultiMargin"
+    p: int = one_of((1, 2), 1)
+    margin: float = at_least(0, 1.0)
+
+
+@dataclass
+class PairwiseLossConfig:
+    _target_: str = "trainer.core.losses.PairwiseOnly"
+    name: str = MISSING
+    needs: str = MISSING
+
+
+# The optimizers take no `lr`: the learning rate is the top-level `lr`, one
+# value that the optimizer, the scheduler and the record all read.
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    momentum: float = at_least(0, 0.0)
+    dampening: float = at_least(0, 0.0)
+    nesterov: bool = False
+    weight_decay: float = at_least(0, 0.0)
+
+
+@dataclass
+class AdamConfig:  # also AdamW: optimizer/adamw.yaml names torch.optim.AdamW and its weight decay
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = greater_than(0, 1e-8)
+    weight_decay: float = at_least(0, 0.0)
+    amsgrad: bool = False
+
+
+@dataclass
+class AdagradConfig:
+    _target_: str = "torch.optim.Adagrad"
+    lr_decay: float = at_least(0, 0.0)
+    weight_decay: float = at_least(0, 0.0)
+    eps: float = greater_than(0, 1e-10)
+
+
+@dataclass
+class RMSpropConfig:
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = in_range(0, 1, 0.99)
+    eps: float = greater_than(0, 1e-8)
+    momentum: float = at_least(0, 0.0)
+    centered: bool = False
+    weight_decay: float = at_least(0, 0.0)
+
+
+@dataclass
+class AdadeltaConfig:
+    _target_: str = "torch.optim.Adadelta"
+    rho: float = in_range(0, 1, 0.9)
+    eps: float = greater_than(0, 1e-6)
+    weight_decay: float = at_least(0, 0.0)
+
+
+@dataclass
+class SchedulerConfig:
+    # `name` picks the builder in trainer.core.schedules, `interval` when it steps.
+    name: str = one_of(schedules.NAMES, "none")
+    interval: str = one_of(schedules.INTERVALS, "epoch")
+    step_size: int = at_least(1, 1)       # step: decay every N epochs
+    gamma: float = greater_than(0, 0.1)  # step: decay factor
+    warmup_epochs: float = at_least(0, 0.0)  # cosine: linear warm-up first
+    min_lr: float = at_least(0, 0.0)      # cosine: floor
+    pct_start: float = in_range(0, 1, 0.25, low_open=True, high_open=True)  # onecycle: fraction rising
+    cycle_momentum: bool = False          # onecycle: momentum (Adam: beta1) cycles 0.95-0.85 against the lr
+
+
+# ---------------------------------------------------------------- top level
+@dataclass
+class TrainConfig:
+    shuffle: bool = False                 # the seed's quickstart does not shuffle
+    log_every_n_steps: int = at_least(1, 100)
+    eval_batch_size: int = at_least(1, 2000)
+    grad_clip: float = at_least(0, 0.0, hint="0 turns it off")
+    nan_policy: str = one_of(engine.NAN_POLICIES, "stop")
+    max_skipped_batches: int = at_least(0, 10)
+    drop_last: bool = False
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = one_of(engine.MONITORS, "val/acc")  # with no val split the per-epoch eval is on test
+    mode: str = one_of(engine.MODES, "auto")  # auto: min for a loss, max for an accuracy
+    patience: int = at_least(0, 0, hint="0 turns it off")
+    min_delta: float = at_least(0, 0.0)
+
+    def __post_init__(self):
+        # Resolved once, where the config is built: everything downstream reads max or min.
+        if self.monitor in engine.MONITORS and self.mode == "auto":
+            self.mode = engine.direction(self.monitor)
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = at_least(0, 0, hint="0 saves at epoch ends only")
+    save_best: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = True
+    images_every_n_epochs: int = at_least(0, 1, hint="0 turns them off")
+    histograms_every_n_epochs: int = at_least(0, 1, hint="0 turns them off")
+    graph: bool = True
+
+
+@dataclass
+class LoaderConfig:
+    num_workers: int = in_range(0, 64, 0)
+    pin_memory: bool = True
+
+
+@dataclass
+class CVConfig:
+    folds: int = in_range(0, 100, 0, hint="0 turns it off; k-fold cross-validation needs at least 2")
+    fold: int = at_least(0, 0, hint="0 runs every fold; N trains fold N alone")
+    refit: bool = False                   # then train once on the whole training set and report the test set
+
+
+@dataclass
+class TrainerConfig:
+    data: DataConfig = MISSING  # type: ignore[assignment]
+    transform: TransformConfig = MISSING  # type: ignore[assignment]
+    model: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: SchedulerConfig = MISSING  # type: ignore[assignment]
+    seed: int = in_range(0, 2**63 - 1, 0)
+    deterministic: bool = False
+    epochs: int = at_least(1, 5)
+    batch_size: int = at_least(1, 64)
+    lr: float = greater_than(0, 1e-3, hint="for example lr=1e-3")
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps (runtime.pick_device)
+    precision: str = one_of(runtime.PRECISIONS, "fp32")
+    compile: bool = False
+    cuda_graph: Any = "auto"              # auto | true | false (trainer.core.capture)
+    channels_last: bool = False
+    threads: int = in_range(0, 1024, 0, hint="0 keeps torch's default")
+    pipeline: str = one_of(pipeline.PIPELINES, "device")
+    resume: Optional[str] = None          # a run directory or a checkpoint file
+    train: TrainConfig = field(default_factory=TrainConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+
+
+SCHEMAS = {
+    "data": DataConfig,
+    "transform": TransformConfig,
+    "scheduler": SchedulerConfig,
+    "model/mlp": MLPConfig,
+    "model/conv": ConvConfig,
+    "loss/with_smoothing": LossConfig,
+    "loss/plain": PlainLossConfig,
+    "loss/multi_margin": MultiMarginConfig,
+    "loss/pairwise": PairwiseLossConfig,
+    "optimizer/sgd": SGDConfig,
+    "optimizer/adam": AdamConfig,
+    "optimizer/adagrad": AdagradConfig,
+    "optimizer/rmsprop": RMSpropConfig,
+    "optimizer/adadelta": AdadeltaConfig,
+}
+
+
+# --------------------------------------------------------------- validation
+def validate(config: TrainerConfig) -> None:
+    """Raise UserError (one line naming the key) on the first bad value."""
+    _check_fields(config, "")
+    _check_cross_fields(config)
+
+
+def _check_fields(node, prefix: str) -> None:
+    for f in dataclasses.fields(node):
+        key, value = f"{prefix}{f.name}", getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, f"{key}.")
+        elif isinstance(value, list):
+            for item in value:
+                _check_value(key, item, f.metadata.get("item_min"), None, f.metadata, shown=value)
+        else:
+            _check_value(key, value, f.metadata.get("min"), f.metadata.get("max"), f.metadata)
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # every float reaches a float32 tensor somewhere
+INT64_MAX = 2**63 - 1
+
+
+def _check_value(key: str, value, low, high, meta, shown=None) -> None:
+    """One value against its field's rule; `shown` is the whole list for a list's item."""
+    text = _show(value if shown is None else shown)
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}={text} must be a finite number")
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        raise UserError(f"{key}={text} is too large: the tensors it reaches hold at most 3.4e38")
+    if isinstance(value, int) and abs(value) > INT64_MAX:
+        raise UserError(f"{key}={text} is too large; a whole number must be below 2**63")
+    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+    too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
+    if not (too_low or too_high):
+        return
+    hint = f" ({meta['hint']})" if meta.get("hint") else ""
+    subject = f"{key}={text}" + (": each value" if shown is not None else "")
+    if high is None or high == math.inf:
+        bound = ("positive" if low == 0 else f"greater than {_show(low)}") if meta.get("low_open") \
+            else f"at least {_show(low)}"
+        raise UserError(f"{subject} must be {bound}{hint}")
+    left, right = "(" if meta.get("low_open") else "[", ")" if meta.get("high_open") else "]"
+    raise UserError(f"{subject} must be in {left}{_show(low)}, {_show(high)}{right}{hint}")
+
+
+def _check_cross_fields(c: TrainerConfig) -> None:
+    _check_cv(c)
+    held_out = c.data.val_split
+    # Below 1 a fraction, from 2 on a count of images: 1.5 is neither, and 1 (or 1.0) reads as "all" but
+    # would hold out a single image.
+    if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
+        raise UserError(f"data.val_split={_show(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
+                        "number of images (5000); write one of those")
+    _check_monitor(c)
+    if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
+        raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")
+    hflip = c.transform.hflip
+    if hflip != "auto" and not (isinstance(hflip, (int, float)) and not isinstance(hflip, bool) and 0 <= hflip <= 1):
+        raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto")
+    # Both datasets hold 1x28x28 images in 10 classes: anything else fails at the first batch.
+    channels, height, width = data.IMAGE_SHAPE
+    for key, fits in (("in_features", channels * height * width), ("in_channels", channels),
+                      ("image_size", height), ("num_classes", data.NUM_CLASSES)):
+        if hasattr(c.model, key) and getattr(c.model, key) != fits:
+            raise UserError(f"model.{key}={getattr(c.model, key)}: the images are {channels}x{height}x{width} "
+                            f"in {data.NUM_CLASSES} classes, so it must be {fits}")
+    if schedules.changes_momentum(c.scheduler.name, c.scheduler.cycle_momentum) and \
+            not (hasattr(c.optimizer, "momentum") or hasattr(c.optimizer, "betas")):
+        name = c.optimizer._target_.rpartition(".")[2]
+        raise UserError(f"scheduler.cycle_momentum=true cycles a momentum, and {name} has none (no momentum or "
+                        "betas): set scheduler.cycle_momentum=false")
+    betas = getattr(c.optimizer, "betas", None)
+    if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+        raise UserError(f"optimizer.betas={_show(betas)} must be two values in [0, 1)")
+
+
+def _check_monitor(c: TrainerConfig) -> None:
+    es = c.early_stopping
+    better = engine.direction(es.monitor)
+    if es.mode != better:
+        raise UserError(f"early_stopping.mode={es.mode} with early_stopping.monitor={es.monitor} would keep the "
+                        f"worst epoch; use early_stopping.mode={better} (or auto)")
+    split, _, metric = es.monitor.partition("/")
+    if split == "test" and (c.data.val_split or c.cv.folds):
+        raise UserError(f"early_stopping.monitor={es.monitor}: with a validation split the per-epoch evaluation is "
+                        f"on val (the test set is only reported at the end); use early_stopping.monitor=val/{metric}")
+
+
+def _check_cv(c: TrainerConfig) -> None:
+    cv = c.cv
+    if cv.folds == 1:
+        raise UserError("cv.folds=1 is not cross-validation: use cv.folds=0 (off) or at least 2 folds")
+    if cv.fold and not cv.folds:
+        raise UserError(f"cv.fold={cv.fold} picks one fold of a cross-validation: set cv.folds too "
+                        "(for example cv.folds=5)")
+    if cv.fold > cv.folds:
+        raise UserError(f"cv.fold={cv.fold}: there are only cv.folds={cv.folds} folds; choose 1 to {cv.folds} "
+                        "(or 0 for all of them)")
+    if cv.folds and c.data.val_split:
+        raise UserError(f"cv.folds={cv.folds} and data.val_split={_show(c.data.val_split)} both hold out "
+                        "validation data; with cross-validation each fold is the validation split: set data.val_split=0")
+    if cv.folds and c.data.subset:  # known before the data is read: refused once, not in every fold
+        data.check_folds(cv.folds, c.data.subset)
+    if cv.refit and not cv.folds:
+        raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
+
+
+def _show(value) -> str:
+    """A value as the user would type it: 5000 not 5000.0, [64, 32] as [64,32]."""
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+# ------------------------------------------------------------- plain dicts
+def as_dict(config) -> dict:
+    """The config as plain builtins (what checkpoints and the record keep)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, values: dict):
+    """A group's dataclass from a saved dict, ignoring keys it no longer has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in (values or {}).items() if k in names})

@@ -1,0 +1,281 @@
+"""The figures of a run, drawn with matplotlib (as the seed notes draw them)
+at TensorBoard's default card width, so they read without enlarging:
+every figure is 400 px wide, text at least 9 pt.
+
+Why matplotlib rather than drawing with PIL: real fonts at any size,
+rotated tick labels, colour maps with a colour bar, and annotated heat maps
+are what make a 10x10 confusion matrix or 32 filters legible at 480 px;
+hand-placed bitmap text at that width was not.
+
+Each function takes tensors on any device and returns uint8 RGB [H, W, 3].
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+WIDTH_IN, DPI = 4.0, 100          # 400 px: about what a TensorBoard card shows, so it is barely shrunk
+SAMPLE_COUNT, SAMPLE_COLUMNS = 8, 4  # the notes' TestDisplay: 8 images, 4 columns x 2 rows
+MAX_MISCLASSIFIED = 16            # 4 x 4, captions readable
+GRID_COLUMNS = 8
+FONT = 10
+
+
+def _figure(height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
+
+
+def _pixels(fig) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """Any tensor (CPU or CUDA, any float dtype) -> float32 numpy, in one transfer."""
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def _image(x: torch.Tensor) -> np.ndarray:
+    """One model input [C, H, W] (maybe normalised) -> [H, W], grey as the model saw it."""
+    a = _numpy(x)
+    return a[0] if a.ndim == 3 else a
+
+
+def _name(class_names: Sequence[str], index: int) -> str:
+    return str(class_names[index]) if 0 <= index < len(class_names) else str(index)
+
+
+def _grid_axes(fig, count: int, columns: int):
+    rows = max(1, math.ceil(count / columns))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).reshape(-1)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    return axes
+
+
+def message(text: str) -> np.ndarray:
+    fig = _figure(0.6)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT + 1)
+    return _pixels(fig)
+
+
+def samples(x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
+    """The notes' TestDisplay: 8 inputs, 4 a row, each titled with its class."""
+    n = min(SAMPLE_COUNT, len(x))
+    if n == 0:
+        return message("no samples")
+    fig = _figure(2.9)
+    for ax, image, label in zip(_grid_axes(fig, n, SAMPLE_COLUMNS), x[:n], y[:n].tolist()):
+        ax.imshow(_image(image), cmap="gray")
+        ax.set_title(_name(class_names, int(label)), fontsize=FONT + 1)
+    return _pixels(fig)
+
+
+def misclassified(x: torch.Tensor, preds: Sequence[int], targets: Sequence[int],
+                  class_names: Sequence[str]) -> np.ndarray:
+    """Wrong test predictions, 4 a row: what the model said (red) over the truth."""
+    n = min(MAX_MISCLASSIFIED, len(x))
+    if n == 0:
+        return message("no misclassified examples")
+    fig = _figure(1.45 * math.ceil(n / 4) + 0.1)
+    for ax, image, p, t in zip(_grid_axes(fig, n, 4), x[:n], preds[:n], targets[:n]):
+        ax.imshow(_image(image), cmap="gray")
+        ax.set_title(_name(class_names, int(p)), fontsize=FONT - 1, color="#c81e1e", pad=2)
+        ax.set_xlabel(_name(class_names, int(t)), fontsize=FONT - 1, labelpad=2)
+    fig.suptitle("predicted (red, above) and true class (below)", fontsize=FONT)
+    return _pixels(fig)
+
+
+def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
+    """Rows: true class, columns: predicted. Cells shaded by the share of their
+    row (per-class recall), counts written in them."""
+    counts = matrix.detach().cpu().long().numpy()
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    names = [_name(class_names, i) for i in range(len(counts))]
+    fig = _figure(4.3)
+    ax = fig.subplots()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(counts)):
+        for j in range(len(counts)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=FONT - 1,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=FONT)
+    ax.set_yticks(range(len(names)), names, fontsize=FONT)
+    ax.set_xlabel("predicted", fontsize=FONT + 1)
+    ax.set_ylabel("true", fontsize=FONT + 1)
+    total, correct = int(counts.sum()), int(np.trace(counts))
+    ax.set_title(f"accuracy {100 * correct / max(total, 1):.2f}% on {total} images", fontsize=FONT + 1)
+    return _pixels(fig)
+
+
+def conv_filters(weight: torch.Tensor) -> np.ndarray:
+    """The first conv layer's kernels (input channel 0) on one shared, signed
+    colour scale: red excites, blue inhibits, white is 0."""
+    kernels = _numpy(weight[:, 0])
+    limit = float(np.abs(kernels).max()) or 1.0
+    n = len(kernels)
+    rows = math.ceil(n / GRID_COLUMNS)
+    fig = _figure(0.62 * rows + 0.55)
+    axes = _grid_axes(fig, n, GRID_COLUMNS)
+    for ax, kernel in zip(axes, kernels):
+        shown = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, aspect=20 * rows).ax.tick_params(labelsize=FONT - 1)
+    fig.suptitle(f"{n} filters of the first conv layer ({kernels.shape[-1]}x{kernels.shape[-2]})",
+                 fontsize=FONT + 1)
+    return _pixels(fig)
+
+
+def feature_maps(image: torch.Tensor, weight: torch.Tensor, maps: torch.Tensor) -> np.ndarray:
+    """The notes' "input | weight | output" for filter 0, then every output
+    channel's feature map of that input (image [C, H, W], maps [O, H', W'])."""
+    all_maps = _numpy(maps)
+    rows = math.ceil(len(all_maps) / GRID_COLUMNS)
+    fig = _figure(1.9 + 0.62 * rows + 0.3)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.9, 0.62 * rows + 0.3])
+    panels = (("input", _image(image), "gray"), ("weight (filter 0)", _numpy(weight[0, 0]), "RdBu_r"),
+              ("output (map 0)", all_maps[0], "gray"))
+    for ax, (title, values, cmap) in zip(np.atleast_1d(top.subplots(1, 3)), panels):
+        limit = float(np.abs(values).max()) or 1.0
+        ax.imshow(values, cmap=cmap, **({"vmin": -limit, "vmax": limit} if cmap == "RdBu_r" else {}))
+        ax.set_title(title, fontsize=FONT + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, values in zip(_grid_axes(bottom, len(all_maps), GRID_COLUMNS), all_maps):
+        ax.imshow(values, cmap="gray")
+    bottom.suptitle(f"all {len(all_maps)} feature maps of this input", fontsize=FONT + 1)
+    return _pixels(fig)
+
+
+def confusion_markdown(matrix: torch.Tensor, class_names: Sequence[str]) -> str:
+    """The confusion matrix and per-class accuracy as a markdown table (TensorBoard's Text)."""
+    counts = matrix.detach().cpu().long().numpy()
+    names = [_name(class_names, i) for i in range(len(counts))]
+    lines = ["| true \\\\ predicted | " + " | ".join(names) + " | accuracy |",
+             "|---|" + "---:|" * (len(names) + 1)]
+    for i, name in enumerate(names):
+        total = int(counts[i].sum())
+        acc = f"{100 * counts[i, i] / total:.1f}%" if total else "-"
+        lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in counts[i]) + f" | {acc} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------- curves.png
+CURVE_WIDTH_IN = 8.0  # a file of its own, not a TensorBoard card: two panels side by side
+MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is a point, and a line needs two
+
+
+def curves(history: list[dict], title: str) -> np.ndarray:
+    """A run's curves per epoch: loss (left) and accuracy in % (right), for
+    training and for the split evaluated each epoch."""
+    series = [(f"{split}", [h.get(f"{split}/loss") for h in history], [h.get(f"{split}/acc") for h in history])
+              for split in ("train", "val", "test") if any(f"{split}/acc" in h for h in history)]
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = _curve_axes(title)
+    for split, losses, accs in series:
+        loss_ax.plot(epochs, losses, label=split, **MARKS)
+        acc_ax.plot(epochs, [100 * a if a is not None else None for a in accs], label=split, **MARKS)
+    for ax in (loss_ax, acc_ax):
+        ax.legend(fontsize=FONT)
+    return _pixels_of_curves(fig, (loss_ax, acc_ax))
+
+
+def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
+            split: str) -> np.ndarray:
+    """Runs side by side: `lines` one curve each; `bands` (a seed group, the
+    folds of a cross-validation) their mean with a min-max band. The `split`
+    evaluated each epoch (val or test), loss left and accuracy right."""
+    fig, (loss_ax, acc_ax) = _curve_axes(title)
+    colours = iter(_palette(len(lines) + len(bands)))
+    for label, history in lines:
+        colour = next(colours)
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label, **MARKS)
+        acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label, **MARKS)
+    for label, histories in bands:
+        colour = next(colours)
+        for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
+            epochs, lows, means, highs = _band(histories, key)
+            means, lows, highs = ([v * scale for v in values] for values in (means, lows, highs))
+            ax.plot(epochs, means, color=colour, label=f"{label} (mean of {len(histories)})", **MARKS)
+            if len(epochs) > 1:
+                ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2)
+            else:  # one epoch: a band has no width, so the range is an error bar
+                ax.errorbar(epochs, means, yerr=[[m - lo for m, lo in zip(means, lows)],
+                                                 [hi - m for m, hi in zip(means, highs)]],
+                            color=colour, capsize=4, linestyle="none")
+    for ax in (loss_ax, acc_ax):
+        if lines or bands:
+            ax.legend(fontsize=FONT - 2, loc="best")
+    loss_ax.set_ylabel(f"{split} loss", fontsize=FONT)
+    acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=FONT)
+    return _pixels_of_curves(fig, (loss_ax, acc_ax))
+
+
+def _curve_axes(title: str):
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(CURVE_WIDTH_IN, 3.4), dpi=DPI, layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.set_ylabel("loss", fontsize=FONT)
+    acc_ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=FONT - 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=FONT + 1)
+    return fig, (loss_ax, acc_ax)
+
+
+def _pixels_of_curves(fig, axes) -> np.ndarray:
+    """The figure as pixels; an axis that holds a single epoch gets that one
+    tick (MaxNLocator falls back to fractions when it finds one integer)."""
+    for ax in axes:
+        first, last = ax.dataLim.intervalx
+        if first == last:
+            ax.set_xticks([first])
+            ax.set_xlim(first - 0.5, first + 0.5)
+    return _pixels(fig)
+
+
+def _band(histories: list[list[dict]], key: str):
+    """(epochs, min, mean, max) of `key` over the runs, on the epochs all of them reached."""
+    by_epoch = [{h["epoch"]: h[key] for h in history if isinstance(h.get(key), (int, float))} for history in histories]
+    epochs = sorted(set.intersection(*(set(e) for e in by_epoch))) if by_epoch else []
+    values = [[run[e] for run in by_epoch] for e in epochs]
+    return epochs, [min(v) for v in values], [sum(v) / len(v) for v in values], [max(v) for v in values]
+
+
+def _percent(value):
+    return 100 * value if isinstance(value, (int, float)) else None
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+
+
+def save_png(image: np.ndarray, path) -> None:
+    """Write an image atomically (a reader never sees half a PNG)."""
+    import io
+
+    from PIL import Image
+
+    from trainer.core.files import atomic_write
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)

@@ -1,0 +1,366 @@
+"""From a validated config to finished objects, and the loop that fits them.
+
+    run = build(config, run_dir, record, output, stop)   # every check, then the objects
+    value = fit(run)                                     # train, test, finish the record
+
+`build` checks everything that can be wrong before anything is written
+(the job has checked the values: trainer.runs.job): the device, the checkpoint and which changes a resume may make,
+the model, loss and optimizer (their constructors check their own
+arguments), the data. The run record starts last, so a command that fails
+before then leaves an existing run's files exactly as they were.
+
+The factories below (`make_model`, `make_transform`, `make_loss`,
+`load_data`, `make_batches`) also rebuild a trained model for trainer-eval
+and trainer-predict, so training and using a model derive the splits, the
+transform and the model the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.core import capture, data, display, distributed, runtime, schedules
+
+from trainer.runs import resume
+from trainer.core.config import TrainerConfig, as_dict
+from trainer.report.dashboards import Dashboards
+from trainer.core.engine import EarlyStopping, NullTracker, Trainer, monitored
+from trainer.core.errors import UserError, first_line
+from trainer.core.models import parameter_count
+from trainer.core.pipeline import DeviceBatches, LoaderBatches
+from trainer.core.process import process_start_time
+from trainer.report.tracking import Output, Tracker
+
+
+# ---------------------------------------------------------------- factories
+def make(node, group: str, **kwargs) -> Any:
+    """Call the object a config node names (`_target_`) with the node's other
+    fields. `node` is a schema dataclass or the plain dict a checkpoint keeps.
+    A constructor that refuses its arguments becomes one line naming the key."""
+    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
+    target = fields.pop("_target_", None)
+    if not target:
+        raise UserError(f"the {group} config names no _target_ to build; use a config written by trainer")
+    args = {k: v for k, v in fields.items() if not k.startswith("_")}
+    module, _, name = str(target).rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"{group}._target_={target} cannot be imported ({first_line(e)})") from e
+    try:
+        return factory(**args, **kwargs)
+    except UserError:
+        raise
+    except ValueError as e:
+        message = first_line(e)
+        if message.split("=", 1)[0] in args:  # our constructors start with the argument they refuse
+            raise UserError(f"{group}.{message}") from e
+        raise UserError(f"could not build {group} ({target}): {message}; check the {group}.* values") from e
+    except TypeError as e:
+        raise UserError(f"could not build {group} ({target}): {first_line(e)}; check the {group}.* values") from e
+
+
+def make_model(node, seed: int) -> nn.Module:
+    """The model, built right after seeding, as the quickstart does: the same
+    seed gives the same initial weights whatever else the run does."""
+    torch.manual_seed(seed)
+    return make(node, "model")
+
+
+def make_transform(node, dataset: str):
+    """The batch transform; `hflip: auto` flips only datasets whose classes survive it."""
+    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
+    fields.setdefault("_target_", "trainer.core.pipeline.BatchTransform")
+    if fields.get("hflip") == "auto":
+        fields["hflip"] = 0.5 if data.dataset_info(dataset).hflip_ok else 0.0
+    return make(fields, "transform")
+
+
+def make_loss(node) -> nn.Module:
+    return make(node, "loss")
+
+
+def make_optimizer(node, model: nn.Module, lr: float, for_graph: bool = False) -> torch.optim.Optimizer:
+    """`for_graph`: fused, reading its lr from a tensor (capture.optimizer_arguments)."""
+    if for_graph:
+        device = next(model.parameters()).device
+        return make(node, "optimizer", params=model.parameters(),
+                    **capture.optimizer_arguments(_target(node), lr, device))
+    # foreach: one multi-tensor kernel per op instead of a loop over
+    # parameters (same numbers, fewer dispatches); every optimizer here has it.
+    return make(node, "optimizer", params=model.parameters(), lr=lr, foreach=True)
+
+
+def _target(node) -> str:
+    return str(node.get("_target_") if isinstance(node, dict) else getattr(node, "_target_", ""))
+
+
+def load_data(d, seed: int, log=print, root: str | Path | None = None, cv=None) -> data.Splits:
+    """Acquire (local copies first, checksums) and split the dataset of a
+    data config (a DataConfig or the dict a checkpoint keeps), on the fold a
+    cross-validation config names."""
+    d = d if isinstance(d, dict) else dataclasses.asdict(d)
+    cv = cv if isinstance(cv, dict) or cv is None else dataclasses.asdict(cv)
+    root = root if root is not None else d.get("root", "data")
+    data.prepare(d["name"], root, d.get("search_paths") or [], download=bool(d.get("download", True)),
+                 verify=bool(d.get("verify", True)), log=log)
+    return data.load_splits(d["name"], root, subset=int(d.get("subset") or 0), test_subset=int(d.get("test_subset") or 0),
+                            val_split=float(d.get("val_split") or 0), seed=seed,
+                            folds=int((cv or {}).get("folds") or 0), fold=int((cv or {}).get("fold") or 0))
+
+
+def make_batches(pipeline: str, split, batch_size: int, transform, device: torch.device, *, train: bool,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 0, pin_memory: bool = False):
+    images, labels = split
+    if pipeline == "device":
+        return DeviceBatches(images.to(device), labels.to(device), batch_size, transform, shuffle=shuffle and train,
+                             seed=seed, train=train, drop_last=drop_last and train, rank=rank, world_size=world_size)
+    return LoaderBatches(images, labels, batch_size, transform, device, shuffle=shuffle and train, seed=seed,
+                         train=train, num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last and train,
+                         rank=rank, world_size=world_size)
+
+
+# -------------------------------------------------------------------- build
+@dataclass
+class Parts:
+    """What a config builds before any data is touched; each constructor checks its own arguments."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    transform: Any
+    optimizer: torch.optim.Optimizer
+
+
+def make_parts(config: TrainerConfig, device: torch.device, for_graph: bool = False) -> Parts:
+    model = make_model(config.model, config.seed).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Parts(model, make_loss(config.loss), make_transform(config.transform, config.data.name),
+                 make_optimizer(config.optimizer, model, config.lr, for_graph))
+
+
+def plan_capture(config: TrainerConfig, device: torch.device, world: int) -> tuple[bool, str]:
+    """Whether the run captures its step in a CUDA graph, or why it trains eagerly."""
+    return capture.plan(config.cuda_graph, device, precision=config.precision, nan_policy=config.train.nan_policy,
+                        pipeline=config.pipeline, world_size=world, compile=config.compile,
+                        optimizer=_target(config.optimizer),
+                        changes_momentum=schedules.changes_momentum(config.scheduler.name,
+                                                                    config.scheduler.cycle_momentum))
+
+
+@dataclass
+class Run:
+    """Everything a run needs, finished: fit() only trains it."""
+
+    config: TrainerConfig
+    run_dir: Path
+    device: torch.device
+    model: nn.Module
+    trainer: Trainer
+    record: Any
+    output: Output
+    tracker: Any
+    dashboards: Dashboards | None
+    monitor: str
+    resumed_from: Path | None
+    changes: dict
+    step_note: str = ""  # how the training step runs, when there is something to say
+
+
+def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) -> Run:
+    """Every check first, then the objects; the record starts last."""
+    device, rank, world = _setup(config)
+    saved = resume.load(config.resume, run_dir)
+    resume.check_rewind(saved, run_dir, record.previous)
+    changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
+    graph, eager_because = plan_capture(config, device, world)
+    parts = make_parts(config, device, for_graph=graph)
+    splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)
+    batches = _batches(config, splits, parts.transform, device, rank, world)
+    scheduler, interval = make_scheduler(config, parts.optimizer, len(batches["train"]))
+    main = rank == 0
+    monitor = monitored(config.early_stopping.monitor, splits.val is not None)
+    tracker = Tracker(output, record, config.batch_size) if main else NullTracker()
+    dashboards = _dashboards(config, record, parts.model, batches["pictures"]) if main else None
+    es = config.early_stopping
+    trainer = Trainer(
+        model=_wrap(parts.model, device, world, config.compile), loss_fn=parts.loss_fn, optimizer=parts.optimizer,
+        train_batches=batches["train"], eval_batches=batches["eval"], device=device, epochs=config.epochs,
+        scheduler=scheduler, scheduler_interval=interval, tracker=tracker,
+        early_stopping=EarlyStopping(monitor, es.mode, es.patience, es.min_delta),
+        checkpoint_dir=run_dir / "checkpoints" if main else None,
+        checkpoint_every_n_steps=config.checkpoint.every_n_steps, save_best=config.checkpoint.save_best,
+        log_every_n_steps=config.train.log_every_n_steps, precision=config.precision,
+        grad_clip=config.train.grad_clip, nan_policy=config.train.nan_policy,
+        max_skipped_batches=config.train.max_skipped_batches, stop_requested=stop,
+        extra_state={"config": as_dict(config)},
+        on_epoch_end=dashboards.after_epoch if dashboards is not None else None,
+        static_step=capture.StaticStep(parts.model, parts.loss_fn, parts.optimizer, batch_size=config.batch_size,
+                                       device=device, precision=config.precision, grad_clip=config.train.grad_clip,
+                                       capture=True) if graph else None,
+    )
+    if saved:
+        _restore(trainer, saved, changes, config.lr)
+    record.start(monitor=monitor, mode=es.mode, device=f"{device} ({runtime.device_name(device)})",
+                 history=trainer.history,
+                 resumed=saved is not None, tensorboard=config.tracking.tensorboard and main,
+                 purge_step=trainer.position.global_step + 1 if saved else None,
+                 model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")
+    if main:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+    step_note = (f"Whole training step in one CUDA graph, recorded after {capture.StaticStep.WARMUP_STEPS} "
+                 "warm-up steps" if graph else eager_because)
+    return Run(config, run_dir, device, parts.model, trainer, record, output, tracker, dashboards, monitor,
+               saved[0] if saved else None, changes, step_note)
+
+
+def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:
+    """The process: device, threads, seeds, DDP. (device, rank, world size)."""
+    device = runtime.pick_device(config.device)
+    runtime.set_threads(config.threads)
+    runtime.seed_everything(config.seed, config.deterministic)
+    distributed.setup(device)
+    world = distributed.world_size()
+    if world > config.batch_size:
+        raise UserError(f"batch_size={config.batch_size} is the global batch, split over {world} processes; "
+                        f"make it at least {world}")
+    return device, distributed.rank(), world
+
+
+def _batches(config: TrainerConfig, splits: data.Splits, transform, device: torch.device, rank: int,
+             world: int) -> dict:
+    """train (this rank's share), eval ({"test", "val"}) and the test split
+    whole for the pictures (under DDP eval["test"] is this rank's share).
+    A cross-validation's fold never touches the test set: it validates on
+    its fold, and its pictures are of that fold (cv.refit tests, once)."""
+    def batches(split, batch_size: int, train: bool, shard: bool = True):
+        return make_batches(config.pipeline, split, batch_size, transform, device, train=train,
+                            shuffle=config.train.shuffle, seed=config.seed, drop_last=config.train.drop_last,
+                            rank=rank if shard else 0, world_size=world if shard else 1,
+                            num_workers=config.loader.num_workers, pin_memory=config.loader.pin_memory)
+
+    eval_bs = config.train.eval_batch_size
+    fold = config.cv.folds > 0
+    evaluation = {} if fold else {"test": batches(splits.test, eval_bs, False)}
+    if splits.val is not None:
+        evaluation["val"] = batches(splits.val, eval_bs, False)
+    shown = "val" if fold else "test"
+    pictures = batches(getattr(splits, shown), eval_bs, False, shard=False) if world > 1 else evaluation[shown]
+    return {"train": batches(splits.train, config.batch_size, True), "eval": evaluation, "pictures": pictures}
+
+
+def make_scheduler(config: TrainerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    s = config.scheduler
+    return schedules.build(s.name, optimizer, lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                           interval=s.interval, step_size=s.step_size, gamma=s.gamma,
+                           warmup_epochs=s.warmup_epochs, min_lr=s.min_lr, pct_start=s.pct_start,
+                           cycle_momentum=s.cycle_momentum)
+
+
+def _dashboards(config: TrainerConfig, record, model: nn.Module, test_batches) -> Dashboards:
+    t = config.tracking
+    return Dashboards(record, model, test_batches, class_names=data.dataset_info(config.data.name).classes,
+                      images_every_n_epochs=t.images_every_n_epochs, histograms_every_n_epochs=t.histograms_every_n_epochs,
+                      precision=config.precision, graph=t.graph and not config.compile)
+
+
+def _restore(trainer: Trainer, saved: tuple[Path, dict], changes: dict, lr: float) -> None:
+    path, state = saved
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise UserError(f"checkpoint {path} does not fit this config ({first_line(e)}); "
+                        "resume with the run's own settings") from e
+    if "lr" in changes:  # the optimizer's saved state carries the old lr: the new one applies from here
+        schedules.rescale(trainer.optimizer, trainer.scheduler, lr / changes["lr"][0])
+
+
+def _wrap(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
+    """The module the loop calls: DDP across processes, torch.compile on top."""
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return torch.compile(model) if compile else model
+
+
+# ---------------------------------------------------------------------- fit
+def fit(run: Run) -> float:
+    """Train, test, and finish the record. Returns the monitored metric's best value."""
+    trainer, config = run.trainer, run.config
+    _say_start(run)
+    x0, y0 = next(iter(trainer.train_batches.epoch(trainer.position.epoch)))
+    run.tracker.first_batch(x0, y0)
+    if run.dashboards is not None:
+        run.dashboards.start(x0, y0)
+    t0 = time.time()
+    try:
+        final = trainer.fit()
+    finally:
+        run.record.note_timing(_timing(trainer, t0))
+    es = trainer.early_stopping
+    best = {"epoch": es.best_epoch, run.monitor: es.best}
+    if es.best_epoch:
+        best.update({k: v for k, v in trainer.history[es.best_epoch - 1].items() if "/" in k})
+    final["best_epoch"] = es.best_epoch
+    if distributed.is_main():
+        _say_finish(run, final)  # into trainer.log too, before the record closes it
+        run.record.finish(final, best)
+    distributed.teardown()
+    return float(es.best) if es.best is not None else float("nan")
+
+
+def _say_start(run: Run) -> None:
+    out, model = run.output, run.model
+    world = distributed.world_size()
+    processes = f", {display.plural(world, 'process', 'processes')} (DDP)" if world > 1 else ""
+    device = f"{run.device} device ({runtime.device_name(run.device)}{processes})"
+    out.note(str(model))  # print(model), as the seed does: in trainer.log, beside everything else
+    if out.brief:
+        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters; {device}")
+    else:
+        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters")
+        out.say(f"Using {device}")
+    if run.step_note:
+        out.say(run.step_note)
+    if run.resumed_from is not None:
+        pos = run.trainer.position
+        changed = f"; changed: {resume.describe(run.changes)}" if run.changes else ""
+        out.say(f"Resuming {run.resumed_from}: epoch {pos.epoch}, step {pos.step}{changed}")
+    if not out.brief:
+        out.say(f"Outputs: {run.run_dir}")
+
+
+def _say_finish(run: Run, final: dict) -> None:
+    from rich.table import Table
+
+    if run.output.brief:  # a sweep's job: one line; the sweep's table compares them
+        shown = [f"{key} {display.metric(key, final[key])}" for key in ("test/acc", "test/loss", "val/acc")
+                 if key in final]
+        run.output.say(f"Completed: {', '.join(shown)}, best epoch {final['best_epoch']}, "
+                       f"{display.duration(final['train_seconds'])} of training")
+        return
+    table = Table(title="Run completed")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in final.items():
+        table.add_row(key, display.metric(key, value))
+    run.output.show(table)
+    run.output.say(f"Outputs in {run.run_dir} (tensorboard --logdir {run.run_dir.parent})")
+
+
+def _timing(trainer: Trainer, t0: float) -> dict:
+    timing = {"fit_seconds": time.time() - t0}
+    if trainer.first_step_time:
+        timing["startup_seconds"] = trainer.first_step_time - process_start_time()
+        # The first step pays for torch.compile and lazy initialisation: warm-up, reported apart.
+        timing["first_step_seconds"] = trainer.first_step_seconds
+    if trainer.static_step is not None and trainer.static_step.capture_seconds is not None:
+        timing["capture_seconds"] = trainer.static_step.capture_seconds
+    return timing

@@ -1,0 +1,288 @@
+"""The run record: every file that says what a run is and what happened to it.
+
+    metrics.json          status, error, overrides, hparams, monitor, history, final, best, timing
+    .hydra/config.yaml    the config, resolved (no ${...} left)
+    .hydra/overrides.yaml the overrides a plain `resume=<run>` re-applies
+    .hydra/hydra.yaml     Hydra's own settings for the job
+    trainer.log           the console output and Python logging; a traceback for a bug
+    TensorBoard           the config and model as text, the final test numbers, and the HParams
+                          session with the run's status (trainer.report.hparams)
+
+One object writes them, at four moments: start (every check has passed),
+epoch, finish and fail. Nothing is written before start, so a command that
+fails before it (a refused resume, a bad checkpoint) leaves an existing run
+exactly as it was; a job that fails before start in a fresh folder still
+gets a record saying why, so a sweep lists it.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import logging.handlers
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.report import hparams
+from trainer.core.files import atomic_write
+from trainer.core.process import process_start_time
+
+log = logging.getLogger("trainer")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    return value
+
+
+def read(run_dir: Path) -> dict | None:
+    """A run folder's metrics.json, or None when it has none (or it is unreadable)."""
+    try:
+        data = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def sweep_value(data: dict) -> float:
+    """What a job returns to its sweeper (Optuna maximises it): its best
+    monitored value, or the worst possible one when it did not complete.
+    Never NaN: Optuna 2.10 refuses it and hydra-optuna-sweeper then ends the search."""
+    worst = math.inf if data.get("mode") == "min" else -math.inf
+    value = (data.get("best") or {}).get(data.get("monitor"))
+    if data.get("status") != "completed" or not isinstance(value, (int, float)) or math.isnan(value):
+        return worst
+    return float(value)
+
+
+def mark_killed(run_dir: Path, overrides: list[str], signum: int) -> None:
+    """The record of a job whose process was killed (SIGKILL, the OOM killer)
+    before it could say so itself; a record that already tells how the job
+    ended is left alone."""
+    import signal
+
+    data = read(run_dir)
+    if data is not None and data.get("status") not in (None, "running"):
+        return
+    data = data or {"overrides": overrides, "hparams": {}, "final": {}, "best": {}, "history": [], "timing": {}}
+    history = data.get("history") or []
+    where = f"during epoch {history[-1]['epoch'] + 1}" if history else "before its first epoch ended"
+    data.update(status="failed", error=f"killed by {signal.Signals(signum).name} {where} (out of memory, or "
+                                       "stopped from outside); continue it with resume=auto")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / "metrics.json", data)
+
+
+class LogBuffer:
+    """Python logging of this job (the console's lines included), held in
+    memory until the record knows whether it may write trainer.log."""
+
+    def __init__(self):
+        self.memory = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        self.memory.setFormatter(logging.Formatter("%(message)s"))
+        self.file: logging.Handler | None = None
+        root = logging.getLogger()
+        root.addHandler(self.memory)
+        log.setLevel(logging.INFO)
+
+    def note(self, line: str) -> None:
+        """A line for trainer.log only (the console says it its own way)."""
+        self.memory.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"}))
+
+    def to_file(self, path: Path) -> None:
+        """From now on (and everything so far) into `path`, appended."""
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(message)s"))
+        self.memory.setTarget(self.file)
+        self.memory.flush()
+        self.memory.capacity = 0  # pass every later line straight on
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self.memory)
+        if self.file is None:
+            self.memory.buffer.clear()  # nowhere it may go: a refused start
+        self.memory.close()
+        if self.file is not None:
+            self.file.close()
+
+
+class RunRecord:
+    """The run's files (see the module docstring). `main=False` (DDP ranks
+    other than 0) keeps everything in memory."""
+
+    def __init__(self, run_dir: Path, *, overrides: list[str], hparams: dict, config: dict,
+                 hydra_yaml: str | None = None, main: bool = True, session: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.json"
+        self.config, self.hydra_yaml, self.main = config, hydra_yaml, main
+        self.session = session  # an HParams session of its own (not a cross-validation's fold)
+        self.logs = LogBuffer()
+        self.previous = read(self.run_dir)  # a run already here: never touched before start
+        self.started = False
+        self.writer = None  # TensorBoard, once started
+        self.data: dict[str, Any] = {
+            "status": "running", "error": None, "overrides": overrides, "hparams": hparams,
+            "monitor": None, "mode": None, "device": None, "final": {}, "best": {}, "history": [], "timing": {},
+        }
+
+    # ------------------------------------------------------------- moments
+    def start(self, *, monitor: str, mode: str, device: str, history: list[dict], resumed: bool, tensorboard: bool,
+              purge_step: int | None, model_summary: str) -> None:
+        """Every check has passed: from here on the run's files are ours to write.
+        A resumed run starts with the history its checkpoint holds."""
+        self.data.update(monitor=monitor, mode=mode, device=device, history=list(history))
+        if resumed and self.previous is not None:  # keep the first attempt's start-up timing
+            self.data["timing"] = dict(self.previous.get("timing") or {})
+            self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
+        self.data["timing"]["started_at"] = _now(process_start_time())  # this attempt's process
+        self.started = True
+        if not self.main:
+            return
+        self._write_hydra_files()
+        self.logs.to_file(self.run_dir / "trainer.log")
+        self.write()
+        if tensorboard:
+            self._open_tensorboard(purge_step, model_summary)
+
+    def epoch(self, row: dict) -> None:
+        self.data["history"].append(row)
+        self.write()
+
+    def note_timing(self, timing: dict) -> None:
+        """How long things took; written with the next moment."""
+        self.data["timing"].update(timing, ended_at=_now())
+
+    def finish(self, final: dict, best: dict) -> None:
+        """Every other file first, metrics.json's `completed` last: a reader
+        that sees a run completed sees all of its files complete."""
+        self.data.update(final=final, best=best)
+        if self.writer is not None:
+            self._final_scalars(final)
+            if self.session:
+                hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
+        self._draw_curves()
+        self.close_tensorboard()
+        self.data.update(status="completed", error=None)
+        self.write()
+        self.close()
+
+    def _final_scalars(self, final: dict) -> None:
+        """The last points of the curves HParams reads: the test set (logged
+        per epoch only without a validation split), the best epoch, the time."""
+        from trainer.report.tracking import tag
+
+        history = self.data["history"]
+        step = history[-1].get("step", 0) if history else 0
+        logged = set(history[-1]) if history else set()
+        for key in hparams.METRICS:
+            if key not in logged and isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool):
+                self.writer.add_scalar(tag(key), final[key], step)
+
+    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None) -> None:
+        """The job stopped without final metrics (or with some: a
+        cross-validation with a failed fold). A record that never started
+        writes only into a folder that held no run before (a sweep job that
+        failed on a bad value still shows up, with its hparams and why)."""
+        self.logs.note(f"{status}: {error}")  # the line the console ends with
+        if traceback_text:
+            log.error(traceback_text)
+        fresh = not self.started and self.previous is None
+        if self.started or fresh:
+            if final:
+                self.data["final"] = final
+            try:
+                if fresh and self.main:
+                    self._write_hydra_files()
+                    self.logs.to_file(self.run_dir / "trainer.log")
+                self._draw_curves()
+                self._write_session(status, error, fresh)
+                self.close_tensorboard()
+                self.data.update(status=status, error=error)  # the record last, as in finish()
+                self.write()
+            except OSError:
+                pass  # a full disk: the console line still says what happened
+        self.close()
+
+    def write(self) -> None:
+        if self.main:
+            write_json(self.path, self.data)
+
+    def _draw_curves(self) -> None:
+        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail)."""
+        history = [row for row in self.data["history"] if "epoch" in row]
+        if not (self.main and history):
+            return
+        from trainer.report import figures
+
+        try:
+            figures.save_png(figures.curves(history, self.run_dir.name), self.run_dir / "curves.png")
+        except Exception as e:  # noqa: BLE001
+            log.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
+
+    def close_tensorboard(self) -> None:
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        except OSError:
+            pass  # a full disk: the error the run stopped with says so already
+
+    def close(self) -> None:
+        try:
+            self.close_tensorboard()
+        finally:
+            self.logs.close()
+
+    # --------------------------------------------------------------- parts
+    def _write_hydra_files(self) -> None:
+        folder = self.run_dir / ".hydra"
+        folder.mkdir(parents=True, exist_ok=True)
+        texts = {"config.yaml": _yaml(self.config), "overrides.yaml": _yaml(self.data["overrides"])}
+        if self.hydra_yaml is not None:
+            texts["hydra.yaml"] = self.hydra_yaml
+        for name, text in texts.items():
+            atomic_write(folder / name, lambda f, text=text: f.write(text))
+
+    def _open_tensorboard(self, purge_step: int | None, model_summary: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed run logged after its last
+        # checkpoint, so a resumed run has no duplicated steps.
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        self.writer.add_text("config", "```yaml\n" + _yaml(self.config) + "```", 0)
+        if model_summary:
+            self.writer.add_text("model", "```\n" + model_summary + "\n```", 0)
+
+    def _write_session(self, status: str, error: str | None, fresh: bool) -> None:
+        """The run's HParams session says how it ended, with its error as text;
+        a job that failed before it had a TensorBoard run gets one too, so
+        HParams lists every job of a sweep."""
+        if not self.main or not self.config.get("tracking", {}).get("tensorboard", True):
+            return
+        if self.session and (self.writer is not None or (fresh and self.data["hparams"])):
+            hparams.write_session(self.run_dir, self.data["hparams"], status, error)
+
+
+def _now(timestamp: float | None = None) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp) if timestamp is not None else datetime.datetime.now()
+    return moment.astimezone().isoformat(timespec="milliseconds")
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,146 @@
+"""Statistics over repeated runs: jobs of a sweep that differ only in their
+seed (a seed group), or the folds of a cross-validation, as mean ± sample
+standard deviation, and the curves of a sweep or a cross-validation with
+each group drawn as its mean and a min-max band.
+
+    trainer -m seed=0,1,2 optimizer=sgd,adam epochs=5   # two groups of 3 in the summary
+
+Built from the job folders' own files, like the rest of the summary, so
+`trainer-summary` rebuilds them.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from trainer.core import display
+
+from trainer.runs import record
+
+# Overrides that repeat an experiment rather than change it.
+REPEATS = ("seed", "cv.fold")
+
+
+def find(rows: list[dict]) -> list[dict]:
+    """Groups of two or more jobs whose overrides are the same but for their
+    seed (or fold), each with the mean and std of its metric over the
+    completed ones: the test accuracy (a cross-validation's mean for CV
+    jobs), or for the folds of one cross-validation their best monitored value."""
+    by_key: dict[tuple, list[dict]] = {}
+    for row in rows:
+        overrides = _as_dict(row.get("overrides") or "")
+        if not any(key in overrides for key in REPEATS):
+            continue
+        rest = tuple(sorted((k, v) for k, v in overrides.items() if k not in REPEATS))
+        by_key.setdefault(rest, []).append(row)
+    groups = []
+    for rest, members in by_key.items():
+        repeats = {tuple(_as_dict(m.get("overrides") or "").get(k) for k in REPEATS) for m in members}
+        if len(members) < 2 or len(repeats) < 2:
+            continue
+        groups.append(_statistics(dict(rest), members))
+    return sorted(groups, key=lambda g: -(g["mean"] if g["mean"] is not None else float("-inf")))
+
+
+def _statistics(overrides: dict, members: list[dict]) -> dict:
+    folds = all("cv.fold" in _as_dict(m.get("overrides") or "") for m in members)
+    metric = ("best_value" if folds else
+              "cv/mean" if any(m.get("cv/mean") is not None for m in members) else "test/acc")
+    values = [m[metric] for m in members if m.get("status") == "completed" and isinstance(m.get(metric), (int, float))]
+    shown = (members[0].get("monitor") or "val/acc") if metric == "best_value" else metric
+    return {"overrides": overrides, "folds": folds, "n": len(values), "metric": shown,
+            "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values) if values else None, "max": max(values) if values else None,
+            "values": values, "jobs": sorted((m["job"] for m in members), key=_job_order)}
+
+
+def _epochs_of(run_dir: Path) -> list[list[dict]]:
+    """The per-epoch histories a job folder holds: its own, or for a
+    cross-validation, each fold's (drawn as their mean and band)."""
+    data = record.read(run_dir) or {}
+    own = [row for row in data.get("history") or [] if "epoch" in row]
+    if own or data.get("monitor") != "cv/mean":
+        return [own] if own else []
+    folds = sorted(run_dir.glob("fold_*"), key=lambda p: _job_order(p.name.replace("fold_", "")))
+    return [h for h in (_epochs_of(fold)[0] if _epochs_of(fold) else [] for fold in folds) if h]
+
+
+def _job_order(name: str):
+    from trainer.sweeps.plan import job_number
+
+    number = job_number(name.split("/")[-1])
+    return (number if number is not None else float("inf"), name)
+
+
+def _as_dict(overrides: str) -> dict:
+    out = {}
+    for item in overrides.split():
+        key, eq, value = item.partition("=")
+        if eq:
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def describe(group: dict) -> str:
+    """'84.12% ± 0.31 (n=3)'"""
+    metric, mean, std = group["metric"], group["mean"], group["std"]
+    if mean is None:
+        return "-"
+    spread = f" ± {display.metric(metric, std).rstrip('%')}" if std is not None else ""
+    return f"{display.metric(metric, mean)}{spread} (n={group['n']})"
+
+
+def label(group: dict, shared: set[str]) -> str:
+    """What sets a group apart: its overrides, less those every job has."""
+    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared]
+    text = " ".join(display.override(o) for o in own)
+    if group.get("folds"):
+        return f"folds {text}".strip()
+    return text or "(defaults)"
+
+
+def table(groups: list[dict], shared: set[str]):
+    from rich.table import Table
+
+    out = Table(title="Seed groups: mean ± std over repeats", title_justify="left")
+    for name in ("group", "metric", "mean ± std", "min", "max", "jobs"):
+        out.add_column(name, justify="left" if name in ("group", "metric", "jobs") else "right",
+                       overflow="fold")
+    for g in groups:
+        out.add_row(label(g, shared), g["metric"], describe(g), display.metric(g["metric"], g["min"]),
+                    display.metric(g["metric"], g["max"]), ", ".join(g["jobs"]))
+    return out
+
+
+def markdown(groups: list[dict], shared: set[str]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", "## Seed groups (mean ± std over repeats)", "",
+             "| group | metric | mean ± std | min | max | jobs |", "| --- | --- | ---: | ---: | ---: | --- |"]
+    for g in groups:
+        lines.append(f"| {label(g, shared)} | {g['metric']} | {describe(g)} | {display.metric(g['metric'], g['min'])} "
+                     f"| {display.metric(g['metric'], g['max'])} | {', '.join(g['jobs'])} |")
+    return lines
+
+
+def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[str]) -> bool:
+    """curves.png of a sweep or a cross-validation: each group as its mean
+    with a min-max band, every other job as a line of its own. False when
+    no job has an epoch to draw."""
+    from trainer.report import figures
+
+    runs = {row["job"]: _epochs_of(Path(row["path"])) for row in rows if row.get("path")}
+    grouped = {job for g in groups for job in g["jobs"]}
+    lines = [(job, found[0]) for job, found in runs.items() if job not in grouped and len(found) == 1]
+    bands = [(f"{job} folds", found) for job, found in runs.items() if job not in grouped and len(found) > 1]
+    bands += [(label(g, shared), [h for j in g["jobs"] for h in runs.get(j, [])]) for g in groups]
+    bands = [(name, histories) for name, histories in bands if histories]
+    if not (lines or bands):
+        return False
+    split = "val" if any("val/acc" in h for _, hs in bands for run in hs for h in run) or \
+        any("val/acc" in h for _, run in lines for h in run) else "test"
+    lines = [(name, run) for name, run in lines if any(f"{split}/acc" in h for h in run)]  # one split on one axis
+    image = figures.overlay(lines, bands, f"{Path(folder).name}: {split} loss and accuracy per epoch", split)
+    figures.save_png(image, Path(folder) / "curves.png")
+    return True

@@ -76,10 +76,15 @@ def test_the_record_says_what_happened(quick_run):
 
 
 def test_run_directory_layout(quick_run):
+    from trainer.core import checkpoint
+
     _, run_dir = quick_run
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    m = metrics(run_dir)
+    last = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    best = checkpoint.load(run_dir / "checkpoints" / "best.ckpt")
+    assert last["history"] == m["history"]  # the record and the checkpoint tell the same story
+    assert len(best["history"]) == m["best"]["epoch"]  # best.ckpt is the best epoch's state
+    assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["epochs"] == len(m["history"])
     assert list(run_dir.glob("events.out.tfevents.*"))
 
 

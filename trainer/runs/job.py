@@ -22,7 +22,7 @@ from pathlib import Path
 from trainer.core import display, distributed
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted
-from trainer.core.errors import UserError, first_line, internal
+from trainer.core.errors import UserError, first_line, internal, say
 from trainer.report import hparams
 from trainer.report.tracking import Output
 from trainer.runs import resume
@@ -82,6 +82,7 @@ class Outcome:
     value: float                 # the monitored metric; the worst possible one when the job failed
     run_dir: Path
     signum: int = 0
+    key: str | None = None       # the config key a refusal is about (UserError.key)
 
     @property
     def exit_code(self) -> int:
@@ -129,7 +130,7 @@ def _run(config: TrainerConfig, job: Job, record: RunRecord, output: Output) -> 
     except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT
         outcome, traceback_text = Outcome("interrupted", "stopped by SIGINT before training started", worst,
                                           job.run_dir, signal.SIGINT), None
-    record.fail(outcome.status, outcome.error, traceback_text)
+    record.fail(outcome.status, outcome.error, traceback_text, key=outcome.key)
     return outcome
 
 
@@ -143,7 +144,7 @@ def _failure(e: Exception, job: Job, record: RunRecord, run, worst: float) -> tu
     if isinstance(e, Diverged):
         return Outcome("diverged", str(e), worst, job.run_dir), None
     if isinstance(e, UserError):
-        return Outcome("failed", str(e), worst, job.run_dir), None
+        return Outcome("failed", str(e), worst, job.run_dir, key=e.key), None
     outcome = Outcome("failed", _unexpected(e, record), worst, job.run_dir)
     bug = outcome.error.startswith("internal error")
     return outcome, "".join(traceback.format_exception(e)) if bug else None
@@ -288,11 +289,12 @@ class StopFlag:
             with contextlib.suppress(Exception):
                 self.record.fail("interrupted", f"stopped at once by a second {name}; the last checkpoint is "
                                  "from before it")
-            print(f"\ntrainer: stopped at once by a second {name}", file=sys.stderr, flush=True)
+            print(file=sys.stderr)  # after the progress line the signal cut
+            say(f"stopped at once by a second {name}")
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\ntrainer: {name} received: finishing this step and saving a checkpoint "
-              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(file=sys.stderr)  # after the progress line the signal cut
+        say(f"{name} received: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
 
 
 @contextlib.contextmanager
@@ -315,7 +317,7 @@ def _handlers(handler, signums, keep=lambda: False):
 
 
 def describe_failure(outcome: Outcome) -> str:
-    """The console line for a job that did not complete."""
+    """The console line for a job that did not complete (after `trainer: `)."""
     word = "error" if outcome.status == "failed" else outcome.status
-    return f"trainer: {word}: {outcome.error}"
+    return f"{word}: {outcome.error}"
 

@@ -200,12 +200,14 @@ class RunRecord:
             if key not in logged and isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool):
                 self.writer.add_scalar(tag(key), final[key], step)
 
-    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None) -> None:
+    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None,
+             key: str | None = None) -> None:
         """The job stopped without final metrics (or with some: a
         cross-validation with a failed fold). A record that never started
         writes only into a folder that held no run before (a sweep job that
         failed on a bad value still shows up, with its hparams and why)."""
         self.logs.note(f"{status}: {error}")  # the line the console ends with
+        self.data["error_key"] = key  # the config key a refusal names: its value is left out of HParams
         if traceback_text:
             log.error(traceback_text)
         fresh = not self.started and self.previous is None and self.record_refusals and self.folder.usable()

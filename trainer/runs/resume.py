@@ -18,6 +18,7 @@ from pathlib import Path
 from trainer.core import checkpoint, display, distributed, schedules
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
+from trainer.runs.record import read
 
 # Changes that apply to a saved state at any point: how long, how fast, what
 # is logged and saved, and where the data and the computation live.
@@ -62,10 +63,8 @@ def expand(args: list[str]) -> list[str]:
 
 
 def is_cross_validation(folder: Path) -> bool:
-    """A cross-validation's own folder: its record monitors the folds' mean."""
-    from trainer.runs.record import read
-
-    return folder.is_dir() and (read(folder) or {}).get("monitor") == "cv/mean"
+    """A cross-validation's own folder, as its record states."""
+    return folder.is_dir() and (read(folder) or {}).get("kind") == "cv"
 
 
 def _key(override: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from trainer.core import display
-from trainer.core.errors import UserError
+from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
 from trainer.runs.folder import RunFolder
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN
@@ -59,7 +59,7 @@ class SweepCallback(Callback):
         try:
             self.lock = RunFolder(sweep_dir, setting="hydra.sweep.dir").hold_lock()
         except UserError as e:
-            print(f"trainer: error: {e}", file=sys.stderr)
+            say(f"error: {e}")
             raise SystemExit(1) from e
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
@@ -69,7 +69,7 @@ class SweepCallback(Callback):
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
         line = summary.failure_line(rows or [], details=True)
         if line:
-            print(f"trainer: {line}", file=sys.stderr)
+            say(line)
             raise SystemExit(1)
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 import dataclasses
 import signal
 import statistics
-import sys
 from pathlib import Path
 
 from trainer.core import display
 from trainer.core.config import TrainerConfig, validate
-from trainer.core.errors import UserError
+from trainer.core.errors import UserError, warn
 from trainer.report.tracking import Output
 from trainer.runs.folder import worst_value
 from trainer.runs.job import Job, Outcome, completed_already, execute, refuse_to_overwrite
@@ -127,7 +126,7 @@ def _summarize_folds(run_dir: Path) -> None:
     try:
         summary.summarize(run_dir, console=Console(quiet=True), write=True)
     except (summary.SweepError, OSError) as e:
-        print(f"trainer: warning: the folds' summary was not written ({e})", file=sys.stderr)
+        warn(f"the folds' summary was not written ({e})")
 
 
 def _fold_row(fold: int, run_dir: Path, outcome) -> dict:

@@ -47,7 +47,8 @@ class Job:
     multirun: bool = False            # Hydra's -m: a failure returns the worst value instead of exiting
     in_sweep: bool = False            # a sweep's job (in this process or its own): a brief console
     hydra_yaml: str | None = None
-    hparams_session: bool = True      # a fold of a cross-validation: its CV run holds the HParams session
+    hparams_session: bool = True      # an HParams session of its own (every kind of run has one)
+    kind: str | None = None           # run, cv, fold (from the config) or refit (said by the cross-validation)
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
@@ -84,7 +85,7 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
 
     output = output or Output(brief=job.in_sweep)
     main = distributed.is_main()  # torchrun: rank 0 alone writes the record
-    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
+    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices, job.kind),
                        config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main, session=job.hparams_session)
     if main:  # said once the record holds the log: trainer.log starts with it
         output.say(job.header())

@@ -70,7 +70,7 @@ def _run_folds(config: TrainerConfig, job: Job, output: Output) -> Outcome:
         for fold in range(1, config.cv.folds + 1):
             fold_config = dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold), resume="auto")
             fold_job = Job(job.run_dir / f"fold_{fold}", [*job.overrides, f"cv.fold={fold}"], job.choices,
-                           job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml, hparams_session=False)
+                           job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml)
             outcome = execute(fold_config, fold_job, brief)
             results.append(_fold_row(fold, fold_job.run_dir, outcome))
             record.epoch(results[-1])
@@ -135,7 +135,7 @@ def _refit(config: TrainerConfig, job, output) -> dict:
     refit_config = dataclasses.replace(config, cv=dataclasses.replace(config.cv, folds=0, fold=0, refit=False),
                                        resume="auto")
     refit_job = Job(job.run_dir / "refit", [*job.overrides, "cv.folds=0", "cv.refit=false"], job.choices,
-                    job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml, hparams_session=False)
+                    job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml, kind="refit")
     execute(refit_config, refit_job, Output(output.console, brief=True))
     final = (read(refit_job.run_dir) or {}).get("final") or {}
     return {key: final[key] for key in ("test/acc", "test/loss") if key in final}

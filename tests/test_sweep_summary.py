@@ -396,3 +396,92 @@ def test_a_folder_of_runs_is_listed_read_only(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert main([str(tmp_path), "--write", "--quiet"]) == 0
     assert (tmp_path / "summary.json").is_file()
+
+
+# ----------------------------------------------------- any folder of runs (outputs/)
+def _cross_validation(root: Path, name: str, folds=(0.7, 0.8)) -> Path:
+    """A CV run's folder as `trainer cv.folds=K` leaves it: its folds inside, its record monitoring cv/mean."""
+    cv = root / name
+    for i, acc in enumerate(folds, start=1):
+        fold = make_job(cv, f"fold_{i}", ["cv.folds=2", f"cv.fold={i}"], acc=acc, val=True)
+        record = json.loads((fold / "metrics.json").read_text())  # a fold never sees the test set
+        record["final"] = {k: v for k, v in record["final"].items() if not k.startswith("test/")}
+        (fold / "metrics.json").write_text(json.dumps(record))
+    record = {"status": "completed", "error": None, "overrides": ["cv.folds=2"], "hparams": {}, "monitor": "cv/mean",
+              "mode": "max", "final": {"cv/mean": sum(folds) / len(folds), "cv/std": 0.07, "cv/metric": "val/acc"},
+              "best": {"cv/mean": sum(folds) / len(folds)}, "history": []}
+    (cv / "metrics.json").write_text(json.dumps(record))
+    return cv
+
+
+@pytest.fixture
+def outputs(tmp_path) -> Path:
+    """outputs/ with a run, a cross-validation and a sweep whose job 2 never started."""
+    root = tmp_path / "outputs"
+    make_job(root / "runs", "2026-12-01_10-00-00_aaaaaa", ["model=conv"], acc=0.6)
+    _cross_validation(root / "runs", "2026-12-01_11-00-00_bbbbbb")
+    sweep = root / "sweeps" / "2026-12-01_12-00-00_cccccc"
+    make_job(sweep, "0_seed=0", ["seed=0"], acc=0.8)
+    make_job(sweep, "1_seed=1", ["seed=1"], "failed", error="lr=-1 must be positive", final=False, epochs=0)
+    (sweep / "sweep.json").write_text(json.dumps({"jobs": [{"num": i, "overrides": [f"seed={i}"]} for i in range(3)]}))
+    return root
+
+
+def test_every_run_under_a_folder_is_listed_once_with_its_kind(outputs):
+    rows = collect(outputs, every=True)
+    kinds = {row["job"]: (row["kind"], row["status"]) for row in rows}
+    assert kinds == {
+        "runs/2026-12-01_10-00-00_aaaaaa": ("run", "completed"),
+        "runs/2026-12-01_11-00-00_bbbbbb": ("cv", "completed"),
+        "runs/2026-12-01_11-00-00_bbbbbb/fold_1": ("fold", "completed"),
+        "runs/2026-12-01_11-00-00_bbbbbb/fold_2": ("fold", "completed"),
+        "sweeps/2026-12-01_12-00-00_cccccc/0_seed=0": ("run", "completed"),
+        "sweeps/2026-12-01_12-00-00_cccccc/1_seed=1": ("run", "failed"),
+        "sweeps/2026-12-01_12-00-00_cccccc/2": ("run", "missing"),
+    }
+    assert len(rows) == len(kinds)  # each once
+
+
+def test_a_folder_of_runs_without_a_common_metric_is_listed_by_kind(outputs):
+    console = Console(file=io.StringIO(), width=200)
+    summarize(outputs, console)
+    text = console.file.getvalue()
+    assert "Runs in" in text and "7 runs" in text and "by kind" in text and "Sweep:" not in text
+    assert "ranked by val/acc" not in text and "ranked by test/acc" not in text  # the CV and its folds have none
+    order = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "/" in line]
+    assert order[0] == "runs/2026-12-01_11-00-00_bbbbbb", order  # the cross-validation first, then the runs
+    assert not any((outputs / name).exists() for name in summary.SUMMARY_FILES)  # read-only
+
+
+def test_runs_are_ranked_by_a_metric_they_all_have_and_best_says_its_metric(tmp_path):
+    make_job(tmp_path, "a", ["lr=0.1"], acc=0.70)                # no val split: its best is test/acc
+    make_job(tmp_path, "b", ["lr=0.2"], acc=0.90, val=True)      # a val split: its best is val/acc
+    console = Console(file=io.StringIO(), width=200)
+    summarize(tmp_path, console)
+    text = console.file.getvalue()
+    assert "ranked by test/acc (max)" in text
+    assert "best test/acc" not in text and "val/acc 90.00%" in text and "test/acc 70.00%" in text
+    assert "val loss" in text and "test acc" in text
+
+
+def test_a_cross_validation_is_summarised_as_one(tmp_path):
+    cv = _cross_validation(tmp_path, "cv")
+    console = Console(file=io.StringIO(), width=200)
+    summarize(cv, console)
+    text = console.file.getvalue()
+    assert "Cross-validation: 2 runs" in text and "Sweep" not in text
+    assert "Folds: mean ± std" in text and "Seed groups" not in text
+    assert "test acc" not in text  # no fold has a test number: no empty column
+    md = (cv / "summary.md").read_text()
+    assert "## Folds (mean ± std)" in md
+
+
+def test_a_narrow_console_still_shows_every_error(tmp_path):
+    make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
+    make_job(tmp_path, "1_lr=-1", ["lr=-1"], "failed", error="lr=-1 must be positive (for example lr=1e-3)",
+             final=False)
+    console = Console(file=io.StringIO(), width=80)
+    summarize(tmp_path, console)
+    text = console.file.getvalue()
+    assert "1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in " ".join(text.split())
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -6,7 +6,9 @@ One tiny CLI run (a small conv net, every dashboard on) shared by the module.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from pathlib import Path
 
 import pytest
 from helpers import hparams_plugin_data, metrics, run_cli, tiny
@@ -126,21 +128,16 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def tensorboard_on_a_sweep(synthetic_root, tmp_path_factory):
-    """`trainer -m optimizer=sgd,adam lr=1e-3,-1 epochs=1`, then `tensorboard
-    --logdir <sweep>` on loopback: its HTTP data API, as the browser reads it."""
+@contextlib.contextmanager
+def _tensorboard(logdir: Path):
+    """`tensorboard --logdir <logdir>` on loopback: its HTTP data API, as the browser reads it."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    cwd = tmp_path_factory.mktemp("tb_sweep")
-    sweep_dir = cwd / "sweep"
-    run_cli(["-m", *tiny(synthetic_root, "data.subset=128", "model.hidden=[16]"), "optimizer=sgd,adam", "lr=1e-3,-1",
-             f"hydra.sweep.dir={sweep_dir}"], cwd)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir), "--host",
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host",
                                "127.0.0.1", "--port", str(port), "--load_fast=false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -153,10 +150,21 @@ def tensorboard_on_a_sweep(synthetic_root, tmp_path_factory):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "tensorboard did not start"
                 time.sleep(0.3)
-        yield base, sweep_dir
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tensorboard_on_a_sweep(synthetic_root, tmp_path_factory):
+    """`trainer -m optimizer=sgd,adam lr=1e-3,-1 epochs=1`, then `tensorboard --logdir <sweep>`."""
+    cwd = tmp_path_factory.mktemp("tb_sweep")
+    sweep_dir = cwd / "sweep"
+    run_cli(["-m", *tiny(synthetic_root, "data.subset=128", "model.hidden=[16]"), "optimizer=sgd,adam", "lr=1e-3,-1",
+             f"hydra.sweep.dir={sweep_dir}"], cwd)
+    with _tensorboard(sweep_dir) as base:
+        yield base, sweep_dir
 
 
 def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
@@ -169,27 +177,61 @@ def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
     assert {i["name"]: i for i in infos}["optimizer"]["domainDiscrete"] == ["adam", "sgd"]
     # Only metrics a job has: no validation split here, so no val/ columns.
     tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
-    assert tags == ["acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds"]
+    assert {"acc/test", "loss/test", "acc/train", "perf/train_seconds"} <= set(tags), tags
+    assert not [t for t in tags if t.endswith("/val")], tags
 
 
-def test_status_is_a_first_column_also_when_every_job_completed(tmp_path):
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.plugins.hparams import plugin_data_pb2
+def _session(run_dir: Path, hparams: dict, status: str = "completed", **scalars: float) -> None:
+    from torch.utils.tensorboard import SummaryWriter
 
+    from trainer.report import hparams as hp
+
+    with SummaryWriter(str(run_dir)) as writer:
+        for name, value in scalars.items():
+            writer.add_scalar(name.replace("_", "/"), value, 10)
+    hp.write_session(run_dir, hparams, status, None if status == "completed" else "lr=-1 must be positive")
+
+
+def _groups(base: str) -> dict:
+    groups = _post(f"{base}/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})["sessionGroups"]
+    return {g["name"]: g for g in groups}
+
+
+def test_hparams_over_outputs_compares_every_sweep_run_and_fold(tmp_path):
+    """`tensorboard --logdir outputs` over two sweeps, a cross-validation and its
+    folds: one experiment, built by TensorBoard from every session, in which lr,
+    optimizer, seed and status differ and every run (a seed group too) is a row."""
     from trainer.report import hparams
 
-    common = {"batch_size": 64, "data": "mnist", "epochs": 2, "experiment": "none"}
-    records = [{"hparams": {**common, "lr": lr}, "status": "completed", "final": {"test/acc": 0.9}}
-               for lr in (0.1, 0.2)]
-    hparams.write_experiment(tmp_path, records, swept=["lr"])
-    (event_file,) = tmp_path.glob("events.out.tfevents.*")
-    for event in EventFileLoader(str(event_file)).Load():
-        for value in event.summary.value:
-            if value.tag == "_hparams_/experiment":
-                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                assert [i.name for i in data.experiment.hparam_infos][:2] == ["lr", "status"]
-                return
-    pytest.fail("no experiment summary written")
+    out = tmp_path / "outputs"
+    base = {"kind": "run", "batch_size": 64, "epochs": 2, "optimizer": "sgd", "lr": 0.001, "seed": 0}
+    _session(out / "sweeps/a/0_lr=0.001", base, acc_test=0.5)
+    _session(out / "sweeps/a/1_lr=0.003", {**base, "lr": 0.003}, acc_test=0.6)
+    _session(out / "sweeps/a/2_lr=-1", {**base, "lr": -1.0}, "failed")
+    for seed in (0, 1):
+        _session(out / f"sweeps/b/{seed}_seed={seed}", {**base, "optimizer": "adam", "seed": seed}, acc_test=0.7)
+    hparams.write_group_session(out / "sweeps/b/seed_groups/optimizer=adam", {**base, "optimizer": "adam"},
+                                {"test/acc": 0.7}, "mean of 2: 0,1")
+    _session(out / "runs/cv", {**base, "kind": "cv", "cv.folds": 2}, cv_mean=0.8)
+    _session(out / "runs/cv/fold_1", {**base, "kind": "fold", "cv.folds": 2, "cv.fold": 1}, acc_val=0.8)
+    with _tensorboard(out) as url:
+        experiment = _post(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
+        rows = _groups(url)
+    infos = {i["name"]: i for i in experiment["hparamInfos"]}
+    assert {name for name, i in infos.items() if i.get("differs")} >= {"lr", "optimizer", "seed", "status", "kind"}
+    assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64" and infos["lr"]["domainInterval"]["maxValue"] == 0.003
+    assert sorted(infos["status"]["domainDiscrete"]) == ["completed", "failed"]
+    assert sorted(rows) == sorted(["sweeps/a/0_lr=0.001", "sweeps/a/1_lr=0.003", "sweeps/a/2_lr=-1", "sweeps/b/0_seed=0",
+                                   "sweeps/b/1_seed=1", "sweeps/b/seed_groups/optimizer=adam", "runs/cv",
+                                   "runs/cv/fold_1"])
+    assert rows["sweeps/a/2_lr=-1"]["hparams"]["status"] == "failed"
+    group = rows["sweeps/b/seed_groups/optimizer=adam"]
+    assert group["hparams"]["seed"] == "mean of 2: 0,1" and group["hparams"]["kind"] == "group"
+    metric = {m["name"]["tag"]: m["value"] for m in group["sessions"][0]["metricValues"]}
+    assert metric["acc/test"] == pytest.approx(0.7)
+    assert {m["name"]["tag"] for m in rows["runs/cv"]["sessions"][0]["metricValues"]} == {"cv/mean"}
 
 
 def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):

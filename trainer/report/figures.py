@@ -190,11 +190,14 @@ def curves(history: list[dict], title: str) -> np.ndarray:
 
 
 def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
-            split: str) -> np.ndarray:
+            split: str, note: str = "") -> np.ndarray:
     """Runs side by side: `lines` one curve each; `bands` (a seed group, the
-    folds of a cross-validation) their mean with a min-max band. The `split`
-    evaluated each epoch (val or test), loss left and accuracy right."""
+    folds of a cross-validation) their mean with a min-max band, the legend
+    says so. The `split` evaluated each epoch (val or test), loss left and
+    accuracy right; `note` below them (the jobs that have no curve, and why)."""
     fig, (loss_ax, acc_ax) = _curve_axes(title)
+    if note:
+        fig.supxlabel(note, fontsize=FONT - 2, wrap=True)
     colours = iter(_palette(len(lines) + len(bands)))
     for label, history in lines:
         colour = next(colours)
@@ -206,7 +209,7 @@ def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[lis
         for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
             epochs, lows, means, highs = _band(histories, key)
             means, lows, highs = ([v * scale for v in values] for values in (means, lows, highs))
-            ax.plot(epochs, means, color=colour, label=f"{label} (mean of {len(histories)})", **MARKS)
+            ax.plot(epochs, means, color=colour, label=f"{label}: mean, band min–max of {len(histories)}", **MARKS)
             if len(epochs) > 1:
                 ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2)
             else:  # one epoch: a band has no width, so the range is an error bar

@@ -4,10 +4,15 @@
                its `status`) and an end status; in an event file of its own
                (`*.hparams`) that is replaced each time the run ends, so a
                resumed run shows how it ended last
-    experiment a sweep's root, written with its summary: every hparam, the
-               ones that vary between jobs first (marked as differing, so
-               HParams opens on them), string knobs with their value lists,
-               and only the metrics some job has
+    group      a seed group of a sweep (trainer.sweeps.groups): one row with
+               the runs' shared hparams, `seed` = 'mean of 0,1,2', and the mean
+               of its metric, written with the sweep's summary
+
+No experiment file: TensorBoard builds the experiment from every session
+under whatever --logdir points at (outputs/, outputs/sweeps, one sweep), so
+an hparam is marked as differing when it differs across all of them, and
+each value keeps one type in every kind of run (run, cv, fold, refit, group)
+so no column turns into text in one folder and a number in another.
 
 Metrics are the last points of the runs' own curves (acc/test, loss/val, ...:
 see tracking.tag), so a run has no extra single-dot charts. Whole numbers
@@ -32,9 +37,10 @@ METRICS = ("cv/mean", "cv/std", "test/acc", "test/loss", "val/acc", "val/loss", 
            "best_epoch", "train_seconds")
 
 
-def of(config, choices: dict) -> dict:
-    """A run's hparams: the group choices and the main knobs (metrics.json keeps them too)."""
-    hp: dict[str, Any] = {g: choices.get(g) for g in GROUPS}
+def of(config, choices: dict, kind: str | None = None) -> dict:
+    """A run's hparams: its kind, the group choices and the main knobs (metrics.json keeps them too)."""
+    hp: dict[str, Any] = {"kind": kind or kind_of(config)}
+    hp.update({g: choices.get(g) for g in GROUPS})
     hp["experiment"] = choices.get("experiment") or "none"
     for key in ("lr", "batch_size", "epochs", "seed", "precision", "pipeline"):
         hp[key] = getattr(config, key)
@@ -45,7 +51,16 @@ def of(config, choices: dict) -> dict:
             if hasattr(node, key):
                 value = getattr(node, key)
                 hp[f"{group}.{key}"] = str(list(value)) if isinstance(value, list) else value
+    if config.cv.folds:
+        hp["cv.folds"] = config.cv.folds
+    if config.cv.fold:
+        hp["cv.fold"] = config.cv.fold
     return hp
+
+
+def kind_of(config) -> str:
+    """run, cv (the cross-validation's own run) or fold; a refit says so itself."""
+    return "fold" if config.cv.fold else "cv" if config.cv.folds else "run"
 
 
 def shown(hparams: dict, status: str, error: str | None) -> dict:
@@ -68,7 +83,7 @@ def shown(hparams: dict, status: str, error: str | None) -> dict:
     return out
 
 
-WHOLE = ("batch_size", "epochs", "seed")
+WHOLE = ("batch_size", "epochs", "seed", "cv.folds", "cv.fold")
 
 
 # --------------------------------------------------------------- sessions
@@ -102,31 +117,38 @@ def _session_end(status: int):
     return _plugin_summary("_hparams_/session_end_info", session_end_info=info)
 
 
-# ------------------------------------------------------------ experiment
-def write_experiment(sweep_dir: Path, records: list[dict], swept: list[str] = ()) -> None:
-    """One experiment for a sweep at its root, from its jobs' records
-    (metrics.json): what varies first (the `swept` keys always, even where
-    only one of their values was valid), and only metrics some job has."""
+# ---------------------------------------------------------------- groups
+def write_group_session(folder: Path, hparams: dict, metrics: dict[str, float], seeds: str) -> None:
+    """A seed group as one HParams row: the hparams its runs share, `seed`
+    saying which seeds it averages ('mean of 0,1,2'), kind `group`, and its
+    mean (and std) as the last point of the runs' own metric tags."""
     from tensorboard.plugins.hparams import api_pb2
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+    from torch.utils.tensorboard.summary import scalar
     from torch.utils.tensorboard.writer import FileWriter
 
     from trainer.report.tracking import tag
 
-    sessions = [shown(r.get("hparams") or {}, r.get("status") or "incomplete", r.get("error")) for r in records]
-    names = sorted({k for s in sessions for k in s})
-    infos = [_info(name, [s[name] for s in sessions if name in s], name in swept) for name in names]
-    # TensorBoard shows the first few: what varies, then status (also when every job completed).
-    infos.sort(key=lambda info: (not info.differs, info.name != "status", info.name))
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag(m)), display_name=tag(m))
-               for m in METRICS if any(_has(r, m) for r in records)]
-    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
-    for old in Path(sweep_dir).glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("events.out.tfevents.*"):
         old.unlink(missing_ok=True)
-    writer = FileWriter(str(sweep_dir), filename_suffix=EXPERIMENT_SUFFIX)
+    _, start, _ = hparams_summary({**shown(hparams, "completed", None), "seed": seeds, "kind": "group"}, {})
+    writer = FileWriter(str(folder), filename_suffix=SESSION_SUFFIX)
     try:
-        writer.add_summary(_plugin_summary("_hparams_/experiment", experiment=experiment))
+        writer.add_summary(start)
+        for key, value in metrics.items():
+            writer.add_summary(scalar(tag(key), value), 0)
+        writer.add_summary(_session_end(api_pb2.STATUS_SUCCESS))
     finally:
         writer.close()
+
+
+def remove_experiment(folder: Path) -> None:
+    """An experiment file an older version wrote at a sweep's root: TensorBoard
+    would take its hparams and ranges for every run under the logdir."""
+    for old in Path(folder).glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
+        old.unlink(missing_ok=True)
 
 
 def _plugin_summary(tag: str, **data):
@@ -139,24 +161,3 @@ def _plugin_summary(tag: str, **data):
     return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])
 
 
-def _info(name: str, values: list, swept: bool = False):
-    from tensorboard.plugins.hparams import api_pb2
-
-    distinct = sorted(set(values), key=str)
-    if all(isinstance(v, bool) for v in values):
-        info = api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_BOOL)
-        info.domain_discrete.extend(distinct)
-    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        info = api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64)
-        info.domain_interval.min_value, info.domain_interval.max_value = min(values), max(values)
-    else:
-        info = api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_STRING)
-        info.domain_discrete.extend(str(v) for v in distinct)
-    info.differs = swept or len(distinct) > 1
-    return info
-
-
-def _has(record: dict, metric: str) -> bool:
-    """Whether a job's record has a value for an HParams metric (from its final numbers)."""
-    value = (record.get("final") or {}).get(metric)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -52,13 +52,13 @@ class Job:
                          setting="hydra.sweep.dir" if self.multirun else "hydra.run.dir")
 
     def record(self, config: TrainerConfig | None) -> RunRecord:
-        """The job's record, the one writer of its run folder's files. A fold or
-        refit has no HParams session of its own (its CV run holds it); a
-        single run refused at its start records nothing (its folder goes)."""
+        """The job's record, the one writer of its run folder's files (every
+        kind of run has an HParams session); a single run refused at its
+        start records nothing (its folder goes)."""
         return RunRecord(self.folder(), overrides=self.overrides,
-                         hparams=hparams.of(config, self.choices) if config is not None else {},
+                         hparams=hparams.of(config, self.choices, self.kind) if config is not None else {},
                          config=as_dict(config) if config is not None else {}, hydra_yaml=self.hydra_yaml,
-                         session=self.kind in ("run", "cv"), belongs=self.belongs,
+                         belongs=self.belongs,
                          record_refusals=self.in_sweep or self.kind != "run")
 
     def header(self) -> str:

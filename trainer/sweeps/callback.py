@@ -26,7 +26,7 @@ from trainer.core import display
 from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
 from trainer.runs.folder import RunFolder
-from trainer.sweeps.plan import NOT_IN_NAMES, PLAN
+from trainer.sweeps.plan import NOT_IN_NAMES, PLAN, duplicates_error
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -40,11 +40,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         overrides = [str(o) for o in config.hydra.overrides.task]
+        planned = plan(config, overrides)
+        refuse_duplicate_points(planned)
         refuse_a_used_folder(sweep_dir, overrides)
         _name_jobs_by_what_varies(config, overrides)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._lock_for_the_sweep(sweep_dir)
-        planned = plan(config, overrides)
         write_text(sweep_dir / PLAN, json.dumps(planned, indent=2) + "\n")
         _stop_with_the_jobs(sweep_dir)
         _quiet_search_logging(planned["sweeper"])
@@ -74,6 +75,15 @@ class SweepCallback(Callback):
 
 
 # ------------------------------------------------------------------ start
+def refuse_duplicate_points(planned: dict) -> None:
+    """`seed=0,0,1` or `lr=1e-3,0.001` would train one run twice and count it
+    twice in a seed group: refused before any folder is made."""
+    problem = duplicates_error([job["overrides"] for job in planned["jobs"] or []])
+    if problem:
+        say(f"error: {problem}")
+        raise SystemExit(1)
+
+
 def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     """Jobs already there would be trained again over their own files: only
     `resume=auto` may continue a sweep."""

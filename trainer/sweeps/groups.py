@@ -16,43 +16,52 @@ from pathlib import Path
 from trainer.core import display
 
 from trainer.runs import record
+from trainer.sweeps.plan import NOT_IN_NAMES, job_number, point
 
 # Overrides that repeat an experiment rather than change it.
 REPEATS = ("seed", "cv.fold")
 
 
 def find(rows: list[dict]) -> list[dict]:
-    """Groups of two or more jobs whose overrides are the same but for their
-    seed (or fold), each with the mean and std of its metric over the
-    completed ones: the test accuracy (a cross-validation's mean for CV
-    jobs), or for the folds of one cross-validation their best monitored value."""
-    by_key: dict[tuple, list[dict]] = {}
-    for row in rows:
-        overrides = _as_dict(row.get("overrides") or "")
+    """Groups of two or more distinct runs whose overrides are the same but
+    for their seed (or fold), each with the mean and std of its metric over
+    the completed ones: the test accuracy (a cross-validation's mean for CV
+    jobs), or for the folds of one cross-validation their best monitored value.
+    A job that repeats a point another job has (seed=0 twice, lr=1e-3 and
+    lr=0.001) is counted once: the first in job order."""
+    by_key: dict[tuple, dict[tuple, dict]] = {}
+    for row in sorted(rows, key=lambda r: _job_order(str(r.get("job", "")))):
+        overrides = point((row.get("overrides") or "").split())
         if not any(key in overrides for key in REPEATS):
             continue
-        rest = tuple(sorted((k, v) for k, v in overrides.items() if k not in REPEATS))
-        by_key.setdefault(rest, []).append(row)
-    groups = []
-    for rest, members in by_key.items():
-        repeats = {tuple(_as_dict(m.get("overrides") or "").get(k) for k in REPEATS) for m in members}
-        if len(members) < 2 or len(repeats) < 2:
-            continue
-        groups.append(_statistics(dict(rest), members))
+        rest = tuple(sorted(((k, v) for k, v in overrides.items() if k not in REPEATS), key=_by_key))
+        repeat = tuple(overrides.get(k) for k in REPEATS)
+        where = Path(str(row.get("job", ""))).parent.as_posix()  # one sweep's (or CV's) repeats, not another's
+        by_key.setdefault((where, rest), {}).setdefault(repeat, row)
+    groups = [{**_statistics(_as_dict(members[0]["overrides"], dict(rest)), members), "where": where}
+              for (where, rest), distinct in by_key.items() if len(members := list(distinct.values())) >= 2]
     return sorted(groups, key=lambda g: -(g["mean"] if g["mean"] is not None else float("-inf")))
 
 
+def _by_key(item: tuple) -> str:
+    return item[0]
+
+
 def _statistics(overrides: dict, members: list[dict]) -> dict:
+    """The group's numbers; `jobs` and `values` pair up (None: no value, not counted)."""
     folds = all("cv.fold" in _as_dict(m.get("overrides") or "") for m in members)
     metric = ("best_value" if folds else
               "cv/mean" if any(m.get("cv/mean") is not None for m in members) else "test/acc")
-    values = [m[metric] for m in members if m.get("status") == "completed" and isinstance(m.get(metric), (int, float))]
+    each = [m[metric] if m.get("status") == "completed" and isinstance(m.get(metric), (int, float)) else None
+            for m in members]
+    values = [v for v in each if v is not None]
     shown = (members[0].get("monitor") or "val/acc") if metric == "best_value" else metric
     return {"overrides": overrides, "folds": folds, "n": len(values), "metric": shown,
             "mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None,
             "min": min(values) if values else None, "max": max(values) if values else None,
-            "values": values, "jobs": sorted((m["job"] for m in members), key=_job_order)}
+            "values": each, "jobs": [m["job"] for m in members],
+            "failed": [m["job"] for m, v in zip(members, each) if v is None]}
 
 
 def _epochs_of(run_dir: Path) -> list[list[dict]]:
@@ -67,17 +76,16 @@ def _epochs_of(run_dir: Path) -> list[list[dict]]:
 
 
 def _job_order(name: str):
-    from trainer.sweeps.plan import job_number
-
     number = job_number(name.split("/")[-1])
     return (number if number is not None else float("inf"), name)
 
 
-def _as_dict(overrides: str) -> dict:
+def _as_dict(overrides: str, keep: dict | None = None) -> dict:
+    """key -> value as written (the first job's spelling), for the keys in `keep` if given."""
     out = {}
     for item in overrides.split():
         key, eq, value = item.partition("=")
-        if eq:
+        if eq and (keep is None or key.lstrip("+~") in keep):
             out[key.lstrip("+~")] = value
     return out
 
@@ -93,34 +101,46 @@ def describe(group: dict) -> str:
 
 def label(group: dict, shared: set[str]) -> str:
     """What sets a group apart: its overrides, less those every job has."""
-    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared]
+    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared and not _elsewhere(k)]
     text = " ".join(display.override(o) for o in own)
+    where = f"{group['where']}: " if group.get("where", ".") != "." else ""
     if group.get("folds"):
-        return f"folds {text}".strip()
-    return text or "(defaults)"
+        return f"{where}folds".strip()
+    return where + (text or "(defaults)")
+
+
+def _elsewhere(key: str) -> bool:
+    """Where things are or how they are logged, not what the group is."""
+    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
+
+
+def _leaf(job: str) -> str:
+    return job.rsplit("/", 1)[-1]
 
 
 def table(groups: list[dict], shared: set[str]):
     from rich.table import Table
 
-    out = Table(title="Seed groups: mean ± std over repeats", title_justify="left")
+    folds = all(g.get("folds") for g in groups)
+    out = Table(title="Folds: mean ± std" if folds else "Seed groups: mean ± std over repeats", title_justify="left")
     for name in ("group", "metric", "mean ± std", "min", "max", "jobs"):
         out.add_column(name, justify="left" if name in ("group", "metric", "jobs") else "right",
                        overflow="fold")
     for g in groups:
         out.add_row(label(g, shared), g["metric"], describe(g), display.metric(g["metric"], g["min"]),
-                    display.metric(g["metric"], g["max"]), ", ".join(g["jobs"]))
+                    display.metric(g["metric"], g["max"]), ", ".join(map(_leaf, g["jobs"])))
     return out
 
 
 def markdown(groups: list[dict], shared: set[str]) -> list[str]:
     if not groups:
         return []
-    lines = ["", "## Seed groups (mean ± std over repeats)", "",
+    title = "Folds (mean ± std)" if all(g.get("folds") for g in groups) else "Seed groups (mean ± std over repeats)"
+    lines = ["", f"## {title}", "",
              "| group | metric | mean ± std | min | max | jobs |", "| --- | --- | ---: | ---: | ---: | --- |"]
     for g in groups:
         lines.append(f"| {label(g, shared)} | {g['metric']} | {describe(g)} | {display.metric(g['metric'], g['min'])} "
-                     f"| {display.metric(g['metric'], g['max'])} | {', '.join(g['jobs'])} |")
+                     f"| {display.metric(g['metric'], g['max'])} | {', '.join(map(_leaf, g['jobs']))} |")
     return lines
 
 
@@ -131,8 +151,10 @@ def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[
     from trainer.report import figures
 
     runs = {row["job"]: _epochs_of(Path(row["path"])) for row in rows if row.get("path")}
+    status = {row["job"]: row.get("status") for row in rows}
     grouped = {job for g in groups for job in g["jobs"]}
-    lines = [(job, found[0]) for job, found in runs.items() if job not in grouped and len(found) == 1]
+    lines = [(job if status[job] == "completed" else f"{job} ({status[job]})", found[0])
+             for job, found in runs.items() if job not in grouped and len(found) == 1]
     bands = [(f"{job} folds", found) for job, found in runs.items() if job not in grouped and len(found) > 1]
     bands += [(label(g, shared), [h for j in g["jobs"] for h in runs.get(j, [])]) for g in groups]
     bands = [(name, histories) for name, histories in bands if histories]
@@ -141,6 +163,8 @@ def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[
     split = "val" if any("val/acc" in h for _, hs in bands for run in hs for h in run) or \
         any("val/acc" in h for _, run in lines for h in run) else "test"
     lines = [(name, run) for name, run in lines if any(f"{split}/acc" in h for h in run)]  # one split on one axis
-    image = figures.overlay(lines, bands, f"{Path(folder).name}: {split} loss and accuracy per epoch", split)
+    absent = [f"{row['job']} ({row.get('status')})" for row in rows if not runs.get(row["job"])]
+    note = f"no curve (no epoch finished): {', '.join(absent)}" if absent else ""
+    image = figures.overlay(lines, bands, f"{Path(folder).name}: {split} loss and accuracy per epoch", split, note)
     figures.save_png(image, Path(folder) / "curves.png")
     return True

@@ -42,3 +42,49 @@ def varying_keys(sweep_dir: Path) -> list[str]:
         return list(json.loads(read_text(Path(sweep_dir) / PLAN)).get("varies") or [])
     except (OSError, ValueError, AttributeError):
         return []
+
+
+def point(overrides) -> dict:
+    """A job's point as values that compare equal when they mean the same
+    (lr=1e-3 and lr=0.001; a key set twice: its last value)."""
+    out = {}
+    for item in overrides or []:
+        key, eq, value = str(item).partition("=")
+        if eq:
+            out[key.lstrip("+~")] = _same_value(value)
+    return out
+
+
+def _same_value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return " ".join(text.split()).replace(", ", ",")
+
+
+def duplicate_points(jobs: list[list[str]]) -> list[tuple[int, int]]:
+    """(first, again) job numbers of every job whose point an earlier job has already."""
+    seen: dict[tuple, int] = {}
+    out = []
+    for num, overrides in enumerate(jobs):
+        key = tuple(sorted(point(overrides).items(), key=lambda kv: kv[0]))
+        if key in seen:
+            out.append((seen[key], num))
+        else:
+            seen[key] = num
+    return out
+
+
+def duplicates_error(jobs: list[list[str]]) -> str | None:
+    """'the sweep lists the same point twice: job 1 (seed=0) is job 0 (seed=0); ...' or None."""
+    found = duplicate_points(jobs)
+    if not found:
+        return None
+    first, again = found[0]
+    differ = [o for o in jobs[again] if o not in jobs[first]]
+    same = f" ({' '.join(differ)} is {' '.join(o for o in jobs[first] if o not in jobs[again])})" if differ else ""
+    more = f", and {display.plural(len(found) - 1, 'more duplicate')}" if len(found) > 1 else ""
+    common = set.intersection(*(set(job) for job in jobs))  # epochs=1 in every job tells none apart
+    shown = " ".join(o for o in jobs[again] if o not in common) or "(defaults)"
+    return (f"the sweep lists the same point twice: job {again} ({shown}) is job {first}{same}{more}; "
+            "list each value once (every job would train the same run again)")

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from trainer.core import display
-
+from trainer.report import hparams
+from trainer.runs import record
 from trainer.sweeps import groups
+from trainer.sweeps.plan import NOT_IN_NAMES, point
 from trainer.core.errors import UserError, report
 from trainer.core.files import atomic_write, read_text
 from trainer.report.tracking import wide_console
@@ -51,8 +53,8 @@ STATUSES = (COMPLETED, "failed", "diverged", "interrupted", "incomplete", "missi
 FAILURES = ("failed", "diverged")  # what makes a sweep's exit status non-zero
 # The row's columns, in the order of summary.csv / summary.json.
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
-COLUMNS = ("job", "path", "overrides", "status", "error", "monitor", "mode", *METRICS,
-           "best_epoch", "best_value", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric")
+COLUMNS = ("job", "kind", "path", "overrides", "status", "error", "monitor", "mode", *METRICS,
+           "best_epoch", "best_value", "best_metric", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric")
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -64,16 +66,44 @@ class SweepError(UserError):
 
 
 # ------------------------------------------------------------------ collect
-def collect(sweep_dir) -> list[dict]:
+def collect(sweep_dir, every: bool = False) -> list[dict]:
     """One row per job folder under sweep_dir, in job order (0, 1, ..., 10),
-    and one per planned job that has no folder yet (`missing`)."""
+    and one per planned job that has no folder yet (`missing`). With `every`
+    (a folder that is not one sweep's own, such as outputs/): every run at
+    any depth, sweep jobs, folds and refits included."""
     root = Path(sweep_dir)
     if not root.exists():
         raise SweepError(f"sweep folder {root} does not exist")
     if not root.is_dir():
         raise SweepError(f"{root} is not a folder; pass a sweep folder (hydra.sweep.dir)")
+    if every:
+        return _every_run(root)
     rows = [_row(root, job) for job in find_jobs(root)]
     return rows + _missing(root, rows)
+
+
+# Folders under a run or sweep that never hold a run of their own.
+NOT_RUNS = ("checkpoints", "seed_groups")
+
+
+def _every_run(root: Path) -> list[dict]:
+    """Every folder with metrics.json under root (not root itself), and the
+    planned jobs of each sweep under it that never started."""
+    rows, sweeps = [], []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in NOT_RUNS)
+        here = Path(folder)
+        if here != root and "metrics.json" in files:
+            rows.append(_row(root, here))
+        if "sweep.json" in files:
+            sweeps.append(here)
+    for sweep in sweeps:
+        own = [{**row, "job": Path(row["path"]).relative_to(sweep.resolve()).as_posix()} for row in rows
+               if row.get("path") and Path(row["path"]).is_relative_to(sweep.resolve())]
+        where = sweep.relative_to(root).as_posix()
+        rows += [{**row, "job": f"{where}/{row['job']}" if where != "." else row["job"]}
+                 for row in _missing(sweep, own)]
+    return sorted(rows, key=lambda row: _natural_key(row["job"]))
 
 
 def _missing(root: Path, rows: list[dict]) -> list[dict]:
@@ -90,7 +120,7 @@ def _missing(root: Path, rows: list[dict]) -> list[dict]:
         if job.get("num") in started:
             continue
         row = dict.fromkeys(COLUMNS)
-        row.update(job=str(job["num"]), path=None, status="missing", error="never started",
+        row.update(job=str(job["num"]), kind="run", path=None, status="missing", error="never started",
                    overrides=" ".join(job.get("overrides") or []))
         out.append(row)
     return out
@@ -165,10 +195,7 @@ def _row(root: Path, job: Path) -> dict:
 
     # The last epoch stands in for the final numbers of a job that stopped early.
     last = final or (history[-1] if history else {})
-    best_value = _lookup(best, monitor)
-    best_epoch = _number(best.get("epoch")) if best_value is not None else None
-    if best_value is None:
-        best_epoch, best_value = _best_of_history(history, monitor, mode)
+    best_epoch, best_value, best_metric = _best(best, history, monitor, mode)
     if best_epoch is None:
         best_epoch = _number(final.get("best_epoch"))
     epochs = _number(final.get("epochs"))
@@ -180,6 +207,7 @@ def _row(root: Path, job: Path) -> dict:
 
     row = {
         "job": job.relative_to(root).as_posix(),
+        "kind": kind_of(job, record),
         "path": str(job.resolve()),
         "overrides": " ".join(overrides),
         "status": status,
@@ -189,11 +217,27 @@ def _row(root: Path, job: Path) -> dict:
     }
     for key in METRICS:
         row[key] = _number(last.get(key))
-    row.update(best_epoch=_int(best_epoch), best_value=best_value, epochs=_int(epochs),
+    row.update(best_epoch=_int(best_epoch), best_value=best_value, best_metric=best_metric, epochs=_int(epochs),
                seconds=None if seconds is None else round(seconds, 3),
                **{key: _number(final.get(key)) for key in ("cv/mean", "cv/std")})
     row["cv/metric"] = final.get("cv/metric")
     return row
+
+
+KINDS = ("run", "cv", "fold", "refit")
+
+
+def kind_of(job: Path, record: dict) -> str:
+    """What a run folder is: its record's `kind`, else its HParams kind, else
+    read from where it is (fold_2/, refit/ inside a cross-validation)."""
+    for said in (record.get("kind"), _dict(record.get("hparams")).get("kind")):
+        if said in KINDS:
+            return said
+    if record.get("monitor") == "cv/mean" or (job / "fold_1").is_dir():
+        return "cv"
+    if re.fullmatch(r"fold_\d+", job.name):
+        return "fold"
+    return "refit" if job.name == "refit" and (job.parent / "fold_1").is_dir() else "run"
 
 
 def _read_metrics(path: Path) -> tuple[dict, str | None]:
@@ -264,6 +308,20 @@ def _lookup(values: dict, monitor: str):
     return None
 
 
+def _best(best: dict, history: list[dict], monitor: str, mode: str) -> tuple[Any, Any, str | None]:
+    """(epoch, value, metric) of the best epoch: as recorded, else from the history."""
+    value = _lookup(best, monitor)
+    if value is not None:
+        return _number(best.get("epoch")), value, _found_key(best, monitor)
+    epoch, value = _best_of_history(history, monitor, mode)
+    return epoch, value, next((_found_key(h, monitor) for h in history if _found_key(h, monitor)), None)
+
+
+def _found_key(values: dict, monitor: str) -> str | None:
+    """Which key _lookup reads: val/acc, or test/acc for a run without a validation split."""
+    return next((key for key in (monitor, _fallback(monitor)) if key and _number(values.get(key)) is not None), None)
+
+
 def _best_of_history(history: list[dict], monitor: str, mode: str) -> tuple[Any, Any]:
     """(epoch, value) of the best epoch so far, for a job with no `best`."""
     best = (None, None)
@@ -286,14 +344,40 @@ def sweep_settings(rows: list[dict]) -> tuple[str, str]:
     return DEFAULT_MONITOR, DEFAULT_MODE
 
 
-def _same_metric(a: str | None, b: str) -> bool:
-    return a is not None and (a == b or a == _fallback(b) or b == _fallback(a))
+# What the runs of any folder are ranked by: the first of these every completed one has.
+COMMON = ("test/acc", "val/acc", "cv/mean")
 
 
-def monitored_value(row: dict, monitor: str):
+def common_metric(rows: list[dict], monitor: str) -> str | None:
+    """The monitor when every completed row has it, else the first of COMMON
+    that every completed row has as a final number; None when there is none
+    (a CV without a refit beside runs: the table is then grouped by kind)."""
+    done = [r for r in rows if r.get("status") == COMPLETED]
+    for metric in (monitor, *COMMON):
+        if all(monitored_value(r, metric, strict=True) is not None for r in done):
+            return metric
+    return None
+
+
+def sort_by_kind(rows: list[dict]) -> list[dict]:
+    """Rows of any folder without a common metric: kind by kind (cv, run,
+    refit, fold), each ranked by its own best monitored value."""
+    order = {k: i for i, k in enumerate(("cv", "run", "refit", "fold"))}
+    ranked = []
+    for kind in sorted({r.get("kind") or "run" for r in rows}, key=lambda k: order.get(k, 9)):
+        same = [r for r in rows if (r.get("kind") or "run") == kind]
+        ranked += sort_rows(same, *sweep_settings(same))
+    return ranked
+
+
+def monitored_value(row: dict, monitor: str, strict: bool = False):
     """The row's number for `monitor`: its best epoch's value when the job
-    monitored that metric, else its final value."""
-    if _same_metric(row.get("monitor") or DEFAULT_MONITOR, monitor) and row.get("best_value") is not None:
+    monitored that metric, else its final value. Strict: that metric only
+    (a val/acc monitor without a validation split has test/acc values)."""
+    if strict:
+        value = row["best_value"] if row.get("best_metric") == monitor else row.get(monitor)
+        return _number(value)
+    if monitor in (row.get("best_metric"), row.get("monitor")) and row.get("best_value") is not None:
         return row["best_value"]
     for key in (monitor, _fallback(monitor)):
         if key is not None and _number(row.get(key)) is not None:
@@ -301,7 +385,8 @@ def monitored_value(row: dict, monitor: str):
     return None
 
 
-def sort_rows(rows: list[dict], monitor: str = DEFAULT_MONITOR, mode: str = DEFAULT_MODE) -> list[dict]:
+def sort_rows(rows: list[dict], monitor: str = DEFAULT_MONITOR, mode: str = DEFAULT_MODE,
+              strict: bool = False) -> list[dict]:
     """Completed jobs first, best monitored value first (job order breaks ties,
     jobs without a value last); then every other job, in job order."""
     sign = 1 if _mode(mode) == "min" else -1
@@ -310,7 +395,7 @@ def sort_rows(rows: list[dict], monitor: str = DEFAULT_MONITOR, mode: str = DEFA
         job = _natural_key(str(row.get("job", "")))
         if row.get("status") != COMPLETED:
             return (2, 0.0, job)
-        value = monitored_value(row, monitor)
+        value = monitored_value(row, monitor, strict)
         return (1, 0.0, job) if value is None else (0, sign * value, job)
 
     return sorted(rows, key=key)
@@ -398,25 +483,33 @@ def _csv_text(table: list[dict]) -> str:
 
 
 def _display_columns(rows: list[dict], monitor: str) -> list[tuple[str, str]]:
-    """(header, key) of what the table and summary.md show. No overrides column
-    where every job's folder name already says what sets it apart (3_optimizer=rmsprop)."""
+    """(header, key) of what the table and summary.md show: a metric column
+    only where some row has that metric, a kind column where kinds differ.
+    No overrides column where every job's folder name already says what sets
+    it apart (3_optimizer=rmsprop)."""
     named = all(not str(r.get("job", "")).isdigit() and "=" in str(r.get("job", "")) for r in rows)
-    columns = [("job", "job"), ("status", "status"), *([] if named else [("overrides", "overrides")]),
-               ("test acc", "test/acc"), ("test loss", "test/loss")]
-    if any(r.get("val/acc") is not None for r in rows):
-        columns.append(("val acc", "val/acc"))
-    if any(r.get("val/loss") is not None for r in rows):
-        columns.append(("val loss", "val/loss"))
+    kinds = {r.get("kind") or "run" for r in rows}
+    columns = [("job", "job"), *([("kind", "kind")] if len(kinds) > 1 else []), ("status", "status"),
+               *([] if named else [("overrides", "overrides")])]
+    for key in METRICS:
+        if any(r.get(key) is not None for r in rows):
+            columns.append((key.replace("/", " "), key))
     if any(r.get("cv/mean") is not None for r in rows):
         cv_metric = next(r["cv/metric"] for r in rows if r.get("cv/metric"))
         columns.append((f"cv {cv_metric} mean ± std", "cv/mean"))
     columns += [("best epoch", "best_epoch")]
-    if monitor != "cv/mean":  # a cross-validation's best is its mean, in the column before
-        columns.append((f"best {ranked_by(rows, monitor)}", "best_value"))
+    best = {_best_unit(r) for r in rows if r.get("best_value") is not None}
+    if best and best != {"cv/mean"}:  # a cross-validation's best is its mean, in the column before
+        columns.append((f"best {best.pop()}" if len(best) == 1 else "best", "best_value"))
     columns += [("epochs", "epochs"), ("time", "seconds")]
     if any(r.get("error") for r in rows):
         columns.append(("error", "error"))
     return columns
+
+
+def _best_unit(row: dict) -> str:
+    """The metric a row's best value is of (test/acc for a val/acc monitor without a validation split)."""
+    return row.get("best_metric") or row.get("monitor") or DEFAULT_MONITOR
 
 
 def ranked_by(rows: list[dict], monitor: str) -> str:
@@ -431,16 +524,35 @@ def ranked_by(rows: list[dict], monitor: str) -> str:
 def _cell(row: dict, key: str, monitor: str) -> str:
     value = row.get(key)
     if key == "overrides":
-        shared = set(row.get("_shared", "").split())
-        return " ".join(display.override(o) for o in (value or "").split() if o not in shared) or "(defaults)"
+        return " ".join(display.override(o) for o in telling(row, set(row.get("_shared", "").split()))) \
+            or "(defaults)"
     if value is None:
         return "" if key == "error" else "-"
     if key == "cv/mean":  # in its metric's unit, with the spread over the folds
         metric = row.get("cv/metric") or "val/acc"
         std = row.get("cv/std")
         return display.metric(metric, value) + (f" ± {display.metric(metric, std).rstrip('%')}" if std else "")
-    metric = (row.get("monitor") or monitor) if key == "best_value" else key
-    return display.metric(metric, value)
+    if key == "best_value":  # in its own metric's unit; named where the rows' metrics differ
+        metric = _best_unit(row)
+        if metric == "cv/mean":
+            return display.metric(row.get("cv/metric") or DEFAULT_MONITOR, value)
+        return display.metric(metric, value) if row.get("_one_best", True) else \
+            f"{metric} {display.metric(metric, value)}"
+    return display.metric(key, value)
+
+
+def telling(row: dict, shared: set[str]) -> list[str]:
+    """The overrides that tell a row apart: not those every row has, not those
+    its folder's name says already (3_optimizer=adam), not where things are
+    or how they are logged (data.root, tracking.*)."""
+    named = set(re.split(r",(?=[\w.+~/-]+=)", re.sub(r"^\d+_", "", Path(str(row.get("job", ""))).name)))
+    return [o for o in (row.get("overrides") or "").split()
+            if o not in shared and display.override(o) not in named and not _elsewhere(o)]
+
+
+def _elsewhere(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
 
 
 def _counts_text(rows: list[dict]) -> str:
@@ -451,13 +563,13 @@ def _title(rows: list[dict], monitor: str, mode: str) -> str:
     return f"{display.plural(len(rows), 'job')} ({_counts_text(rows)}), ranked by {ranked_by(rows, monitor)} ({mode})"
 
 
-_TEXT_KEYS = ("job", "status", "overrides", "error")
+_TEXT_KEYS = ("job", "kind", "status", "overrides", "error")
 
 
 def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str, found: list[dict] = ()) -> str:
     columns = _display_columns(rows, monitor)
     shared = shared_overrides(rows)
-    rows = [{**row, "_shared": shared} for row in rows]
+    rows = _with_context(rows)
 
     def line(cells):
         return "| " + " | ".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in cells) + " |"
@@ -480,6 +592,34 @@ _STYLES = {COMPLETED: "green", "failed": "red", "diverged": "red", "interrupted"
 _DROPPABLE = ("epochs", "best_epoch", "val/loss", "test/loss", "seconds", "val/acc", "error")
 
 
+def fitting_columns(rows: list[dict], monitor: str, width: int | None) -> list[tuple[str, str]]:
+    """The columns that fit in `width`: the least useful go first; the error
+    column last of all (it is then printed below the table, one line a job)."""
+    columns = _display_columns(rows, monitor)
+    context = _with_context(rows)
+
+    def needed(cols):
+        total = 1
+        for header, key in cols:
+            cell = max([len(header)] + [len(_cell(r, key, monitor)) for r in context])
+            total += 3 + (min(cell, 30) if key in ("overrides", "error") else cell)
+        return total
+
+    for key in _DROPPABLE if width else ():
+        if needed(columns) <= width:
+            break
+        columns = [c for c in columns if c[1] != key]
+    return columns
+
+
+def _with_context(rows: list[dict]) -> list[dict]:
+    """Rows with what their cells need to know of the others: the overrides
+    every job has, and whether the best values are all of one metric."""
+    shared = shared_overrides(rows)
+    one_best = len({_best_unit(r) for r in rows if r.get("best_value") is not None}) <= 1
+    return [{**row, "_shared": shared, "_one_best": one_best} for row in rows]
+
+
 def render_table(rows: list[dict], monitor: str | None = None, mode: str | None = None, title: str | None = None,
                  width: int | None = None) -> "Table":
     """The console table: one line per job, accuracies as percentages. With a
@@ -490,24 +630,11 @@ def render_table(rows: list[dict], monitor: str | None = None, mode: str | None 
     if monitor is None or mode is None:
         found_monitor, found_mode = sweep_settings(rows)
         monitor, mode = monitor or found_monitor, mode or found_mode
-    columns = _display_columns(rows, monitor)
-    if width:
-        def needed(cols):
-            total = 1
-            for header, key in cols:
-                cell = max([len(header)] + [len(_cell(r, key, monitor)) for r in rows])
-                total += 3 + (min(cell, 30) if key in ("overrides", "error") else cell)
-            return total
-
-        for key in _DROPPABLE:
-            if needed(columns) <= width:
-                break
-            columns = [c for c in columns if c[1] != key]
-    shared = shared_overrides(rows)
-    rows = [{**row, "_shared": shared} for row in rows]
+    columns = fitting_columns(rows, monitor, width)
+    rows = _with_context(rows)
     table = Table(title=title or f"Sweep: {_title(rows, monitor, mode)}", title_justify="left")
     for header, key in columns:
-        if key in ("job", "status"):
+        if key in ("job", "kind", "status"):
             table.add_column(header, no_wrap=True, min_width=max(len(header), max(len(str(r.get(key))) for r in rows)))
         elif key == "overrides":
             table.add_column(header, overflow="fold", min_width=20)
@@ -543,10 +670,12 @@ def is_sweep(folder) -> bool:
 
 def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = None) -> list[dict]:
     """Collect the jobs, rank them, print the table and (for a sweep's own
-    folder, or when `write`) write the summary files.
+    folder, or when `write`) write the summary files. Any other folder
+    (outputs/) lists every run under it, ranked by a metric they all have.
     Raises SweepError when the folder does not exist or holds no job."""
     console = console or wide_console()
-    rows = collect(sweep_dir)
+    own = is_sweep(sweep_dir)
+    rows = collect(sweep_dir, every=not own)
     if not rows:
         if (Path(sweep_dir) / "metrics.json").is_file():
             raise SweepError(f"{sweep_dir} is a single run's folder, not a sweep; its numbers are in "
@@ -554,16 +683,19 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
         raise SweepError(f"{sweep_dir} holds no job folders (subfolders with metrics.json or .hydra/); "
                          "pass a sweep folder (hydra.sweep.dir) or a folder of runs")
     monitor, mode = sweep_settings(rows)
-    rows = sort_rows(rows, monitor, mode)
+    rows, title = _ranked(Path(sweep_dir), rows, monitor, mode, own)
     paths = []
-    if write if write is not None else is_sweep(sweep_dir):
+    if write if write is not None else own:
         try:
             paths = write_summary(sweep_dir, rows, monitor, mode)
-            _write_hparams_experiment(Path(sweep_dir), rows)
+            _write_hparams_groups(Path(sweep_dir), rows, groups.find(rows))
         except OSError as e:
             print(f"trainer-summary: warning: could not write the summary in {sweep_dir}: {e.strerror or e}",
                   file=sys.stderr)
-    console.print(render_table(rows, monitor, mode, width=console.width))
+    console.print(render_table(rows, monitor, mode, title=title, width=console.width))
+    if "error" not in {key for _, key in fitting_columns(rows, monitor, console.width)}:
+        for row in (r for r in rows if r.get("error")):  # too narrow for the column: one line each
+            console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False)
     shared = shared_overrides(rows)
     found = groups.find(rows)
     if found:
@@ -576,19 +708,57 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     return [public(row) for row in rows]
 
 
-def _write_hparams_experiment(sweep_dir: Path, rows: list[dict]) -> None:
-    """TensorBoard's HParams view of the sweep, written at its root: the
-    knobs that vary first, the metrics the jobs have (trainer.report.hparams)."""
-    from trainer.report import hparams
-    from trainer.runs import record
-    from trainer.sweeps.plan import PLAN, varying_keys
+def _ranked(folder: Path, rows: list[dict], monitor: str, mode: str, own: bool) -> tuple[list[dict], str]:
+    """The rows in the table's order and its title: a sweep's jobs by its
+    monitor; a cross-validation's folds; any other folder's runs by a metric
+    every completed run has, else kind by kind."""
+    from trainer.runs.resume import is_cross_validation  # torch: not imported when Hydra loads the callback
 
-    if not ((sweep_dir / PLAN).is_file() or (sweep_dir / "multirun.yaml").is_file()):
-        return  # a cross-validation's folds: its own run holds the HParams session
-    runs = [Path(row["path"]) for row in rows if row.get("path")]
-    if not any(run.glob("events.out.tfevents.*") for run in runs):
-        return  # no job has a TensorBoard run (tracking.tensorboard=false)
-    hparams.write_experiment(sweep_dir, [r for r in map(record.read, runs) if r is not None], varying_keys(sweep_dir))
+    if own:
+        rows = sort_rows(rows, monitor, mode)
+        if is_cross_validation(folder):
+            return rows, f"Cross-validation: {_title(rows, monitor, mode).replace('job', 'run')}"
+        return rows, f"Sweep: {_title(rows, monitor, mode)}"
+    counted = f"{display.plural(len(rows), 'run')} ({_counts_text(rows)})"
+    metric = common_metric(rows, monitor)
+    if metric is None:
+        return sort_by_kind(rows), f"Runs in {folder}: {counted}, by kind, each ranked by its own best value"
+    order = mode if metric == monitor else ("min" if metric.endswith("loss") else "max")
+    return sort_rows(rows, metric, order, strict=True), f"Runs in {folder}: {counted}, ranked by {metric} ({order})"
+
+
+def _write_hparams_groups(sweep_dir: Path, rows: list[dict], found: list[dict]) -> None:
+    """TensorBoard's HParams view of the sweep's seed groups: one session each
+    (trainer.report.hparams.write_group_session) in seed_groups/, beside the
+    jobs' own. No experiment file: TensorBoard builds it from every session
+    under its logdir, so several sweeps compare in one table."""
+    hparams.remove_experiment(sweep_dir)
+    folder = sweep_dir / GROUPS_FOLDER
+    if folder.is_dir():
+        for old in folder.glob("*/events.out.tfevents.*"):
+            old.unlink(missing_ok=True)
+    paths = {row["job"]: row.get("path") for row in rows}
+    for group in found:
+        if group["folds"] or not group["n"] or not any(Path(p).glob("events.out.tfevents.*")
+                                                       for p in filter(None, map(paths.get, group["jobs"]))):
+            continue  # a CV's folds (the CV is their row), or no completed run, or no TensorBoard
+        first = record.read(Path(paths[group["jobs"][0]])) or {}
+        shared = {k: v for k, v in (first.get("hparams") or {}).items() if k not in ("seed", "kind")}
+        seeds = [point(r.split()).get("seed") for r in (_overrides_of(rows, j) for j in group["jobs"])]
+        name = re.sub(r"[^\w.,=+\-]", "_", groups.label(group, set(shared_overrides(rows).split()))) or "defaults"
+        hparams.write_group_session(folder / name, shared, {group["metric"]: group["mean"]},
+                                    f"mean of {group['n']}: " + ",".join(_seed_text(s) for s in seeds))
+
+
+GROUPS_FOLDER = "seed_groups"
+
+
+def _overrides_of(rows: list[dict], job: str) -> str:
+    return next((row.get("overrides") or "" for row in rows if row["job"] == job), "")
+
+
+def _seed_text(seed) -> str:
+    return str(int(seed)) if isinstance(seed, float) and seed.is_integer() else str(seed)
 
 
 def summarize_or_say_why(sweep_dir: Path, quiet: bool = False) -> list[dict] | None:

@@ -80,6 +80,16 @@ class Outcome:
 
 def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Outcome:
     """Run one job to its outcome; its record says the same."""
+    # TensorBoard's writer thread: its error goes to trainer.log (the loop meets it on its next write),
+    # for this job only.
+    previous_hook, threading.excepthook = threading.excepthook, _log_thread_error
+    try:
+        return _execute(config, job, output)
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _execute(config: TrainerConfig, job: Job, output: Output | None) -> Outcome:
     from trainer.runs.build import build, fit
 
     output = output or Output(brief=job.in_sweep)
@@ -90,7 +100,6 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
         output.say(job.header())
     worst = worst_value(config)
     stop, run, traceback_text = StopFlag(record), None, None
-    threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway
     try:
         with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
             validate(config)  # a bad value first, whatever the folder holds

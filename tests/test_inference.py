@@ -122,6 +122,7 @@ def test_eval_val_split_with_the_default_best_checkpoint(run_dir, capsys):
     # The run's seeded validation split, even in batches of 7.
     assert report["accuracy"] == pytest.approx(best["val/acc"], abs=1e-6)
     assert report["loss"] == pytest.approx(best["val/loss"], rel=1e-5)
+    assert f"data.val_split={VAL_SIZE}," in out, out  # a count reads as the user typed it, not 64.0
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "not-a-run"])

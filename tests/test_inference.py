@@ -122,6 +122,7 @@ def test_eval_val_split_with_the_default_best_checkpoint(run_dir, capsys):
     # The run's seeded validation split, even in batches of 7.
     assert report["accuracy"] == pytest.approx(best["val/acc"], abs=1e-6)
     assert report["loss"] == pytest.approx(best["val/loss"], rel=1e-5)
+    assert f"data.val_split={VAL_SIZE}," in out, out  # a count reads as the user typed it, not 64.0
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "not-a-run"])
@@ -168,7 +169,9 @@ def test_predict_names_the_classes_of_png_files(run_dir, test_split, tmp_path, c
 
     code, out, err = call_main(predict.main, capsys, run_dir, *files, "--top", "3", "--json", "--device", "cpu")
     assert code == 0, err
+    assert err == ""  # light-on-dark, as the model saw in training: no note
     results = json.loads(out)
+    assert not any(r["light_background"] for r in results)
     assert [r["file"] for r in results] == [str(f) for f in files]
     assert [r["predictions"][0]["class"] for r in results] == expected
     assert results[-1]["size"] == [56, 56] and results[-1]["mode"] == "RGB"
@@ -182,6 +185,11 @@ def test_predict_names_the_classes_of_png_files(run_dir, test_split, tmp_path, c
     code, out, err = call_main(predict.main, capsys, run_dir, negative, "--invert", "--device", "cpu")
     assert code == 0, err
     assert classes[int(labels[picked[2]])] in out and "inverted" in out
+    assert err == ""
+    # Without --invert, the drawing is noticed: one note naming it and the fix, the answer still printed.
+    code, out, err = call_main(predict.main, capsys, run_dir, negative, "--device", "cpu")
+    assert code == 0 and "light background" in out, out
+    assert err.count("\n") == 1 and str(negative) in err and "add --invert" in err, err
 
 
 def test_predict_rejects_a_file_that_is_not_an_image(run_dir, tmp_path):

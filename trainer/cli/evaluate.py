@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.cli.commands import positive_int
-from trainer.core import errors
+from trainer.core import display, errors
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 
@@ -99,7 +99,8 @@ def split_data(data_cfg: dict, seed: int, root: Path, split: str, log, cv_cfg: d
     if split == "val":
         if splits.val is None:
             raise UserError("the run had no validation split (data.val_split=0); use --split test or --split train")
-        return (*splits.val, f"validation split (data.val_split={data_cfg.get('val_split')}, seed {seed})")
+        held_out = display.typed(data_cfg.get("val_split"))
+        return (*splits.val, f"validation split (data.val_split={held_out}, seed {seed})")
     what = ("train set" + (f", first {subset} images" if subset else "")
             + (", validation part removed" if splits.val is not None else ""))
     return (*splits.train, what)

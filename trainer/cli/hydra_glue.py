@@ -13,6 +13,7 @@ import secrets
 import sys
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -46,7 +47,19 @@ def register() -> None:
     OmegaConf.register_new_resolver("trainer_gpu", _job_gpu)
     # A sweep job's folder: `3_optimizer=rmsprop` (trainer.sweeps.plan.job_dir_name).
     OmegaConf.register_new_resolver("trainer_job_dir", lambda num, dirname="": job_dir_name(num, dirname))
+    # `trainer --help`: the groups a user can choose (config.yaml's hydra.help.template).
+    OmegaConf.register_new_resolver("trainer_groups", choosable_groups)
     _registered = True
+
+
+def choosable_groups() -> str:
+    """`group: option, option` a line, for each group of the config tree a
+    user picks from: not Hydra's own (`hydra/...`, trainer --hydra-help lists
+    them), not the schemas the YAML files are checked against (`schema/...`)."""
+    loader = GlobalHydra.instance().config_loader()
+    lines = [f"{group}: {', '.join(sorted(loader.get_group_options(group)))}"
+             for group in sorted(loader.list_groups("")) if group not in ("hydra", "schema")]
+    return "\n".join(lines)
 
 
 def _job_gpu(num=None) -> str:

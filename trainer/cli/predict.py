@@ -17,7 +17,9 @@ How a file becomes a model input (what the model saw in training):
     Lanczos filter (the aspect ratio is not kept: crop to a square first);
   * MNIST and Fashion-MNIST images are light-on-dark (white digit, black
     background). A dark-on-light drawing (black ink on white paper) needs
-    --invert, or the model sees a negative.
+    --invert, or the model sees a negative: an input whose border is mostly
+    light is noticed, and a note on stderr (and the table's input column)
+    says to add --invert (or, with --invert, to leave it out).
 
 Printed: one row per file with the top-K classes and their softmax
 probabilities (--json prints the same as a JSON list instead of a table:
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from trainer.cli.commands import positive_int
@@ -110,6 +113,16 @@ def _flatten_alpha(image, background: int):
     return image
 
 
+def light_background(image) -> bool:
+    """Whether a 28x28 uint8 model input has a light background: the median
+    of its border pixels above mid-grey. MNIST and Fashion-MNIST images are
+    dark there (the digit or garment sits in the middle)."""
+    import torch
+
+    border = torch.cat([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    return float(border.float().median()) > 127
+
+
 def predict(run, images, top: int) -> list[list[tuple[int, float]]]:
     """Top-k (class index, probability) per image, best first."""
     import torch
@@ -151,16 +164,29 @@ def run(args: argparse.Namespace, console) -> list[dict]:
     loaded = load_run(args.path, args.checkpoint, args.device)
     batch = torch.stack([x for x, _, _ in inputs])
     results = []
-    for path, (_, size, mode), top in zip(args.images, inputs, predict(loaded, batch, args.top)):
+    for path, (image, size, mode), top in zip(args.images, inputs, predict(loaded, batch, args.top)):
         results.append({
-            "file": str(path), "size": list(size), "mode": mode,
+            "file": str(path), "size": list(size), "mode": mode, "light_background": light_background(image),
             "predictions": [{"class": loaded.classes[i], "index": i, "probability": p} for i, p in top],
         })
+    _note_light_backgrounds(results, args.invert)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print_table(console, results, loaded, args)
     return results
+
+
+def _note_light_backgrounds(results: list[dict], inverted: bool) -> None:
+    """The model saw light-on-dark images: say which inputs reach it with a light background, and the fix."""
+    light = [row["file"] for row in results if row["light_background"]]
+    if not light:
+        return
+    fix = ("leave out --invert: they are light-on-dark already" if inverted else
+           "add --invert if they are dark drawings on a light background")
+    files = ", ".join(light[:3]) + (f" and {len(light) - 3} more" if len(light) > 3 else "")
+    print(f"{PROG}: note: {files} reach the model with a light background, but it was trained on light-on-dark "
+          f"images (MNIST's white on black); {fix}", file=sys.stderr)
 
 
 def print_table(console, results: list[dict], loaded, args) -> None:
@@ -181,6 +207,8 @@ def print_table(console, results: list[dict], loaded, args) -> None:
         note = f"{w}x{h} {row['mode']}" + ("" if (w, h) == (SIZE, SIZE) else " -> 28x28")
         if args.invert:
             note += ", inverted"
+        if row["light_background"]:
+            note += ", light background: " + ("leave out --invert?" if args.invert else "--invert?")
         first, *rest = row["predictions"]
         cells = [row["file"], note, first["class"], f"{first['probability']:.2%}"]
         if args.top > 1:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from trainer.core import data, engine, models, pipeline, runtime, schedules
+from trainer.core import data, display, engine, models, pipeline, runtime, schedules
 from trainer.core.errors import UserError
 
 MISSING = "???"  # OmegaConf's mark for a value the YAML must give
@@ -315,7 +315,7 @@ INT64_MAX = 2**63 - 1
 
 def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     """One value against its field's rule; `shown` is the whole list for a list's item."""
-    text = _show(value if shown is None else shown)
+    text = display.typed(value if shown is None else shown)
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}")
@@ -334,11 +334,11 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     hint = f" ({meta['hint']})" if meta.get("hint") else ""
     subject = f"{key}={text}" + (": each value" if shown is not None else "")
     if high is None or high == math.inf:
-        bound = ("positive" if low == 0 else f"greater than {_show(low)}") if meta.get("low_open") \
-            else f"at least {_show(low)}"
+        bound = ("positive" if low == 0 else f"greater than {display.typed(low)}") if meta.get("low_open") \
+            else f"at least {display.typed(low)}"
         raise UserError(f"{subject} must be {bound}{hint}")
     left, right = "(" if meta.get("low_open") else "[", ")" if meta.get("high_open") else "]"
-    raise UserError(f"{subject} must be in {left}{_show(low)}, {_show(high)}{right}{hint}")
+    raise UserError(f"{subject} must be in {left}{display.typed(low)}, {display.typed(high)}{right}{hint}")
 
 
 def _check_cross_fields(c: TrainerConfig) -> None:
@@ -347,7 +347,7 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     # Below 1 a fraction, from 2 on a count of images: 1.5 is neither, and 1 (or 1.0) reads as "all" but
     # would hold out a single image.
     if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
-        raise UserError(f"data.val_split={_show(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
+        raise UserError(f"data.val_split={display.typed(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
                         "number of images (5000); write one of those")
     _check_monitor(c)
     if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
@@ -369,7 +369,7 @@ def _check_cross_fields(c: TrainerConfig) -> None:
                         "betas): set scheduler.cycle_momentum=false")
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise UserError(f"optimizer.betas={_show(betas)} must be two values in [0, 1)")
+        raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)")
 
 
 def _check_monitor(c: TrainerConfig) -> None:
@@ -395,21 +395,12 @@ def _check_cv(c: TrainerConfig) -> None:
         raise UserError(f"cv.fold={cv.fold}: there are only cv.folds={cv.folds} folds; choose 1 to {cv.folds} "
                         "(or 0 for all of them)")
     if cv.folds and c.data.val_split:
-        raise UserError(f"cv.folds={cv.folds} and data.val_split={_show(c.data.val_split)} both hold out "
+        raise UserError(f"cv.folds={cv.folds} and data.val_split={display.typed(c.data.val_split)} both hold out "
                         "validation data; with cross-validation each fold is the validation split: set data.val_split=0")
     if cv.folds and c.data.subset:  # known before the data is read: refused once, not in every fold
         data.check_folds(cv.folds, c.data.subset)
     if cv.refit and not cv.folds:
         raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
-
-
-def _show(value) -> str:
-    """A value as the user would type it: 5000 not 5000.0, [64, 32] as [64,32]."""
-    if isinstance(value, list):
-        return "[" + ",".join(_show(v) for v in value) + "]"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return str(value)
 
 
 # ------------------------------------------------------------- plain dicts

@@ -61,6 +61,18 @@ def value(v) -> str:
     return str(v)
 
 
+def typed(v) -> str:
+    """A config value exactly as a user types it, nothing rounded (an error
+    names the value given): 5000 not 5000.0, true not True, [64,32]."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(typed(x) for x in v) + "]"
+    return str(v)
+
+
 def override(text: str) -> str:
     """`key=value` with a number shown as `value()` shows it (lr=0.001184, val_split=5000)."""
     key, eq, raw = text.partition("=")

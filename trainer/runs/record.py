@@ -16,6 +16,7 @@ gets a record saying why, so a sweep lists it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import logging.handlers
@@ -86,6 +87,24 @@ def sweep_value(data: dict) -> float:
     return float(value)
 
 
+class _LogFile(logging.FileHandler):
+    """trainer.log. A line it cannot write (the disk is full, the folder
+    read-only) is dropped quietly: logging's own handleError would print a
+    traceback on the console, and the run's one error line already says
+    what happened (the write that hit the full disk fails in the loop too)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.failed = True
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is left
+        except OSError:
+            self.failed = True
+
+
 class LogBuffer:
     """Python logging of this job (the console's lines included), held in
     memory until the record knows whether it may write trainer.log."""
@@ -104,7 +123,7 @@ class LogBuffer:
 
     def to_file(self, path: Path) -> None:
         """From now on (and everything so far) into `path`, appended."""
-        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file = _LogFile(path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter("%(message)s"))
         self.memory.setTarget(self.file)
         self.memory.flush()
@@ -181,6 +200,7 @@ class RunRecord:
         that sees a run completed sees all of its files complete."""
         self.data.update(final=final, best={**best, "value": best.get(self.data["monitor"])})
         if self.writer is not None:
+            self.writer.flush()  # an error of TensorBoard's writer thread (a full disk) fails the run here, in one line
             self._final_scalars(final)
             if self.session:
                 hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
@@ -219,9 +239,10 @@ class RunRecord:
                     self.folder.claim()
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
-                self._draw_curves()
-                self._write_session(status, error, fresh)
-                self.close_tensorboard()
+                with contextlib.suppress(OSError):  # TensorBoard's files failing: the record still says why
+                    self._draw_curves()
+                    self._write_session(status, error, fresh)
+                    self.close_tensorboard()
                 self.data.update(status=status, error=error)  # the record last, as in finish()
                 self.write()
             except OSError:

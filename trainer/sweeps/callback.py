@@ -12,9 +12,12 @@ from the job folders, and a non-zero exit naming the jobs that failed.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -36,6 +39,7 @@ class SweepCallback(Callback):
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
+        self.ended = False
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -44,6 +48,10 @@ class SweepCallback(Callback):
         refuse_duplicate_points(planned)
         refuse_a_used_folder(sweep_dir, overrides)
         _name_jobs_by_what_varies(config, overrides)
+        if not sweep_dir.exists():
+            # Hydra calls no callback when its launcher refuses (hydra/launcher=slurm without srun): at exit.
+            created = next(p for p in reversed([sweep_dir, *sweep_dir.parents]) if not p.exists())
+            atexit.register(self._remove_unless_a_job_started, sweep_dir, created)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._lock_for_the_sweep(sweep_dir)
         write_text(sweep_dir / PLAN, json.dumps(planned, indent=2) + "\n")
@@ -63,9 +71,26 @@ class SweepCallback(Callback):
             say(f"error: {e}")
             raise SystemExit(1) from e
 
+    def _remove_unless_a_job_started(self, sweep_dir: Path, created: Path) -> None:
+        """A sweep refused before its first job started leaves no folder
+        behind (a command that fails changes nothing), nor the parents it
+        made (outputs/sweeps); one that ran a job keeps it, for the summary
+        and resume=auto."""
+        if self.ended or not sweep_dir.is_dir():
+            return
+        if any(not p.name.startswith(".") and p.is_dir() for p in sweep_dir.iterdir()):
+            return
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        for parent in sweep_dir.parents:
+            if parent == created.parent:
+                break
+            with contextlib.suppress(OSError):  # not empty: something else writes there now
+                parent.rmdir()
+
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         from trainer.sweeps import summary
 
+        self.ended = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
         line = summary.failure_line(rows or [], details=True)

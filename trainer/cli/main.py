@@ -26,7 +26,7 @@ from trainer.core.errors import UserError, report
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
-from trainer.sweeps import orchestrate
+from trainer.sweeps import forkserver, orchestrate
 
 
 @hydra.main(version_base=None, config_path="pkg://trainer.conf", config_name="config")
@@ -63,6 +63,10 @@ def run(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console script: Hydra's entry point with one-line errors and resume."""
+    if forkserver.wanted(sys.argv[1:]):
+        # Before Hydra starts: the sweep's jobs are forked from this copy of the
+        # process, which has imported everything and never initialised Hydra.
+        forkserver.fork_early(entry=main)
     # Progress lines reach a pipe or log file as they happen, not in blocks.
     sys.stdout.reconfigure(line_buffering=True)
     hydra_glue.register()

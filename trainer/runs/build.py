@@ -303,7 +303,7 @@ def fit(run: Run) -> float:
     try:
         final = trainer.fit()
     finally:
-        run.record.note_timing(_timing(trainer, t0))
+        run.record.note_timing(_timing(trainer, t0, run.dashboards))
     es = trainer.early_stopping
     best = {"epoch": es.best_epoch, run.monitor: es.best}
     if es.best_epoch:
@@ -355,8 +355,13 @@ def _say_finish(run: Run, final: dict) -> None:
     run.output.say(f"Outputs in {run.run_dir} (tensorboard --logdir {run.run_dir.parent})")
 
 
-def _timing(trainer: Trainer, t0: float) -> dict:
-    timing = {"fit_seconds": time.time() - t0}
+def _timing(trainer: Trainer, t0: float, dashboards: Dashboards | None) -> dict:
+    """Where the job's time went: start-up (process start to the first step
+    done), fit (the epochs and their evaluation), the final evaluation, and
+    pictures (TensorBoard images and histograms; curves.png adds to it)."""
+    pictures = dashboards.seconds if dashboards is not None else 0.0
+    timing = {"fit_seconds": time.time() - t0 - trainer.final_eval_seconds - pictures,
+              "final_eval_seconds": trainer.final_eval_seconds, "pictures_seconds": pictures}
     if trainer.first_step_time:
         timing["startup_seconds"] = trainer.first_step_time - process_start_time()
         # The first step pays for torch.compile and lazy initialisation: warm-up, reported apart.

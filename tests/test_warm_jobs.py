@@ -121,3 +121,14 @@ def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic
         assert {"startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds"} <= set(timing)
     history = records["true"]["0_optimizer=sgd"]["history"]
     assert history[0]["val/acc"] != history[1]["val/acc"] or history[0]["train/loss"] != history[1]["train/loss"]
+
+
+def test_the_summary_says_where_the_sweep_s_time_went():
+    from trainer.sweeps.summary import time_line
+
+    rows = [{"startup_seconds": 0.25, "fit_seconds": 5.5, "final_eval_seconds": 0.25, "pictures_seconds": 0.5},
+            {"startup_seconds": 0.25, "fit_seconds": 4.5, "final_eval_seconds": None, "pictures_seconds": 0.25},
+            {"status": "missing"}]
+    assert time_line(rows) == ("Time, summed over 2 jobs: start-up 0.5 s, fit 10.0 s, final evaluation 0.2 s, "
+                               "pictures 0.8 s")
+    assert time_line([{"status": "missing"}]) is None

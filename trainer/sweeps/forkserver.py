@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -214,13 +215,23 @@ def serve(fd: int, entry: Callable[[], None]) -> None:
 
 def _warm_up() -> None:
     """Pay once what every job would pay: the imports it makes on first use,
-    and matplotlib's first drawing (fonts, the renderer) for curves.png."""
+    matplotlib's first drawing (fonts, the renderer) for curves.png, and the
+    first trace of a model for TensorBoard's graph (seconds, then 0.1 s)."""
     for name in WARM_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:  # an optional plugin that is not installed
             pass
     figures.curves([{"epoch": 1, "train/loss": 1.0, "train/acc": 0.5, "test/loss": 1.0, "test/acc": 0.5}], "warm-up")
+    try:
+        # What SummaryWriter.add_graph runs, without a writer (whose thread must not exist at a fork).
+        from torch.utils.tensorboard._pytorch_graph import graph
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), torch.zeros(1, 2, 2))
+    except Exception:  # noqa: BLE001 - a private helper of torch's: without it the first graph is slower
+        pass
 
 
 _pid_to_job: dict[int, int] = {}

@@ -44,11 +44,11 @@ def test_each_job_gets_its_share_of_the_cores(cores, slots, env, threads):
 
 
 def test_the_sweep_says_once_how_jobs_and_threads_add_up():
-    assert plan_line(8, 2, 1, 2, warm=True).startswith("Sweep: 8 jobs, 2 at a time × 1 thread = 2 threads on 2 cores;")
-    assert "the machine has" not in plan_line(8, 2, 1, 2, warm=True)
+    assert plan_line(8, 2, 1, 2, warm=True) == ("Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; "
+                                                "each forked from one warm process that read the data once")
     assert "(the machine has 2 cores)" in plan_line(8, 4, 1, 2, warm=False)  # 4 threads on 2 cores: said
-    assert "a fresh process each" in plan_line(3, 2, 1, 2, warm=False)
-    assert plan_line(1, 4, 2, 8, warm=True).startswith("Sweep: 1 job, 1 at a time × 2 threads = 2 threads")
+    assert "each a fresh process" in plan_line(3, 2, 1, 2, warm=False)
+    assert plan_line(1, 4, 2, 8, warm=True).startswith("Jobs: 1 at a time × 2 threads = 2 threads on 2 cores;")
 
 
 def test_a_dataset_is_decoded_once_until_its_files_change(synthetic_root, tmp_path, make_idx_dataset):
@@ -110,8 +110,8 @@ def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic
         sweep_dir = tmp_path / f"warm-{warm}"
         proc = run_cli([*args, f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.warm={warm}"], tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        how = "forked from one warm process" if warm == "true" else "a fresh process each"
-        assert "Sweep: 2 jobs, 2 at a time × 1 thread = 2 threads" in proc.stdout and how in proc.stdout, proc.stdout
+        how = "each forked from one warm process" if warm == "true" else "each a fresh process"
+        assert "Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; " + how in proc.stdout, proc.stdout
         records[warm] = _job_numbers(sweep_dir)
     assert list(records["true"]) == ["0_optimizer=sgd", "1_optimizer=adam"]
     for name, forked in records["true"].items():

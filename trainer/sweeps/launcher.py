@@ -56,9 +56,9 @@ def plan_line(jobs: int, slots: int, threads: int, cores: int, warm: bool) -> st
     at_once = min(slots, jobs)
     used = at_once * threads
     fit = "" if used == cores else f" (the machine has {plural(cores, 'core')})"
-    how = "forked from one warm process that read the data once" if warm else "a fresh process each"
-    return (f"Sweep: {plural(jobs, 'job')}, {at_once} at a time × {plural(threads, 'thread')} = "
-            f"{plural(used, 'thread')} on {plural(min(used, cores), 'core')}{fit}; jobs {how}")
+    how = "each forked from one warm process that read the data once" if warm else "each a fresh process"
+    return (f"Jobs: {at_once} at a time × {plural(threads, 'thread')} = {plural(used, 'thread')} on "
+            f"{plural(min(used, cores), 'core')}{fit}; {how}")
 
 
 class JobRunner:

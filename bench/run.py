@@ -3,6 +3,7 @@
     python bench/run.py [compare] --data-root data --device auto --epochs 2 --repeats 3
     python bench/run.py tta --dataset mnist --target 0.99 --trainer-args "experiment=mnist_speedrun"
     python bench/run.py batch-sizes --sizes 64,128,256,512,1024
+    python bench/run.py sweep --repeats 3      # a sweep's efficiency: plain job processes vs warm ones
 
 Every run is a fresh child process (imports, data loading and allocator state
 count, as they do for a user). Timings on shared machines are noisy, so runs
@@ -32,7 +33,7 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 ACC_TOLERANCE = 0.005  # reference and trainer must agree within 0.5 accuracy points
 DEFAULT_DATASET = "fashion_mnist"  # the trainer's default config is the quickstart on Fashion-MNIST
-MODES = ("compare", "tta", "batch-sizes")
+MODES = ("compare", "tta", "batch-sizes", "sweep")
 
 
 # ---------------------------------------------------------------- the trainer's files
@@ -564,6 +565,69 @@ def plot(path: Path, med: dict) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+# ---------------------------------------------------------------- mode: sweep
+
+# The 8 one-epoch quickstart jobs of issue 25, 2 at a time.
+SWEEP_ARGS = ["-m", "optimizer=sgd,adam,rmsprop,adagrad", "seed=0,1", "hydra/launcher=joblib", "epochs=1",
+              "tracking.images_every_n_epochs=0", "tracking.histograms_every_n_epochs=0"]
+
+
+def sweep_jobs(sweep_dir: Path) -> list[dict]:
+    """Each job's metrics.json under a sweep folder, in job order."""
+    found = sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+    return [dict(json.loads(p.read_text()), job=p.parent.name) for p in found]
+
+
+def sweep_numbers(child: dict, jobs: list[dict], slots: int) -> dict:
+    """Efficiency = summed fit seconds / (slots x wall): 1.0 when the slots
+    never wait for a job to start or end. `work` adds the final evaluation and
+    pictures (what fit_seconds held before the timing was split)."""
+    timing = [j.get("timing") or {} for j in jobs]
+    fit = sum(t.get("fit_seconds") or 0 for t in timing)
+    work = fit + sum((t.get("final_eval_seconds") or 0) + (t.get("pictures_seconds") or 0) for t in timing)
+    wall = child["wall_seconds"]
+    return {"ok": child["rc"] == 0 and all(j.get("status") == "completed" for j in jobs), "wall_seconds": wall,
+            "jobs": len(jobs), "fit_seconds": fit, "work_seconds": work,
+            "efficiency": fit / (slots * wall), "work_efficiency": work / (slots * wall),
+            "startup_median": median([t.get("startup_seconds") for t in timing if t.get("startup_seconds")]),
+            "acc": {j["job"]: (j.get("final") or {}).get("test/acc") for j in jobs},
+            "error": None if child["rc"] == 0 else error_line(child)}
+
+
+def sweep(a) -> int:
+    env = environment(a.device)
+    root = make_run_root()
+    runs = {"plain": [], "warm": []}
+    order = ["plain", "warm"]
+    for i in range(a.repeats):
+        for name in order if i % 2 == 0 else order[::-1]:  # alternating: drift in load hits both
+            sweep_dir = root / f"{name}-{i}"
+            cmd = [sys.executable, "-m", "trainer", *SWEEP_ARGS, f"hydra.launcher.n_jobs={a.n_jobs}",
+                   f"hydra.launcher.warm={'true' if name == 'warm' else 'false'}",
+                   f"data.root={_hydra_value(a.data_root)}", f"device={env['device']}",
+                   f"hydra.sweep.dir={_hydra_value(str(sweep_dir))}", *a.extra]
+            child = run_child(cmd, a.timeout)
+            r = sweep_numbers(child, sweep_jobs(sweep_dir), a.n_jobs)
+            runs[name].append(r)
+            print(f"  {name:5s} #{i + 1}: wall {r['wall_seconds']:.1f} s, fit {r['fit_seconds']:.1f} s, efficiency "
+                  f"{r['efficiency']:.2f}, start-up median {fmt(r['startup_median'])} s"
+                  + (f"  {r['error']}" if r["error"] else ""), file=sys.stderr, flush=True)
+    same = all(r["acc"] == runs["plain"][0]["acc"] for r in runs["plain"] + runs["warm"])
+    rows = [[name, fmt(median([r["wall_seconds"] for r in rs]), ".1f"), fmt(median([r["fit_seconds"] for r in rs]), ".1f"),
+             fmt(median([r["efficiency"] for r in rs])), fmt(median([r["work_efficiency"] for r in rs])),
+             fmt(median([r["startup_median"] for r in rs]))] for name, rs in runs.items()]
+    count = len(runs["warm"][0]["acc"]) if runs["warm"] else 0
+    notes = [f"{count} jobs, {a.n_jobs} at a time; medians of {a.repeats} sweeps each, alternating",
+             "efficiency = summed fit seconds / (slots x wall); +eval: fit, final evaluation and pictures",
+             "every job's test accuracy " + ("identical in every sweep" if same else red("DIFFERS between sweeps"))]
+    print_table(f"Sweep throughput · {env_title(env)}", ["jobs as", "wall s", "fit s", "efficiency", "+eval",
+                                                        "start-up s"], rows, notes)
+    write_json(out_path(a, env, "-sweep"), {"environment": env, "command": SWEEP_ARGS, "n_jobs": a.n_jobs,
+                                            "runs": runs, "identical_accuracy": same})
+    clean_run_root(a, root)
+    return 0 if same and all(r["ok"] for rs in runs.values() for r in rs) else 1
+
+
 # ---------------------------------------------------------------- command line
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -590,6 +654,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     b.add_argument("--sizes", default="64,128,256,512,1024")
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--repeats", type=int, default=1)
+    w = sub.add_parser("sweep", parents=[common], help="a sweep's efficiency: plain job processes vs warm ones")
+    w.add_argument("--repeats", type=int, default=3)
+    w.add_argument("--n-jobs", type=int, default=2)
 
     # `run.py --epochs 5` means compare: the mode word is optional.
     if not argv or (argv[0] not in MODES and argv[0] not in ("-h", "--help")):
@@ -602,7 +669,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
-    return {"compare": compare, "tta": tta, "batch-sizes": batch_sizes}[a.mode](a)
+    return {"compare": compare, "tta": tta, "batch-sizes": batch_sizes, "sweep": sweep}[a.mode](a)
 
 
 if __name__ == "__main__":

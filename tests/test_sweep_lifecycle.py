@@ -79,17 +79,28 @@ def training(job: Path, epochs: int = 1) -> bool:
 
 
 def job_pids(text: str) -> list[int]:
-    """Processes running one sweep job (`python -m trainer <overrides>`) whose command line holds `text`."""
+    """Processes running one sweep job whose command line holds `text`, or
+    that hold open a folder or file whose path holds it (a job holds its
+    folder's lock: found whatever its command line shows; a warm template
+    shows the sweep's command line, without `-m trainer -m`'s exclusion)."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if " -m trainer " in cmdline and " -m trainer -m " not in cmdline and text in cmdline:
-                found.append(int(entry))
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if (" -m trainer" in cmdline and text in cmdline) or any(text in path for path in _open_paths(entry)):
+            found.append(int(entry))
     return found
+
+
+def _open_paths(pid: str) -> list[str]:
+    try:
+        return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return []
 
 
 def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_root, tmp_path):
@@ -99,7 +110,7 @@ def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_
     proc = start(sweep_cmd(synthetic_root, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                            "epochs=100000,2,2,2"), tmp_path)
     wait_until(lambda: training(sweep_dir / "0_epochs=100000"), "job 0 trained an epoch", proc)
-    (victim,) = job_pids("epochs=100000")
+    (victim,) = [pid for pid in job_pids("0_epochs=100000") if pid != proc.pid]
     os.kill(victim, signal.SIGKILL)
     done = finish(proc)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -131,7 +142,11 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     proc.send_signal(signal.SIGTERM)
     stopped = finish(proc)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
-    assert not job_pids(str(sweep_dir)), "a job of the stopped sweep is still running"
+    # Its jobs and the warm template they were forked from end with it.
+    wait_until_gone = time.monotonic() + 10
+    while job_pids(str(sweep_dir)) and time.monotonic() < wait_until_gone:
+        time.sleep(0.1)
+    assert not job_pids(str(sweep_dir)), "a process of the stopped sweep is still running"
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
     assert statuses == {"0_epochs=1": "completed", "1_epochs=300": "interrupted", "2_epochs=300": "interrupted"}
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]

@@ -26,7 +26,7 @@ from trainer.core.errors import UserError, report, say
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
-from trainer.sweeps import orchestrate
+from trainer.sweeps import forkserver, orchestrate
 from trainer.sweeps.plan import job_number
 
 
@@ -75,6 +75,10 @@ def _sweep_of(hc) -> dict:
 
 def main() -> None:
     """Console script: Hydra's entry point with one-line errors and resume."""
+    if forkserver.wanted(sys.argv[1:]):
+        # Before Hydra starts: the sweep's jobs are forked from this copy of the
+        # process, which has imported everything and never initialised Hydra.
+        forkserver.fork_early(entry=main)
     # Progress lines reach a pipe or log file as they happen, not in blocks.
     sys.stdout.reconfigure(line_buffering=True)
     hydra_glue.register()

@@ -110,6 +110,14 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 STAMP_NAME = ".verified.json"
 _CHUNK = 1 << 20
 
+# What this process has verified and decoded, keyed by each file's identity
+# (path, size, mtime, inode): a file changed on disk is a new key, read again.
+# A sweep's template process fills them once (`preload`); every job forked
+# from it shares the decoded tensors copy-on-write and skips decode and
+# checksum, and a sequential sweep's jobs in one process reuse them too.
+_VERIFIED: set[tuple] = set()
+_DECODED: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
 Log = Callable[[str], None]
 
 
@@ -364,6 +372,8 @@ def _verify(raw: Path, info: DatasetInfo, filenames: list[str]) -> None:
         path = raw / filename
         want_size, want_sha = RAW_FILES[info.folder][filename]
         st = path.stat()
+        if _identity(path, st) in _VERIFIED:
+            continue
         fix = ("Delete it so it is fetched again, or set data.verify=false "
                "if it is deliberately a custom dataset.")
         if st.st_size != want_size:
@@ -380,8 +390,14 @@ def _verify(raw: Path, info: DatasetInfo, filenames: list[str]) -> None:
                 _update_stamps(raw, fresh)
             raise DataError(f"{path} fails its {info.title} checksum: expected sha256 {want_sha}, "
                             f"found {digest}. {fix}")
+        _VERIFIED.add(_identity(path, st))
     if fresh:
         _update_stamps(raw, fresh)
+
+
+def _identity(path: Path, st: os.stat_result | None = None) -> tuple:
+    st = st or path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 # --------------------------------------------------------------------------
@@ -455,9 +471,33 @@ def torchvision_dataset(name: str, root, train: bool, transform=None):
 
 
 def load(name: str, root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images [N, 28, 28] and int64 labels [N] of one split."""
+    """uint8 images [N, 28, 28] and int64 labels [N] of one split, decoded
+    once per process while its files stay the same. Callers never write into
+    them (they are shared: with later runs, and with forked sweep jobs)."""
+    raw = Path(root).expanduser() / dataset_info(name).folder / "raw"
+    try:
+        key = tuple(_identity(path) for path in _split_files(raw, train))
+    except OSError:  # missing: torchvision_dataset says which file and how to get it
+        key = None
+    if key in _DECODED:
+        return _DECODED[key]
     ds = torchvision_dataset(name, root, train)
+    if key is not None:
+        _DECODED[key] = ds.data, ds.targets
     return ds.data, ds.targets
+
+
+def preload(name: str, root, search_paths: Iterable[str] = (), verify: bool = True) -> bool:
+    """Verify and decode both splits of a dataset whose files are in place
+    (nothing is downloaded), for the processes forked from this one. False
+    when that cannot be done here: each job then finds out, and says why."""
+    try:
+        prepare(name, root, search_paths, download=False, verify=verify, log=lambda line: None)
+        load(name, root, train=True)
+        load(name, root, train=False)
+    except DataError:
+        return False
+    return True
 
 
 @dataclass

@@ -241,6 +241,7 @@ class Trainer:
         self.partial: dict | None = None  # sums of a part-trained epoch, for mid-epoch checkpoints
         self.first_step_time: float | None = None  # wall clock after this process's first step
         self.first_step_seconds: float | None = None
+        self.final_eval_seconds = 0.0  # the test pass after the last epoch, timed apart from training
         self.last_saved: Position | None = None  # where the newest last.ckpt stands
         self.eval_split = eval_split("val" in self.eval_batches)
         self.test_samples: int | None = None
@@ -275,7 +276,10 @@ class Trainer:
                                      f"{es.patience} epoch{'s' if es.patience != 1 else ''} "
                                      f"(best {self.tracker.format_metric(es.monitor, es.best)} at epoch {es.best_epoch})")
                 break
-        return self.test()
+        t0 = time.perf_counter()
+        final = self.test()
+        self.final_eval_seconds = time.perf_counter() - t0
+        return final
 
     def train_epoch(self, epoch: int, start_step: int = 0) -> dict[str, float]:
         """One pass over the training batches, from `start_step` (mid-epoch resume)."""

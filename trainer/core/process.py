@@ -28,10 +28,12 @@ def process_start_time() -> float:
 
 class forwarding_signals:
     """While the sweep runs, SIGINT/SIGTERM go on to every running job (once
-    per signal received) and `callback` learns of them."""
+    per signal received) and `callback` learns of them. `jobs` lists the job
+    processes (by default this process's children)."""
 
-    def __init__(self, callback):
+    def __init__(self, callback, jobs=None):
         self.callback = callback
+        self.jobs = jobs or live_children
         self.previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -44,13 +46,13 @@ class forwarding_signals:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        forward(signum)
+        forward(signum, self.jobs())
         self.callback(signum)
 
 
-def forward(signum: int) -> None:
-    """Send `signum` to every child process of this one."""
-    for pid in live_children():
+def forward(signum: int, pids: list[int] | None = None) -> None:
+    """Send `signum` to each of `pids` (by default every child process of this one)."""
+    for pid in live_children() if pids is None else pids:
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
@@ -83,10 +85,10 @@ def live_children() -> list[int]:
     return children
 
 
-def die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the sweep process dies (Linux
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In the child, before exec: `signum` when the sweep process dies (Linux
     prctl PR_SET_PDEATHSIG), so a killed sweep leaves no job behind."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)
     except (OSError, AttributeError):
         pass

@@ -15,6 +15,7 @@ scores a run.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -62,6 +63,7 @@ class Dashboards:
         self.precision = precision
         self.graph = graph
         self.sample: Tensor | None = None
+        self.seconds = 0.0  # spent drawing: the run's timing reports it apart from training
 
     @property
     def writer(self):
@@ -70,6 +72,21 @@ class Dashboards:
     def start(self, x: Tensor, y: Tensor) -> None:
         """Before training: sample inputs (kept for the feature maps), the graph, the conv figures at step 0."""
         self.sample = x[:1]
+        t0 = time.perf_counter()
+        try:
+            self._start(x, y)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def after_epoch(self, epoch: int, step: int) -> None:
+        """After an epoch's evaluation: histograms and test-set images when due (global step `step`)."""
+        t0 = time.perf_counter()
+        try:
+            self._after_epoch(epoch, step)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _start(self, x: Tensor, y: Tensor) -> None:
         if self.writer is None:
             return
         if self.images_every > 0:
@@ -79,8 +96,7 @@ class Dashboards:
         if self.images_every > 0:
             self._conv_images(0)
 
-    def after_epoch(self, epoch: int, step: int) -> None:
-        """After an epoch's evaluation: histograms and test-set images when due (global step `step`)."""
+    def _after_epoch(self, epoch: int, step: int) -> None:
         if self.writer is None:
             return
         if _due(epoch, self.histograms_every):

@@ -300,10 +300,11 @@ def fit(run: Run) -> float:
     if run.dashboards is not None:
         run.dashboards.start(x0, y0)
     t0 = time.time()
+    drawn_before = run.dashboards.seconds if run.dashboards is not None else 0.0
     try:
         final = trainer.fit()
     finally:
-        run.record.note_timing(_timing(trainer, t0))
+        run.record.note_timing(_timing(trainer, t0, run.dashboards, drawn_before))
     es = trainer.early_stopping
     best = {"epoch": es.best_epoch, run.monitor: es.best}
     if es.best_epoch:
@@ -355,8 +356,14 @@ def _say_finish(run: Run, final: dict) -> None:
     run.output.say(f"Outputs in {run.run_dir} (tensorboard --logdir {run.run_dir.parent})")
 
 
-def _timing(trainer: Trainer, t0: float) -> dict:
-    timing = {"fit_seconds": time.time() - t0}
+def _timing(trainer: Trainer, t0: float, dashboards: Dashboards | None, drawn_before: float) -> dict:
+    """Where the job's time went: start-up (process start to the first step
+    done), fit (the epochs and their evaluation), the final evaluation, and
+    pictures (TensorBoard's graph, images and histograms; curves.png adds to it)."""
+    pictures = dashboards.seconds if dashboards is not None else 0.0
+    drawn_in_fit = pictures - drawn_before
+    timing = {"fit_seconds": time.time() - t0 - trainer.final_eval_seconds - drawn_in_fit,
+              "final_eval_seconds": trainer.final_eval_seconds, "pictures_seconds": pictures}
     if trainer.first_step_time:
         timing["startup_seconds"] = trainer.first_step_time - process_start_time()
         # The first step pays for torch.compile and lazy initialisation: warm-up, reported apart.

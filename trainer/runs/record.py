@@ -21,6 +21,7 @@ import datetime
 import logging
 import logging.handlers
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,10 @@ class RunRecord:
             self._final_scalars(final)
             if self.session:
                 hparams.write_session(self.run_dir, self.data["hparams"], "completed", None)
+        t0 = time.perf_counter()
         self._draw_curves()
+        timing = self.data["timing"]
+        timing["pictures_seconds"] = timing.get("pictures_seconds", 0.0) + time.perf_counter() - t0
         self.close_tensorboard()
         self.data.update(status="completed", error=None)
         self.write()

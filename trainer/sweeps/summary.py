@@ -54,7 +54,11 @@ FAILURES = ("failed", "diverged")  # what makes a sweep's exit status non-zero
 # The row's columns, in the order of summary.csv / summary.json.
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
 COLUMNS = ("job", "kind", "path", "overrides", "status", "error", "monitor", "mode", *METRICS,
-           "best_epoch", "best_value", "best_metric", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric")
+           "best_epoch", "best_value", "best_metric", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric",
+           "startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds")
+# Where a job's time went (its metrics.json `timing`), in the order it spends it.
+TIME_PARTS = {"startup_seconds": "start-up", "fit_seconds": "fit", "final_eval_seconds": "final evaluation",
+              "pictures_seconds": "pictures"}
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -221,6 +225,8 @@ def _row(root: Path, job: Path) -> dict:
                seconds=None if seconds is None else round(seconds, 3),
                **{key: _number(final.get(key)) for key in ("cv/mean", "cv/std")})
     row["cv/metric"] = final.get("cv/metric")
+    timing = _dict(record.get("timing"))
+    row.update({key: _number(timing.get(key)) for key in TIME_PARTS})
     return row
 
 
@@ -238,6 +244,15 @@ def kind_of(job: Path, record: dict) -> str:
     if re.fullmatch(r"fold_\d+", job.name):
         return "fold"
     return "refit" if job.name == "refit" and (job.parent / "fold_1").is_dir() else "run"
+
+
+def time_line(rows: list[dict]) -> str | None:
+    """Where the sweep's time went, summed over its jobs: start-up, fit, final evaluation, pictures."""
+    timed = [r for r in rows if any(r.get(key) is not None for key in TIME_PARTS)]
+    if not timed:
+        return None
+    parts = [f"{name} {sum(r.get(key) or 0.0 for r in timed):.1f} s" for key, name in TIME_PARTS.items()]
+    return f"Time, summed over {display.plural(len(timed), 'job')}: {', '.join(parts)}"
 
 
 def _read_metrics(path: Path) -> tuple[dict, str | None]:
@@ -703,6 +718,8 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
         console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
                       soft_wrap=True)
+    if time_line(rows):
+        console.print(time_line(rows), highlight=False)
     if paths:
         console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False)
     return [public(row) for row in rows]

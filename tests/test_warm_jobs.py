@@ -1,0 +1,134 @@
+"""Warm sweep jobs (trainer.sweeps.forkserver, trainer.sweeps.launcher): each
+job forked from a template process that imported everything and decoded the
+data once, and still a process of its own with its own results.
+
+The rules are pure functions tested in-process; one CLI test runs the same
+sweep forked and as plain processes and compares every number."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import metrics, run_cli, tiny
+from trainer.core import data
+from trainer.sweeps import forkserver
+from trainer.sweeps.launcher import plan_line, threads_per_job
+from trainer.sweeps.plan import job_number
+
+
+@pytest.mark.parametrize("argv, wanted", [
+    (["-m", "hydra/launcher=joblib", "optimizer=sgd,adam"], True),
+    (["--multirun", "hydra/launcher=local"], True),
+    (["-m", "hydra/launcher=joblib", "hydra.launcher.warm=false"], False),  # plain processes asked for
+    (["-m", "optimizer=sgd,adam"], False),                                   # the basic launcher: one process
+    (["hydra/launcher=joblib"], False),                                      # not a sweep
+    (["-m", "hydra/launcher=submitit_local"], False),
+])
+def test_the_template_is_forked_only_for_a_warm_sweep_on_the_process_launcher(argv, wanted):
+    assert forkserver.wanted(argv) is wanted
+
+
+@pytest.mark.parametrize("cores, slots, env, threads", [
+    (2, 2, {}, 1),
+    (16, 4, {}, 4),
+    (2, 4, {}, 1),                          # more jobs than cores: one thread each, never 0
+    (16, 4, {"OMP_NUM_THREADS": "2"}, 2),   # the user's setting wins
+    (16, 4, {"OMP_NUM_THREADS": "x"}, 4),
+])
+def test_each_job_gets_its_share_of_the_cores(cores, slots, env, threads):
+    assert threads_per_job(cores, slots, env) == threads
+
+
+def test_the_sweep_says_once_how_jobs_and_threads_add_up():
+    assert plan_line(8, 2, 1, 2, warm=True) == ("Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; "
+                                                "each forked from one warm process that read the data once")
+    assert "(the machine has 2 cores)" in plan_line(8, 4, 1, 2, warm=False)  # 4 threads on 2 cores: said
+    assert "each a fresh process" in plan_line(3, 2, 1, 2, warm=False)
+    assert plan_line(1, 4, 2, 8, warm=True).startswith("Jobs: 1 at a time × 2 threads = 2 threads on 2 cores;")
+
+
+def test_a_dataset_is_decoded_once_until_its_files_change(synthetic_root, tmp_path, make_idx_dataset):
+    root = tmp_path / "data"
+    make_idx_dataset(root, "MNIST", n_train=64, n_test=32)
+    first = data.load("mnist", root, train=True)
+    again = data.load("mnist", root, train=True)
+    assert again[0] is first[0] and again[1] is first[1]  # shared, not read again
+    make_idx_dataset(root, "MNIST", n_train=96, n_test=32)  # new files: read again
+    changed = data.load("mnist", root, train=True)
+    assert len(changed[1]) == 96
+
+
+def test_a_verified_file_is_not_hashed_again_in_the_same_process(tmp_path, make_idx_dataset, monkeypatch):
+    root = tmp_path / "data"
+    make_idx_dataset(root, "MNIST", n_train=64, n_test=32)
+    raw = root / "MNIST" / "raw"
+    sha = {f: data._sha256_file(raw / f) for f in data.RAW_FILES["MNIST"]}
+    sizes = {f: (raw / f).stat().st_size for f in data.RAW_FILES["MNIST"]}
+    monkeypatch.setitem(data.RAW_FILES, "MNIST", {f: (sizes[f], sha[f]) for f in sha})
+    hashed = []
+    real = data._sha256_file
+    monkeypatch.setattr(data, "_sha256_file", lambda path: hashed.append(path.name) or real(path))
+    data.prepare("mnist", root, download=False)
+    assert len(hashed) == 4
+    (raw / data.STAMP_NAME).unlink()  # no stamp on disk: only this process's memory spares the hashing
+    data.prepare("mnist", root, download=False)
+    assert len(hashed) == 4
+
+
+def test_the_template_never_initialises_cuda(synthetic_root):
+    """What the template does before its first fork: imports and the data."""
+    forkserver._warm_up()
+    assert data.preload("mnist", synthetic_root, verify=False)
+    assert forkserver.cuda_untouched() and not torch.cuda.is_initialized()
+
+
+def _job_numbers(sweep_dir: Path) -> dict[str, dict]:
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p.name) is not None)
+    return {p.name: metrics(p) for p in jobs}
+
+
+def _without_timing(record: dict) -> tuple:
+    timed = {"epoch_seconds", "samples_per_second", "train_seconds"}
+    history = [{k: v for k, v in row.items() if k not in timed} for row in record["history"]]
+    final = {k: v for k, v in record["final"].items() if k not in timed}
+    return record["status"], history, final, record["best"]
+
+
+def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic_root, tmp_path):
+    """The same two-job sweep, forked from the template and as plain
+    `python -m trainer` processes: every metric equal, on the CPU with
+    deterministic=true; the forked jobs read their data from the template."""
+    args = ["-m", *tiny(synthetic_root, "epochs=2", "data.subset=256", "data.val_split=64", "model.hidden=[32]",
+                        "device=cpu", "deterministic=true", "train.shuffle=true"),
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adam"]
+    records = {}
+    for warm in ("true", "false"):
+        sweep_dir = tmp_path / f"warm-{warm}"
+        proc = run_cli([*args, f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.warm={warm}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        how = "each forked from one warm process" if warm == "true" else "each a fresh process"
+        assert "Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; " + how in proc.stdout, proc.stdout
+        records[warm] = _job_numbers(sweep_dir)
+    assert list(records["true"]) == ["0_optimizer=sgd", "1_optimizer=adam"]
+    for name, forked in records["true"].items():
+        assert _without_timing(forked) == _without_timing(records["false"][name]), name
+        assert forked["status"] == "completed"
+        timing = forked["timing"]
+        assert {"startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds"} <= set(timing)
+    history = records["true"]["0_optimizer=sgd"]["history"]
+    assert history[0]["val/acc"] != history[1]["val/acc"] or history[0]["train/loss"] != history[1]["train/loss"]
+
+
+def test_the_summary_says_where_the_sweep_s_time_went():
+    from trainer.sweeps.summary import time_line
+
+    rows = [{"startup_seconds": 0.25, "fit_seconds": 5.5, "final_eval_seconds": 0.25, "pictures_seconds": 0.5},
+            {"startup_seconds": 0.25, "fit_seconds": 4.5, "final_eval_seconds": None, "pictures_seconds": 0.25},
+            {"status": "missing"}]
+    assert time_line(rows) == ("Time, summed over 2 jobs: start-up 0.5 s, fit 10.0 s, final evaluation 0.2 s, "
+                               "pictures 0.8 s")
+    assert time_line([{"status": "missing"}]) is None

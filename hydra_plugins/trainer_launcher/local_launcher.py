@@ -28,12 +28,8 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.runs import record
-from trainer.core.process import die_with_parent, forwarding_signals
-from trainer.runs.resume import quote
-
-
-_SWEEP_ONLY = ("hydra.mode=", "hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.sweep.",
-               "hydra.run.dir=", "hydra.job.num=")
+from trainer.core.process import forwarding_signals
+from trainer.sweeps import processes
 
 
 class _Job:
@@ -90,17 +86,8 @@ class LocalLauncher(Launcher):
             time.sleep(0.05)
 
     def _start(self, job: _Job) -> subprocess.Popen:
-        # The sweep's own Hydra settings, but not the ones that would make the job a sweep again.
-        hydra_overrides = [o for o in OmegaConf.to_container(self.config.hydra.overrides.hydra)
-                           if not o.startswith(_SWEEP_ONLY)]
-        command = [sys.executable, "-m", "trainer", *job.overrides, *hydra_overrides,
-                   f"hydra.run.dir={quote(str(job.run_dir))}", f"hydra.job.num={job.num}"]
-        env = dict(os.environ)
-        # As joblib does: the cores shared out between the jobs running at once.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.n_jobs)))
-        env["TRAINER_SWEEP_JOB"] = "1"  # a brief console: a few lines per job
-        # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once.
-        return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
+        return processes.start(job.overrides, list(OmegaConf.to_container(self.config.hydra.overrides.hydra)),
+                               job.run_dir, job.num, self.n_jobs)
 
     def _on_signal(self, signum: int) -> None:
         first = not self.stop_signal

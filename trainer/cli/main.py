@@ -26,7 +26,7 @@ from trainer.core.errors import UserError, report
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
-from trainer.sweeps import orchestrate
+from trainer.sweeps import orchestrate, pruning, search
 
 
 @hydra.main(version_base=None, config_path="pkg://trainer.conf", config_name="config")
@@ -47,6 +47,7 @@ def run(cfg: DictConfig) -> float:
               hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
     try:
         config = hydra_glue.typed(cfg)
+        job.epoch_end = _search_reporter(config.epochs, config.early_stopping.monitor)
     except UserError as e:
         outcome = refuse(job, str(e))
     else:
@@ -59,6 +60,16 @@ def run(cfg: DictConfig) -> float:
         if outcome.status == "interrupted" or not job.multirun:
             sys.exit(outcome.exit_code)
     return outcome.value
+
+
+def _search_reporter(epochs: int, monitor: str):
+    """A trial of an Optuna search with a pruner (trainer.sweeps.search starts
+    it with these variables): its epochs are reported to the study."""
+    env = os.environ
+    if not env.get(search.ENV_TRIAL):
+        return None
+    return pruning.Reporter(env[search.ENV_STORAGE], env[search.ENV_STUDY], int(env[search.ENV_TRIAL]),
+                            env.get(search.ENV_PRUNER, "median"), epochs, monitor)
 
 
 def main() -> None:

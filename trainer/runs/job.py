@@ -27,7 +27,7 @@ from trainer.report import hparams
 
 from trainer.runs import resume
 from trainer.core.config import TrainerConfig, as_dict, validate
-from trainer.core.engine import Diverged, Interrupted
+from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal
 from trainer.runs.record import RunRecord, sweep_value
 from trainer.report.tracking import Output
@@ -48,6 +48,7 @@ class Job:
     in_sweep: bool = False            # a sweep's job (in this process or its own): a brief console
     hydra_yaml: str | None = None
     hparams_session: bool = True      # a fold of a cross-validation: its CV run holds the HParams session
+    epoch_end: Any = None             # (epoch, monitored value) after each epoch: a search's pruning reports
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
@@ -65,7 +66,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str                  # completed | failed | diverged | interrupted
+    status: str                  # completed | failed | diverged | interrupted | pruned
     error: str | None
     value: float                 # the monitored metric; the worst possible one when the job failed
     run_dir: Path
@@ -73,7 +74,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        if self.status == "completed":
+        if self.status in ("completed", "pruned"):  # pruned: a search's verdict, not an error
             return 0
         return 128 + self.signum if self.status == "interrupted" else EXIT_FAILED
 
@@ -98,7 +99,7 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
             if done is not None:
                 return Outcome("completed", None, done, job.run_dir)
             refuse_to_overwrite(config, record.previous, job)
-            run = build(config, job.run_dir, record, output, stop)
+            run = build(config, job.run_dir, record, output, stop, epoch_end=job.epoch_end)
             with stop.installed():
                 value = fit(run)
         return Outcome("completed", None, value if not math.isnan(value) else worst, job.run_dir)
@@ -109,6 +110,8 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
                           e.signum)
     except Diverged as e:
         outcome = Outcome("diverged", str(e), worst, job.run_dir)
+    except Pruned as e:
+        outcome = Outcome("pruned", str(e), worst, job.run_dir)
     except UserError as e:
         outcome = Outcome("failed", str(e), worst, job.run_dir)
     except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT

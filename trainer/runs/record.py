@@ -31,7 +31,7 @@ from trainer.core.files import atomic_write
 from trainer.core.process import process_start_time
 
 log = logging.getLogger("trainer")
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -210,7 +210,7 @@ class RunRecord:
                 if fresh and self.main:
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
-                self._draw_curves()
+                self._draw_curves(status)
                 self._write_session(status, error, fresh)
                 self.close_tensorboard()
                 self.data.update(status=status, error=error)  # the record last, as in finish()
@@ -223,15 +223,17 @@ class RunRecord:
         if self.main:
             write_json(self.path, self.data)
 
-    def _draw_curves(self) -> None:
-        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail)."""
+    def _draw_curves(self, status: str | None = None) -> None:
+        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail);
+        a pruned run says so in its title."""
         history = [row for row in self.data["history"] if "epoch" in row]
         if not (self.main and history):
             return
         from trainer.report import figures
 
+        title = self.run_dir.name + (f" (pruned at epoch {history[-1]['epoch']})" if status == "pruned" else "")
         try:
-            figures.save_png(figures.curves(history, self.run_dir.name), self.run_dir / "curves.png")
+            figures.save_png(figures.curves(history, title), self.run_dir / "curves.png")
         except Exception as e:  # noqa: BLE001
             log.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
 

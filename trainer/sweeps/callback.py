@@ -27,6 +27,9 @@ from trainer.core.files import write_text
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+# A continued search may change its budget and pace: the study counts its trials, whoever ran them.
+_BUDGET = ("hydra.sweeper.n_trials=", "hydra.sweeper.n_jobs=")
 
 
 class SweepCallback(Callback):
@@ -103,7 +106,8 @@ def _refuse_another_plan(sweep_dir: Path, overrides: list[str]) -> None:
         started = json.loads((sweep_dir / PLAN).read_text())["command"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # no plan to hold it to (a sweep from before sweep.json)
-    before, now = (sorted(o for o in items if o != "resume=auto") for items in (started, overrides))
+    before, now = (sorted(o for o in items if o != "resume=auto" and not o.startswith(_BUDGET))
+                   for items in (started, overrides))
     if before == now:
         return
     differ = [f"+{o}" for o in now if o not in before] + [f"-{o}" for o in before if o not in now]
@@ -122,7 +126,7 @@ def plan(config, overrides: list[str]) -> dict:
                            "jobs": None}
     if target == BASIC_SWEEPER:
         out["jobs"] = [{"num": i, "overrides": job} for i, job in enumerate(_grid(config, overrides))]
-    elif "n_trials" in sweeper:
+    elif "n_trials" in sweeper and target != OPTUNA_SWEEPER:  # the study numbers our search's trials
         out["jobs"] = [{"num": i, "overrides": None} for i in range(int(sweeper.n_trials))]
     return out
 

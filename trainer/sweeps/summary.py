@@ -47,7 +47,7 @@ COMPLETED = "completed"
 # Every status a row can have, in the order counts are reported. A job's
 # "running" becomes "incomplete": the summary cannot tell a job that crashed
 # hard from one still going, and either way it has no final numbers.
-STATUSES = (COMPLETED, "failed", "diverged", "interrupted", "incomplete", "missing")
+STATUSES = (COMPLETED, "pruned", "failed", "diverged", "interrupted", "incomplete", "missing")
 FAILURES = ("failed", "diverged")  # what makes a sweep's exit status non-zero
 # The row's columns, in the order of summary.csv / summary.json.
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
@@ -472,7 +472,7 @@ def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str, found:
 
 
 # -------------------------------------------------------------------- print
-_STYLES = {COMPLETED: "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
+_STYLES = {COMPLETED: "green", "pruned": "cyan", "failed": "red", "diverged": "red", "interrupted": "yellow",
            "incomplete": "yellow", "missing": "dim"}
 
 

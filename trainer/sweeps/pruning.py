@@ -49,5 +49,5 @@ class Reporter:
             warnings.simplefilter("ignore")  # a resumed trial reports its last epoch again: Optuna keeps the first
             self.trial.report(float(value), int(epoch))
         if self.trial.should_prune():
-            raise Pruned(f"pruned at epoch {epoch} by the {self.pruner_name} pruner "
-                         f"({self.monitor or 'monitored value'} {value:.4g} behind the other trials)")
+            raise Pruned(f"pruned at epoch {epoch} by the {self.pruner_name} pruner ({self.monitor or 'value'} "
+                         f"{value:.4g}: behind the other trials at that epoch)")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.core.errors import UserError
+from trainer.core.files import write_text
 from trainer.core.process import forwarding_signals
 from trainer.runs import record
 from trainer.runs.build import make
@@ -89,9 +90,23 @@ def run(search: Search, sampler: dict | None = None) -> None:
         finally:
             if beats is not None:
                 beats.stop()
+    write_results(study, search.sweep_dir)
     if runner.stop_signal:
         sweep_callback.stopped(search.sweep_dir, runner.stop_signal)
     print(study_line(study, search), flush=True)
+
+
+def write_results(study, sweep_dir: Path) -> None:
+    """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best trial so far."""
+    import yaml
+
+    try:
+        best = study.best_trial
+    except ValueError:  # no trial completed
+        return
+    text = yaml.safe_dump({"name": "optuna", "best_trial": best.number, "best_params": dict(best.params),
+                           "best_value": float(best.value)}, sort_keys=False)
+    write_text(sweep_dir / "optimization_results.yaml", text)
 
 
 def make_sampler(spec: dict, trials_before: int, shared: bool):

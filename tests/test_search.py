@@ -34,6 +34,7 @@ SMALL = ("data.subset=32", "data.test_subset=32", "model.hidden=[16]", "checkpoi
     ({"optimizer": "choice(sgd, adam)"}, ["optimizer=adam"], {}, ["optimizer=adam"]),  # pinned by the command line
     ({}, ["lr=interval(0.001, 0.1)", "epochs=2"], {"lr": FloatDistribution(0.001, 0.1)}, ["epochs=2"]),
     ({"seed": 3}, [], {}, ["seed=3"]),
+    ({"model": {"hidden": "choice(8, 16)"}}, [], {"model.hidden": CategoricalDistribution([8, 16])}, []),
 ])
 def test_the_search_space_reads_hydras_sweep_syntax(params, arguments, distributions, fixed):
     space = search_space.parse(params, arguments)
@@ -186,3 +187,26 @@ def test_two_processes_share_one_study_on_postgresql(synthetic_root, tmp_path, p
     assert sorted(int(p.name.split("_")[0]) for p in folders) == list(range(6))
     assert {str(p.resolve()) for p in folders} == {t.user_attrs["dir"] for t in complete}
     assert all(metrics(p)["status"] == "completed" for p in folders)
+
+
+def test_trainer_summary_study_lists_every_trial_with_its_machine_and_folder(tmp_path, capsys):
+    from trainer.sweeps import summary
+
+    storage = studies.open_storage(str(tmp_path / studies.JOURNAL))
+    study = studies.create(storage, "trainer", "maximize")
+    for number, (state, host) in enumerate([(TrialState.COMPLETE, "a"), (TrialState.PRUNED, "b"),
+                                            (TrialState.FAIL, "a")]):
+        trial = study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+        trial.set_user_attr("host", host)
+        trial.set_user_attr("dir", f"/sweeps/{host}/{number}_lr=x")
+        if state == TrialState.FAIL:
+            trial.set_user_attr("status", "diverged")
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    assert summary.main(["--study", str(tmp_path), "trainer"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Study 'trainer': 3 trials (1 complete, 1 pruned, 1 fail)"
+    assert [line.split()[:2] for line in out[2:]] == [["0", "complete"], ["1", "pruned"], ["2", "fail"]]
+    assert "(diverged)" in out[4] and out[3].split()[-2:] == ["b", "/sweeps/b/1_lr=x"]
+    with pytest.raises(SystemExit) as refused:
+        summary.main(["--study", str(tmp_path / "none"), "trainer"])
+    assert refused.value.code == 1 and "no study storage at" in capsys.readouterr().err

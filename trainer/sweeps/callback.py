@@ -50,6 +50,8 @@ class SweepCallback(Callback):
         _stop_with_the_jobs(sweep_dir)
         _quiet_search_logging(planned["sweeper"])
         count = display.plural(len(planned["jobs"]), "job") if planned["jobs"] is not None else "jobs"
+        if planned["sweeper"] == OPTUNA_SWEEPER:  # the study's budget, whoever runs its trials
+            count = f"an Optuna search of {display.plural(int(config.hydra.sweeper.n_trials), 'trial')}"
         varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
         print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
 

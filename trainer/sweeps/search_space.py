@@ -30,7 +30,7 @@ def parse(params: dict, arguments: list[str]) -> Space:
 
     parser = OverridesParser.create()
     try:
-        searched = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+        searched = parser.parse_overrides([f"{k}={v}" for k, v in _flat(params).items()])
         given = parser.parse_overrides(list(arguments))
     except Exception as e:  # noqa: BLE001 - Hydra's grammar errors come as several classes
         raise UserError(f"hydra.sweeper.params: {str(e).splitlines()[0]}; write each as key: "
@@ -82,3 +82,14 @@ def _text(value) -> str:
     if isinstance(value, str) and not re.fullmatch(r"[\w./+\-:]*", value):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _flat(params: dict, prefix: str = "") -> dict:
+    """`hydra.sweeper.params.model.hidden=...` on the command line nests: back to dotted keys."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -112,3 +112,7 @@ def pytest_runtest_setup(item):
     # If you append another pytest_runtest_setup here, merge it into this one.
     if item.get_closest_marker("requires_real_data") and not REAL_DATA.is_dir():
         pytest.skip(f"real data not available at {REAL_DATA}")
+
+
+# A real PostgreSQL server (tests/postgres.py), for the tests of a shared Optuna study.
+from postgres import postgres_server, postgres_url  # noqa: E402,F401

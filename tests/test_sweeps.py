@@ -187,7 +187,7 @@ def test_optuna_search_goes_on_after_a_failed_trial(synthetic_root, tmp_path):
     """hparams_search=optuna with lr from {0.01, -1}: a trial with lr=-1 fails,
     the search still runs all 3 trials and reports the best of the others."""
     sweep_dir = tmp_path / "sweep"
-    # Seed 1234 draws lr=-1 for some trials and 0.01 for others (optuna 2.10).
+    # Seed 1234 draws lr=-1 for some trials and 0.01 for others (optuna 5.1).
     proc = run_cli(sweep_args(synthetic_root, sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=3",
                               "hydra.sweeper.sampler.seed=1234", "lr=choice(0.01,-1)"), tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]

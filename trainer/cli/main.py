@@ -26,7 +26,7 @@ from trainer.core.errors import UserError, report, say
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
-from trainer.sweeps import forkserver, orchestrate
+from trainer.sweeps import forkserver, orchestrate, pruning, search
 from trainer.sweeps.plan import job_number
 
 
@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> float:
               hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})), belongs=_sweep_of(hc))
     try:
         config = hydra_glue.typed(cfg)
+        job.epoch_end = _search_reporter(config.epochs, config.early_stopping.monitor)
     except UserError as e:
         outcome = refuse(job, str(e))
     else:
@@ -71,6 +72,16 @@ def _sweep_of(hc) -> dict:
         run_dir = Path(hc.runtime.output_dir)
         return {"sweep": {"dir": str(run_dir.parent), "num": job_number(run_dir.name)}}
     return {}
+
+
+def _search_reporter(epochs: int, monitor: str):
+    """A trial of an Optuna search with a pruner (trainer.sweeps.search starts
+    it with these variables): its epochs are reported to the study."""
+    env = os.environ
+    if not env.get(search.ENV_TRIAL):
+        return None
+    return pruning.Reporter(env[search.ENV_STORAGE], env[search.ENV_STUDY], int(env[search.ENV_TRIAL]),
+                            env.get(search.ENV_PRUNER, "median"), epochs, monitor)
 
 
 def main() -> None:

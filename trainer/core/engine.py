@@ -36,6 +36,11 @@ class Diverged(UserError):
     """The loss became NaN or infinite."""
 
 
+class Pruned(Exception):
+    """A search's pruner stopped the run after an epoch (raised by an
+    on_epoch_end callback, after that epoch's checkpoint is saved)."""
+
+
 class Interrupted(Exception):
     """A stop was requested (SIGINT/SIGTERM). `message` says what was saved."""
 
@@ -231,7 +236,7 @@ class Trainer:
     max_skipped_batches: int = 10
     stop_requested: Callable[[], int] = lambda: 0  # returns a signal number when a stop was asked for
     extra_state: dict = field(default_factory=dict)  # saved verbatim in checkpoints (the run's config)
-    on_epoch_end: Callable[[int, int], None] | None = None  # (epoch, global step): dashboards
+    on_epoch_end: Callable[[int, int], None] | None = None  # (epoch, global step): dashboards, a search's pruning
     static_step: Any = None  # capture.StaticStep: full batches over static buffers (a CUDA graph)
 
     def __post_init__(self):
@@ -262,11 +267,11 @@ class Trainer:
                 self.scheduler.step()
             self.position = Position(epoch + 1, 0, self.position.global_step)
             self.tracker.log_epoch(row, is_best=is_best)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch, self.position.global_step)
             self.save("last.ckpt")
             if is_best and self.save_best:
                 self.save("best.ckpt")
+            if self.on_epoch_end is not None:  # after the saves: a run it stops (Pruned) keeps this epoch
+                self.on_epoch_end(epoch, self.position.global_step)
             signum = self.agreed_stop(check=True)
             if signum:
                 raise Interrupted(signum)

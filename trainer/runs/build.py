@@ -175,7 +175,7 @@ class Run:
     step_note: str = ""  # how the training step runs, when there is something to say
 
 
-def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) -> Run:
+def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, epoch_end=None) -> Run:
     """Every check first, then the objects; the record starts last."""
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
@@ -202,7 +202,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
         grad_clip=config.train.grad_clip, nan_policy=config.train.nan_policy,
         max_skipped_batches=config.train.max_skipped_batches, stop_requested=stop,
         extra_state={"config": as_dict(config)},
-        on_epoch_end=dashboards.after_epoch if dashboards is not None else None,
+        on_epoch_end=_after_epoch(dashboards, epoch_end, monitor, lambda: trainer.history),
         static_step=capture.StaticStep(parts.model, parts.loss_fn, parts.optimizer, batch_size=config.batch_size,
                                        device=device, precision=config.precision, grad_clip=config.train.grad_clip,
                                        capture=True) if graph else None,
@@ -220,6 +220,21 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
                  "warm-up steps" if graph else eager_because)
     return Run(config, run_dir, device, parts.model, trainer, record, output, tracker, dashboards, monitor,
                saved[0] if saved else None, changes, step_note)
+
+
+def _after_epoch(dashboards: Dashboards | None, epoch_end, monitor: str, history):
+    """The Trainer's on_epoch_end: the dashboards' pictures, then `epoch_end`
+    (a search's pruning) with the epoch's monitored value."""
+    if epoch_end is None:
+        return dashboards.after_epoch if dashboards is not None else None
+
+    def after_epoch(epoch: int, step: int) -> None:
+        if dashboards is not None:
+            dashboards.after_epoch(epoch, step)
+        rows = history()
+        epoch_end(epoch, rows[-1].get(monitor) if rows else None)
+
+    return after_epoch
 
 
 def _setup(config: TrainerConfig) -> tuple[torch.device, int, int]:

@@ -18,10 +18,11 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trainer.core import display, distributed
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
-from trainer.core.engine import Diverged, Interrupted
+from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal, say
 from trainer.report import hparams
 from trainer.report.tracking import Output
@@ -60,6 +61,7 @@ class Job:
                          config=as_dict(config) if config is not None else {}, hydra_yaml=self.hydra_yaml,
                          belongs=self.belongs,
                          record_refusals=self.in_sweep or self.kind != "run")
+    epoch_end: Any = None             # (epoch, monitored value) after each epoch: a search's pruning reports
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
@@ -77,7 +79,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str                  # completed | failed | diverged | interrupted
+    status: str                  # completed | failed | diverged | interrupted | pruned
     error: str | None
     value: float                 # the monitored metric; the worst possible one when the job failed
     run_dir: Path
@@ -86,7 +88,7 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        if self.status == "completed":
+        if self.status in ("completed", "pruned"):  # pruned: a search's verdict, not an error
             return 0
         return 128 + self.signum if self.status == "interrupted" else EXIT_FAILED
 
@@ -120,7 +122,7 @@ def _run(config: TrainerConfig, job: Job, record: RunRecord, output: Output) -> 
                     output.release()
                     return Outcome("completed", None, done, job.run_dir)
                 refuse_to_overwrite(config, record.previous, job)
-                run = build(config, job.run_dir, record, output, stop)
+                run = build(config, job.run_dir, record, output, stop, epoch_end=job.epoch_end)
                 output.release()
                 with stop.installed():
                     value = fit(run)
@@ -143,6 +145,8 @@ def _failure(e: Exception, job: Job, record: RunRecord, run, worst: float) -> tu
                        e.signum), None
     if isinstance(e, Diverged):
         return Outcome("diverged", str(e), worst, job.run_dir), None
+    if isinstance(e, Pruned):
+        return Outcome("pruned", str(e), worst, job.run_dir), None
     if isinstance(e, UserError):
         return Outcome("failed", str(e), worst, job.run_dir, key=e.key), None
     outcome = Outcome("failed", _unexpected(e, record), worst, job.run_dir)

@@ -34,7 +34,7 @@ from trainer.report.tracking import tag
 from trainer.runs.folder import KINDS, RunFolder, read_json, worst_value
 
 log = logging.getLogger("trainer")
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
 FORMAT = 2  # metrics.json states kind, eval_split, best.value, the device used and where the run belongs
 
 
@@ -244,7 +244,7 @@ class RunRecord:
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
                 with contextlib.suppress(OSError):  # TensorBoard's files failing: the record still says why
-                    self._draw_curves()
+                    self._draw_curves(status)
                     self._write_session(status, error, fresh)
                     self.close_tensorboard()
                 self.data.update(status=status, error=error)  # the record last, as in finish()
@@ -256,13 +256,15 @@ class RunRecord:
     def write(self) -> None:
         self.folder.write_record(self.data)
 
-    def _draw_curves(self) -> None:
-        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail)."""
+    def _draw_curves(self, status: str | None = None) -> None:
+        """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail);
+        a pruned run says so in its title."""
         history = [row for row in self.data["history"] if "epoch" in row]
         if not (self.main and history):
             return
+        title = self.run_dir.name + (f" (pruned at epoch {history[-1]['epoch']})" if status == "pruned" else "")
         try:
-            figures.save_png(figures.curves(history, self.run_dir.name), self.run_dir / "curves.png")
+            figures.save_png(figures.curves(history, title), self.run_dir / "curves.png")
         except Exception as e:  # noqa: BLE001
             log.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
 

@@ -32,6 +32,9 @@ from trainer.runs.folder import RunFolder
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN, duplicates_error
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+# A continued search may change its budget and pace: the study counts its trials, whoever ran them.
+_BUDGET = ("hydra.sweeper.n_trials=", "hydra.sweeper.n_jobs=")
 
 
 class SweepCallback(Callback):
@@ -58,6 +61,8 @@ class SweepCallback(Callback):
         _stop_with_the_jobs(sweep_dir)
         _quiet_search_logging(planned["sweeper"])
         count = display.plural(len(planned["jobs"]), "job") if planned["jobs"] is not None else "jobs"
+        if planned["sweeper"] == OPTUNA_SWEEPER:  # the study's budget, whoever runs its trials
+            count = f"an Optuna search of {display.plural(int(config.hydra.sweeper.n_trials), 'trial')}"
         varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
         print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
 
@@ -137,7 +142,8 @@ def _refuse_another_plan(sweep_dir: Path, overrides: list[str]) -> None:
         started = json.loads(read_text(sweep_dir / PLAN))["command"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # no plan to hold it to (a sweep from before sweep.json)
-    before, now = (sorted(o for o in items if o != "resume=auto") for items in (started, overrides))
+    before, now = (sorted(o for o in items if o != "resume=auto" and not o.startswith(_BUDGET))
+                   for items in (started, overrides))
     if before == now:
         return
     differ = [f"+{o}" for o in now if o not in before] + [f"-{o}" for o in before if o not in now]
@@ -156,7 +162,7 @@ def plan(config, overrides: list[str]) -> dict:
                            "jobs": None}
     if target == BASIC_SWEEPER:
         out["jobs"] = [{"num": i, "overrides": job} for i, job in enumerate(_grid(config, overrides))]
-    elif "n_trials" in sweeper:
+    elif "n_trials" in sweeper and target != OPTUNA_SWEEPER:  # the study numbers our search's trials
         out["jobs"] = [{"num": i, "overrides": None} for i in range(int(sweeper.n_trials))]
     return out
 

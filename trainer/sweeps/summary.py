@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from trainer.core import display
 from trainer.report import hparams
 from trainer.runs import record
-from trainer.sweeps import groups
+from trainer.sweeps import groups, study_listing
 from trainer.sweeps.plan import NOT_IN_NAMES, point
 from trainer.core.errors import UserError, report
 from trainer.core.files import atomic_write, read_text
@@ -49,7 +49,7 @@ COMPLETED = "completed"
 # Every status a row can have, in the order counts are reported. A job's
 # "running" becomes "incomplete": the summary cannot tell a job that crashed
 # hard from one still going, and either way it has no final numbers.
-STATUSES = (COMPLETED, "failed", "diverged", "interrupted", "incomplete", "missing")
+STATUSES = (COMPLETED, "pruned", "failed", "diverged", "interrupted", "incomplete", "missing")
 FAILURES = ("failed", "diverged")  # what makes a sweep's exit status non-zero
 # The row's columns, in the order of summary.csv / summary.json.
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
@@ -599,7 +599,7 @@ def _markdown_text(root: Path, rows: list[dict], monitor: str, mode: str, found:
 
 
 # -------------------------------------------------------------------- print
-_STYLES = {COMPLETED: "green", "failed": "red", "diverged": "red", "interrupted": "yellow",
+_STYLES = {COMPLETED: "green", "pruned": "cyan", "failed": "red", "diverged": "red", "interrupted": "yellow",
            "incomplete": "yellow", "missing": "dim"}
 
 
@@ -801,12 +801,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="trainer-summary",
         description="Summarise a sweep (summary.csv, summary.md, summary.json rebuilt from its job folders) or "
                     "list the runs in any folder of runs, such as outputs/runs.")
-    parser.add_argument("sweep_dir", metavar="folder",
+    parser.add_argument("sweep_dir", metavar="folder", nargs="?",
                         help="a sweep folder (hydra.sweep.dir, e.g. outputs/sweeps/<sweep>) or a folder of runs")
+    parser.add_argument("--study", nargs=2, metavar=("STORAGE", "NAME"),
+                        help="list every trial of an Optuna study, whichever machine ran it (STORAGE: a database "
+                             "URL, a journal file, or a search's sweep folder; NAME: hydra.sweeper.study_name)")
     parser.add_argument("--write", action="store_true",
                         help="also write the summary files into a folder that is not a sweep's own")
     parser.add_argument("--quiet", "-q", action="store_true", help="write the files without printing the table")
     args = parser.parse_args(argv)
+    if args.study:
+        print(report("trainer-summary", study_listing.text, *args.study))
+        return EXIT_OK
+    if args.sweep_dir is None:
+        parser.error("give a sweep folder, or --study STORAGE NAME")
 
     rows = report("trainer-summary", summarize, args.sweep_dir, wide_console(args.quiet),
                   True if args.write else None)

@@ -1,0 +1,212 @@
+"""trainer's Optuna sweeper (hparams_search=optuna): the search space, the
+study's budget, pruning, resume, killed trials, and one study shared by two
+processes on a real PostgreSQL server (tests/postgres.py)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna", minversion="5")
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from helpers import metrics, snapshot, tiny  # noqa: E402
+from test_sweep_lifecycle import finish, job_pids, jobs, start, training, wait_until  # noqa: E402
+from trainer.core.errors import UserError  # noqa: E402
+from trainer.sweeps import pruning, search_space, study as studies  # noqa: E402
+
+SMALL = ("data.subset=32", "data.test_subset=32", "model.hidden=[16]", "checkpoint.every_n_steps=1")
+
+
+# ------------------------------------------------------------ the search space
+@pytest.mark.parametrize("params, arguments, distributions, fixed", [
+    ({"lr": "tag(log, interval(1e-4, 1e-1))"}, [], {"lr": FloatDistribution(1e-4, 1e-1, log=True)}, []),
+    ({"batch_size": "choice(32, 64, 128)"}, [], {"batch_size": CategoricalDistribution([32, 64, 128])}, []),
+    ({"model.hidden": "range(128, 513, 128)"}, [], {"model.hidden": IntDistribution(128, 512, step=128)}, []),
+    ({"epochs": "tag(int, interval(2, 10))"}, [], {"epochs": IntDistribution(2, 10)}, []),
+    ({"optimizer": "choice(sgd, adam)"}, ["optimizer=adam"], {}, ["optimizer=adam"]),  # pinned by the command line
+    ({}, ["lr=interval(0.001, 0.1)", "epochs=2"], {"lr": FloatDistribution(0.001, 0.1)}, ["epochs=2"]),
+    ({"seed": 3}, [], {}, ["seed=3"]),
+    ({"model": {"hidden": "choice(8, 16)"}}, [], {"model.hidden": CategoricalDistribution([8, 16])}, []),
+])
+def test_the_search_space_reads_hydras_sweep_syntax(params, arguments, distributions, fixed):
+    space = search_space.parse(params, arguments)
+    assert space.distributions == distributions
+    assert space.fixed == fixed
+
+
+@pytest.mark.parametrize("params", [{"lr": "interval(0.1, 0.01)"}, {"lr": "tag(log, interval(0, 1))"},
+                                    {"x": "range(5, 5)"}, {"lr": "choice("}])
+def test_an_empty_or_broken_search_space_is_one_line_naming_the_key(params):
+    with pytest.raises(UserError) as e:
+        search_space.parse(params, [])
+    assert "hydra.sweeper.params" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_trials_values_become_overrides_hydra_reads_back():
+    assert search_space.overrides({"lr": 0.0031, "optimizer": "adam", "model.hidden": [8, 8]}) == [
+        "lr=0.0031", "model.hidden=[8, 8]", "optimizer=adam"]
+    assert search_space.overrides({"name": "a b"}) == ["name='a b'"]
+
+
+# ---------------------------------------------------------------- the budget
+def _study(*trials):
+    study = optuna.create_study(direction="maximize")
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def _trial(state, number_of_failed=None, over_budget=False, value=None):
+    system = {"failed_trial": number_of_failed, "retry_history": [number_of_failed]} if number_of_failed is not None else {}
+    return optuna.trial.create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
+                                     system_attrs=system, user_attrs={studies.OVER_BUDGET: True} if over_budget else {})
+
+
+def test_the_budget_counts_the_studys_trials_but_not_a_killed_one_tried_again():
+    study = _study(_trial(TrialState.COMPLETE, value=1.0), _trial(TrialState.FAIL),          # 1: killed, retried
+                   _trial(TrialState.COMPLETE, value=2.0), _trial(TrialState.FAIL, over_budget=True),
+                   _trial(TrialState.COMPLETE, 1, value=3.0))                                # 4: the retry of 1
+    assert [t.number for t in studies.counted(study.get_trials())] == [0, 2, 4]
+    assert studies.budget_left(study, 4) == 1 and studies.budget_left(study, 3) == 0
+    assert studies.within_budget(study, 4, 3) and not studies.within_budget(study, 5, 3)
+
+
+def test_a_waiting_retry_is_run_even_when_the_budget_looks_spent():
+    study = _study(_trial(TrialState.COMPLETE, value=1.0), _trial(TrialState.FAIL), _trial(TrialState.WAITING, 1))
+    assert studies.budget_left(study, 2) == 1
+
+
+def test_a_study_that_optimises_the_other_way_is_refused(tmp_path):
+    storage = studies.open_storage(str(tmp_path / "s.journal"))
+    studies.create(storage, "s", "maximize")
+    with pytest.raises(UserError, match="hydra.sweeper.direction=maximize"):
+        studies.create(storage, "s", "minimize")
+
+
+def test_pruners_by_name():
+    assert isinstance(pruning.make_pruner("median", 4), optuna.pruners.MedianPruner)
+    assert isinstance(pruning.make_pruner("hyperband", 4), optuna.pruners.HyperbandPruner)
+    assert isinstance(pruning.make_pruner("none", 4), optuna.pruners.NopPruner)
+    with pytest.raises(UserError, match="median, hyperband"):
+        pruning.make_pruner("sometimes", 4)
+
+
+# ------------------------------------------------------------- end to end
+def search_cmd(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "trainer", "-m", *tiny(root, *SMALL), "hparams_search=optuna",
+            "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep_dir}", *overrides]
+
+
+def load(storage: str):
+    return optuna.load_study(study_name="trainer", storage=studies.open_storage(storage))
+
+
+def test_pruning_stops_trials_behind_the_others(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner=median",
+                            "epochs=3", "data.subset=128", "checkpoint.every_n_steps=0"), tmp_path)
+    done = finish(proc, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(trials) == 6 and pruned, [t.state for t in trials]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["counts"]["pruned"] == len(pruned)
+    for trial in pruned:
+        record = metrics(Path(trial.user_attrs["dir"]))
+        assert record["status"] == "pruned" and "pruned at epoch" in record["error"]
+        assert len(record["history"]) == max(trial.intermediate_values)  # stopped at the epoch it was pruned
+        assert (Path(trial.user_attrs["dir"]) / "checkpoints" / "last.ckpt").is_file()
+    assert "failed job" not in done.stderr
+
+
+def test_a_killed_trial_fails_and_its_parameters_are_tried_again(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=2", "epochs=60"), tmp_path)
+    wait_until(lambda: any(training(job) for job in jobs(sweep_dir).values()), "trial 0 trained an epoch", proc)
+    (victim,) = job_pids(f"{sweep_dir}/0_")
+    os.kill(victim, signal.SIGKILL)
+    done = finish(proc, timeout=600)
+    trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["status"] == "killed"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[0].params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the budget: the killed trial does not count
+    assert "killed by SIGKILL" in metrics(Path(trials[0].user_attrs["dir"]))["error"]
+    assert done.returncode == 1, done.stderr[-3000:]  # the summary still names the killed job
+
+
+def test_sigterm_then_resume_auto_continues_the_study(synthetic_root, tmp_path):
+    """SIGTERM while trial 1 trains: resume=auto keeps trial 0 as it is,
+    continues trial 1 from its checkpoint, and runs the rest of a larger budget."""
+    sweep_dir = tmp_path / "sweep"
+    args = ("hydra.sweeper.n_trials=2", "epochs=100")
+    proc = start(search_cmd(synthetic_root, sweep_dir, *args), tmp_path)
+    wait_until(lambda: any(n.startswith("1_") and training(j, 2) for n, j in jobs(sweep_dir).items()),
+               "trial 1 trained 2 epochs", proc)
+    first = next(j for n, j in jobs(sweep_dir).items() if n.startswith("0_"))
+    before = snapshot(first)
+    proc.send_signal(signal.SIGTERM)
+    stopped = finish(proc)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert not job_pids(str(sweep_dir)), "a trial of the stopped search is still running"
+
+    more = [a if a != "hydra.sweeper.n_trials=2" else "hydra.sweeper.n_trials=3" for a in args]
+    resumed = subprocess.run(search_cmd(synthetic_root, sweep_dir, *more, "resume=auto"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert snapshot(first) == before  # not trained again, not touched
+    trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    second = metrics(Path(trials[1].user_attrs["dir"]))
+    assert second["resumed"] == 1 and [h["epoch"] for h in second["history"]] == list(range(1, 101))
+    assert sorted(jobs(sweep_dir)) == sorted(Path(t.user_attrs["dir"]).name for t in trials)
+
+
+def test_two_processes_share_one_study_on_postgresql(synthetic_root, tmp_path, postgres_url):
+    """Two searches started at once on one fresh PostgreSQL database: one
+    budget, trial numbers 0-5 each run once, each in one job folder."""
+    procs = [start(search_cmd(synthetic_root, tmp_path / f"sweep{i}", "hydra.sweeper.n_trials=6",
+                              f"hydra.sweeper.storage={postgres_url}"), tmp_path / f"{i}")
+             for i in (0, 1) if (tmp_path / f"{i}").mkdir() is None]
+    for proc in procs:
+        done = finish(proc, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    trials = load(postgres_url).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.number for t in complete) == list(range(6))
+    folders = [p for i in (0, 1) for p in jobs(tmp_path / f"sweep{i}").values()]
+    assert sorted(int(p.name.split("_")[0]) for p in folders) == list(range(6))
+    assert {str(p.resolve()) for p in folders} == {t.user_attrs["dir"] for t in complete}
+    assert all(metrics(p)["status"] == "completed" for p in folders)
+
+
+def test_trainer_summary_study_lists_every_trial_with_its_machine_and_folder(tmp_path, capsys):
+    from trainer.sweeps import summary
+
+    storage = studies.open_storage(str(tmp_path / studies.JOURNAL))
+    study = studies.create(storage, "trainer", "maximize")
+    for number, (state, host) in enumerate([(TrialState.COMPLETE, "a"), (TrialState.PRUNED, "b"),
+                                            (TrialState.FAIL, "a")]):
+        trial = study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+        trial.set_user_attr("host", host)
+        trial.set_user_attr("dir", f"/sweeps/{host}/{number}_lr=x")
+        if state == TrialState.FAIL:
+            trial.set_user_attr("status", "diverged")
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    assert summary.main(["--study", str(tmp_path), "trainer"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Study 'trainer': 3 trials (1 complete, 1 pruned, 1 fail)"
+    assert [line.split()[:2] for line in out[2:]] == [["0", "complete"], ["1", "pruned"], ["2", "fail"]]
+    assert "(diverged)" in out[4] and out[3].split()[-2:] == ["b", "/sweeps/b/1_lr=x"]
+    with pytest.raises(SystemExit) as refused:
+        summary.main(["--study", str(tmp_path / "none"), "trainer"])
+    assert refused.value.code == 1 and "no study storage at" in capsys.readouterr().err

@@ -476,6 +476,8 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
     trainer-eval both come here, so they always see the same images."""
     train_x, train_y = load(name, root, train=True)
     test_x, test_y = load(name, root, train=False)
+    check_subset("data.subset", subset, len(train_y))
+    check_subset("data.test_subset", test_subset, len(test_y))
     if subset:
         train_x, train_y = train_x[:subset], train_y[:subset]
     if test_subset:
@@ -485,6 +487,30 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
     else:
         train, val = split_validation(train_x, train_y, val_split, seed)
     return Splits(train, val, (test_x, test_y))
+
+
+def check_subset(key: str, subset: int, images: int) -> None:
+    """A subset larger than the split would silently be the whole split."""
+    if subset > images:
+        raise DataError(f"{key}={subset} is more than the {images} images there are; use at most {images} "
+                        f"(or {key}=0 for all of them)")
+
+
+def held_out(val_split: float, images: int) -> int:
+    """How many of `images` training images `val_split` holds out (a fraction
+    below 1, else a count): 0 only for 0, and never all of them."""
+    if not val_split:
+        return 0
+    n_val = int(round(val_split * images)) if val_split < 1 else int(val_split)
+    if n_val <= 0:
+        fix = (f"hold out at least one (for example data.val_split={1 / images:.2g})" if images >= 2
+               else "a split needs at least 2 images: use a larger data.subset")
+        raise DataError(f"data.val_split={val_split:g} of {images} training images holds out {n_val} images "
+                        f"(it rounds to 0); {fix}, or set data.val_split=0 to validate on nothing")
+    if n_val >= images:
+        raise DataError(f"data.val_split={val_split:g} leaves no training data ({n_val} of {images} images held out); "
+                        "hold out fewer")
+    return n_val
 
 
 def check_folds(folds: int, images: int) -> None:
@@ -524,12 +550,9 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, val_split: floa
     split never disturbs the global RNG that model initialisation depends on.
     """
     n = len(labels)
-    n_val = int(round(val_split * n)) if val_split < 1 else int(val_split)
+    n_val = held_out(val_split, n)
     if n_val <= 0:
         return (images, labels), None
-    if n_val >= n:
-        raise DataError(f"data.val_split={val_split:g} leaves no training data ({n_val} of {n} images held out); "
-                        "hold out fewer")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values

@@ -342,6 +342,19 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     raise UserError(f"{subject} must be in {left}{_show(low)}, {_show(high)}{right}{hint}")
 
 
+def accepts(key: str, value) -> bool:
+    """Whether a top-level key's own rule accepts a value (for advice that
+    must never suggest a value that is then refused)."""
+    f = next((f for f in dataclasses.fields(TrainerConfig) if f.name == key), None)
+    if f is None:
+        return False
+    try:
+        _check_value(key, value, f.metadata.get("min"), f.metadata.get("max"), f.metadata)
+    except UserError:
+        return False
+    return True
+
+
 def _check_cross_fields(c: TrainerConfig) -> None:
     _check_cv(c)
     held_out = c.data.val_split

@@ -15,29 +15,68 @@ from trainer.core.errors import first_line
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _known_keys() -> list[str]:
-    keys: set[str] = set(GROUPS) | set(PRESET_GROUPS)
-    for node in (schema.TrainerConfig, *schema.SCHEMAS.values()):
-        for f in dataclasses.fields(node):
-            keys.add(f.name)
-            sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-            if dataclasses.is_dataclass(sub):
-                keys.update(f"{f.name}.{g.name}" for g in dataclasses.fields(sub))
-    return sorted(k for k in keys if not k.startswith("_"))
+def _names(node) -> list[str]:
+    return [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")]
 
 
-def suggest(key: str) -> str:
+def _sections() -> dict[str, type]:
+    """The top-level keys that hold a section (train, early_stopping, ...): set one of its keys, not it."""
+    return {f.name: type(f.default_factory()) for f in dataclasses.fields(schema.TrainerConfig)  # type: ignore[misc]
+            if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())}
+
+
+def top_level_keys() -> list[str]:
+    """Every key a command line may set at the top: the groups (set to an option), the plain
+    values, and each section's keys written out (train.shuffle)."""
+    sections = _sections()
+    keys = {*GROUPS, *PRESET_GROUPS, *(k for k in _names(schema.TrainerConfig)
+                                         if k not in sections and k not in GROUPS)}
+    keys.update(f"{name}.{leaf}" for name, node in sections.items() for leaf in _names(node))
+    return sorted(keys)
+
+
+def chosen_option(group: str, overrides: Sequence[str] = ()) -> str | None:
+    """The option of a group the command line picks (the last `group=x`), else the default's."""
+    picked = [o.split("=", 1)[1] for o in overrides if o.lstrip("+~").startswith(f"{group}=")]
+    if picked:
+        return picked[-1] if re.fullmatch(r"[\w-]+", picked[-1]) else None  # a sweep (sgd,adam): none of them
+    default = re.search(rf"^\s*-\s*{group}:\s*(\S+)", (CONF / "config.yaml").read_text(), flags=re.M)
+    return default.group(1) if default else None
+
+
+def group_keys(group: str, overrides: Sequence[str] = (), *, chosen: bool = True) -> list[str]:
+    """The keys `group` accepts: of its chosen option's schema (chosen=True), else of any of its options."""
+    if f"{group}" in schema.SCHEMAS:
+        return _names(schema.SCHEMAS[group])
+    if group in _sections():
+        return _names(_sections()[group])
+    options = {name.split("/", 1)[1]: node for name, node in schema.SCHEMAS.items() if name.startswith(f"{group}/")}
+    option = chosen_option(group, overrides) if chosen else None
+    used = re.search(rf"/schema/{group}/(\w+)@", _read(CONF / group / f"{option}.yaml")) if option else None
+    if used and used.group(1) in options:
+        return _names(options[used.group(1)])
+    return sorted({name for node in options.values() for name in _names(node)})
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def suggest(key: str, overrides: Sequence[str] = (), accepted: Sequence[str] | None = None) -> str:
+    """A "did you mean" that names only a key the config would accept (`accepted`: the chosen
+    option's keys where the caller knows them), else where to see every key."""
     parent, _, leaf = key.rpartition(".")
-    known = _known_keys()
     if parent:
-        # A nested key: compare its last part with the field names a group can have.
-        leaves = sorted({k.rsplit(".", 1)[-1] for k in known})
-        if leaf in leaves:  # a real key, but not of the option chosen for this group
+        keys = list(accepted) if accepted is not None else group_keys(parent, overrides)
+        if leaf in group_keys(parent, chosen=False) and leaf not in keys:  # a key of another option
             return f"; the chosen {parent} has no '{leaf}' (run `trainer --cfg job` to see its keys)"
-        close = difflib.get_close_matches(leaf, leaves, n=1)
+        close = difflib.get_close_matches(leaf, keys, n=1)
         close = [f"{parent}.{close[0]}"] if close else []
     else:
-        close = difflib.get_close_matches(key, known, n=1)
+        close = difflib.get_close_matches(key, top_level_keys(), n=1)
     return f"; did you mean '{close[0]}'?" if close else "; run `trainer --cfg job` to see every key"
 
 
@@ -51,6 +90,9 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     the run folder). `overrides` is the command line: some Hydra errors do not
     say which key they are about, and it lets the line name it anyway."""
     if isinstance(e, OSError) and e.errno is not None:  # not Hydra's MissingConfigException, also an OSError
+        looked_up = _looked_up_key(e, overrides)
+        if looked_up:
+            return looked_up
         # Hydra creates the run folder before any of our code runs.
         return (f"cannot write {e.filename or 'the output folder'}: {e.strerror}; choose a writable output folder "
                 "with hydra.run.dir=... (or hydra.sweep.dir=... for -m)")
@@ -63,6 +105,26 @@ def describe(e: BaseException, overrides: Sequence[str] = ()) -> str:
     return "; ".join(part for part in (first_line(text), first_line(cause)) if part)
 
 
+def _looked_up_key(e: OSError, overrides: Sequence[str]) -> str:
+    """Hydra looks a key up on disk as a config group (<search path>/<key>): an
+    OSError there (a name too long for the file system) is about that key, not
+    about writing the output folder."""
+    path = Path(e.filename or "")
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if path.name and path.name in (key, key.split(".", 1)[0]):
+            return f"unknown config key '{_short(key)}'{suggest(key, overrides)}"
+        if key in (*GROUPS, *PRESET_GROUPS) and path.name in (value, f"{value}.yaml"):
+            return _not_a_choice(key, _short(value), sorted(p.stem for p in (CONF / key).glob("*.yaml")))
+    if "conf" in path.parts:  # inside a config search path (ours, Hydra's): reading, never writing
+        return f"cannot read the config {_short(path.name)}: {e.strerror}; check the command line's keys and options"
+    return ""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def is_lr_elsewhere(key: str) -> bool:
     """A learning rate set inside a group: optimizer.lr, scheduler.max_lr
     (onecycle's peak is the run's lr), scheduler.lr, ..."""
@@ -71,9 +133,15 @@ def is_lr_elsewhere(key: str) -> bool:
 
 
 def lr_elsewhere(key: str, value: str) -> str:
-    """The line for a learning rate set inside a group (see is_lr_elsewhere)."""
+    """The line for a learning rate set inside a group (see is_lr_elsewhere); it
+    advises lr=<the same value> only where lr would accept that value."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    advice = f"lr={value}" if number is not None and schema.accepts("lr", number) else "lr=1e-3 (a positive number)"
     return (f"{key} is not a key: the learning rate is the top-level lr, one value for the optimizer, "
-            f"the scheduler (onecycle's peak) and the record; write lr={value}")
+            f"the scheduler (onecycle's peak) and the record; write {advice}")
 
 
 def _missing_option(e, text, both, overrides):
@@ -100,7 +168,7 @@ def _unknown_key(e, text, both, overrides):
     # `x.y=1` with no `x`: name what was typed too, not only the part that is unknown.
     typed = re.search(r"Could not override '([^']+)'", text)
     within = f" (in '{typed.group(1)}')" if typed and typed.group(1) != key else ""
-    return f"unknown config key '{key}'{within}{suggest(key)}"
+    return f"unknown config key '{key}'{within}{suggest(key, overrides)}"
 
 
 def _bad_value(e, text, both, overrides):

@@ -94,7 +94,7 @@ def _refuse_extra_keys(node: DictConfig, obj, prefix: str) -> None:
         if key not in fields:
             if is_lr_elsewhere(full):
                 raise UserError(lr_elsewhere(full, str(node[key])))
-            raise UserError(f"unknown config key '{full}'{suggest(full)}")
+            raise UserError(f"unknown config key '{full}'{suggest(full, accepted=sorted(fields))}")
         value = node._get_node(key)
         if isinstance(value, DictConfig):
             _refuse_extra_keys(value, getattr(obj, key), f"{full}.")

@@ -35,10 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from trainer.cli.commands import positive_int
-from trainer.core import errors
+from trainer.core import errors, paths
 from trainer.core.errors import UserError
 
 PROG = "trainer-predict"
@@ -55,31 +56,43 @@ def read_image(path: str | Path, invert: bool = False):
     import torch
     from PIL import Image, ImageOps
 
-    path = Path(path)
-    if not path.exists():
-        raise ImageFileError(f"{path} does not exist")
-    if path.is_dir():
-        raise ImageFileError(f"{path} is a folder; pass image files (PNG or JPEG)")
-    if not path.is_file():  # a FIFO would block forever, a device stream forever
-        raise ImageFileError(f"{path} is not a regular file (a pipe or a device); pass image files (PNG or JPEG)")
+    # Never opened unless a regular file: a FIFO would block forever, a device stream forever.
+    path = paths.check_path(path, "file", "image", fix="pass image files (PNG or JPEG)", error=ImageFileError)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns of an image over MAX_IMAGE_PIXELS (a possible decompression bomb) and reads on:
+            # refused here in one line instead (the model sees 28x28; a huge image is the wrong input).
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ImageFileError(f"image {path} is too large to read safely ({errors.first_line(e).split(',')[0]}); "
+                             "shrink or crop it first (the model sees 28x28)") from None
+    except OSError as e:
+        raise ImageFileError(_unreadable(path, e)) from None
+    try:
+        with image:
             image.load()
             size, mode = image.size, image.mode
             image = ImageOps.exif_transpose(image)
             image = _flatten_alpha(image, background=255 if invert else 0)
             gray = _to_8bit_gray(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        # UnidentifiedImageError (not an image) and truncated files are OSErrors.
-        reason = " ".join(str(e).split()) or type(e).__name__
-        if isinstance(e, Image.UnidentifiedImageError):
-            reason = "not an image Pillow can read"
-        raise ImageFileError(f"cannot read {path} as an image ({reason}); pass PNG or JPEG files") from None
+        raise ImageFileError(_unreadable(path, e)) from None
     if gray.size != (SIZE, SIZE):
         gray = gray.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
     if invert:
         gray = ImageOps.invert(gray)
     return torch.from_numpy(np.array(gray, dtype=np.uint8, copy=True)), size, mode
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    """UnidentifiedImageError (not an image) and truncated files are OSErrors."""
+    from PIL import Image
+
+    reason = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, Image.UnidentifiedImageError):
+        reason = "not an image Pillow can read"
+    return f"cannot read {path} as an image ({reason}); pass PNG or JPEG files"
 
 
 def _to_8bit_gray(image):

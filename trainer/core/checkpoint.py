@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from trainer.core import paths
 from trainer.core.errors import CheckpointError, UserError, first_line
 from trainer.core.files import atomic_write, remove_stale_temps
 
@@ -34,17 +35,15 @@ def save(state: dict[str, Any], path: str | Path) -> None:
         atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
     except OSError as e:
         kept = "the previous checkpoint is intact" if path.is_file() else "no earlier checkpoint was saved"
-        raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; free some disk space or choose a "
-                        f"writable output folder (hydra.run.dir=...); {kept}") from e
+        raise UserError(paths.os_error_line(e, f"could not write checkpoint {path}",
+                                            f"choose a writable output folder (hydra.run.dir=...); {kept}")) from e
     remove_stale_temps(path)  # left by a process killed mid-write
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by `save`, or explain in one line why not."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}; pass a run directory or a .ckpt file to resume=")
+    path = paths.check_path(path, "file", "checkpoint", fix="pass a run directory or a .ckpt file",
+                            error=CheckpointError)
     with path.open("rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if not head:
@@ -77,21 +76,23 @@ def find(path: str | Path, which: str | None = None, prefer: tuple[str, ...] = (
     path = Path(path).expanduser()
     if which is not None and which not in NAMES:
         raise UserError(f"checkpoint {which} is not a choice; use {' or '.join(NAMES)}")
-    if path.is_dir():
+    if paths.problem(path, "dir") is None:
         names = (which,) if which else prefer
         for name in names:
-            if (path / "checkpoints" / f"{name}.ckpt").is_file():
-                return path / "checkpoints" / f"{name}.ckpt"
+            candidate = path / "checkpoints" / f"{name}.ckpt"
+            why = paths.problem(candidate, "file")
+            if why is None:
+                return candidate
+            if why != "missing":  # a folder, a pipe, a symlink to nothing where the checkpoint belongs
+                raise CheckpointError(f"checkpoint {candidate} {why}; remove it, or pass a .ckpt file")
         if which == "best" and (path / "checkpoints" / "last.ckpt").is_file():
             raise CheckpointError(f"run directory {path} has no checkpoints/best.ckpt (the run had "
                                   "checkpoint.save_best=false); use the last checkpoint")
         wanted = " or ".join(f"checkpoints/{n}.ckpt" for n in names)
         raise CheckpointError(f"run directory {path} has no {wanted}: it never finished a checkpoint; "
                               "pass a run directory that did, or a .ckpt file")
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist; pass a run directory or a .ckpt file")
-    if not path.is_file():  # a FIFO or a device would block or stream forever
-        raise CheckpointError(f"{path} is not a regular file; pass a run directory or a .ckpt file")
+    # Never opened unless a regular file: a FIFO or a device would block or stream forever.
+    paths.check_path(path, "file", "checkpoint", fix="pass a run directory or a .ckpt file", error=CheckpointError)
     if which is not None:
         raise UserError(f"choosing the {which} checkpoint only applies to a run directory; {path} is already a file")
     return path

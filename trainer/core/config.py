@@ -44,8 +44,8 @@ def one_of(choices, default=MISSING):
     return field(default=default, metadata={"choices": tuple(choices)})
 
 
-def each_at_least(low, default_factory):
-    return field(default_factory=default_factory, metadata={"item_min": low})
+def each_at_least(low, default_factory, *, min_items: int = 0, hint: str = ""):
+    return field(default_factory=default_factory, metadata={"item_min": low, "min_items": min_items, "hint": hint})
 
 
 # ------------------------------------------------------------------- groups
@@ -88,7 +88,8 @@ class ConvConfig:
     _target_: str = "trainer.core.models.ConvNet"
     in_channels: int = 1
     image_size: int = 28
-    channels: list[int] = each_at_least(1, lambda: [32, 32, 64, 64])
+    channels: list[int] = each_at_least(1, lambda: [32, 32, 64, 64], min_items=1,
+                                        hint="for example model.channels=[32,64]; model=mlp has no convolutions")
     kernel_size: int = in_range(1, 28, 3)
     padding: Optional[int] = in_range(0, 28, None)
     pool: str = one_of(models.POOLS, "max")
@@ -132,8 +133,9 @@ class PairwiseLossConfig:
 @dataclass
 class SGDConfig:
     _target_: str = "torch.optim.SGD"
-    momentum: float = at_least(0, 0.0)
-    dampening: float = at_least(0, 0.0)
+    # momentum 1 or more adds up every gradient without forgetting any: the steps grow without bound.
+    momentum: float = in_range(0, 1, 0.0, high_open=True)
+    dampening: float = in_range(0, 1, 0.0)
     nesterov: bool = False
     weight_decay: float = at_least(0, 0.0)
 
@@ -160,7 +162,7 @@ class RMSpropConfig:
     _target_: str = "torch.optim.RMSprop"
     alpha: float = in_range(0, 1, 0.99)
     eps: float = greater_than(0, 1e-8)
-    momentum: float = at_least(0, 0.0)
+    momentum: float = in_range(0, 1, 0.0, high_open=True)
     centered: bool = False
     weight_decay: float = at_least(0, 0.0)
 
@@ -295,6 +297,7 @@ def validate(config: TrainerConfig) -> None:
     """Raise UserError (one line naming the key) on the first bad value."""
     _check_fields(config, "")
     _check_cross_fields(config)
+    check_applies(config)
 
 
 def _check_fields(node, prefix: str) -> None:
@@ -303,6 +306,9 @@ def _check_fields(node, prefix: str) -> None:
         if dataclasses.is_dataclass(value):
             _check_fields(value, f"{key}.")
         elif isinstance(value, list):
+            if len(value) < f.metadata.get("min_items", 0):
+                hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
+                raise UserError(f"{key}={display.typed(value)} must hold at least {f.metadata['min_items']} value{hint}")
             for item in value:
                 _check_value(key, item, f.metadata.get("item_min"), None, f.metadata, shown=value)
         else:
@@ -341,6 +347,19 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     raise UserError(f"{subject} must be in {left}{display.typed(low)}, {display.typed(high)}{right}{hint}")
 
 
+def accepts(key: str, value) -> bool:
+    """Whether a top-level key's own rule accepts a value (for advice that
+    must never suggest a value that is then refused)."""
+    f = next((f for f in dataclasses.fields(TrainerConfig) if f.name == key), None)
+    if f is None:
+        return False
+    try:
+        _check_value(key, value, f.metadata.get("min"), f.metadata.get("max"), f.metadata)
+    except UserError:
+        return False
+    return True
+
+
 def _check_cross_fields(c: TrainerConfig) -> None:
     _check_cv(c)
     held_out = c.data.val_split
@@ -349,6 +368,8 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
         raise UserError(f"data.val_split={display.typed(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
                         "number of images (5000); write one of those")
+    if c.data.subset and held_out:  # known before the data is read
+        data.held_out(held_out, c.data.subset)
     _check_monitor(c)
     if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
         raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")
@@ -362,11 +383,11 @@ def _check_cross_fields(c: TrainerConfig) -> None:
         if hasattr(c.model, key) and getattr(c.model, key) != fits:
             raise UserError(f"model.{key}={getattr(c.model, key)}: the images are {channels}x{height}x{width} "
                             f"in {data.NUM_CLASSES} classes, so it must be {fits}")
-    if schedules.changes_momentum(c.scheduler.name, c.scheduler.cycle_momentum) and \
-            not (hasattr(c.optimizer, "momentum") or hasattr(c.optimizer, "betas")):
-        name = c.optimizer._target_.rpartition(".")[2]
-        raise UserError(f"scheduler.cycle_momentum=true cycles a momentum, and {name} has none (no momentum or "
-                        "betas): set scheduler.cycle_momentum=false")
+    s = c.scheduler
+    if s.name == "cosine" and s.warmup_epochs >= c.epochs:
+        raise UserError(f"scheduler.warmup_epochs={display.typed(s.warmup_epochs)} is not shorter than the run "
+                        f"(epochs={c.epochs}), so the cosine decay would never start; use a shorter warm-up "
+                        "or more epochs")
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)")
@@ -401,6 +422,78 @@ def _check_cv(c: TrainerConfig) -> None:
         data.check_folds(cv.folds, c.data.subset)
     if cv.refit and not cv.folds:
         raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
+
+
+# ------------------------------------------------ keys that apply with some choices
+def _has_momentum(c) -> bool:
+    return hasattr(c.optimizer, "momentum") or hasattr(c.optimizer, "betas")
+
+
+@dataclass(frozen=True)
+class Applies:
+    """A key that does something only with certain other choices: set to
+    anything but its default (or an `off` value) without them, it would be
+    ignored, so it is refused, naming what it needs."""
+    key: str
+    needs: str
+    when: Any                             # TrainerConfig -> bool
+    off: tuple = ()                       # values that ask for nothing (0 = off)
+
+
+APPLIES_ONLY = (
+    Applies("scheduler.interval", "scheduler=cosine or scheduler=onecycle (step and none change at epoch ends)",
+            lambda c: c.scheduler.name in schedules.SPANS_THE_RUN),
+    Applies("scheduler.step_size", "scheduler=step", lambda c: c.scheduler.name == "step"),
+    Applies("scheduler.gamma", "scheduler=step", lambda c: c.scheduler.name == "step"),
+    Applies("scheduler.warmup_epochs", "scheduler=cosine", lambda c: c.scheduler.name == "cosine"),
+    Applies("scheduler.min_lr", "scheduler=cosine", lambda c: c.scheduler.name == "cosine"),
+    Applies("scheduler.pct_start", "scheduler=onecycle", lambda c: c.scheduler.name == "onecycle"),
+    Applies("scheduler.cycle_momentum", "scheduler=onecycle and an optimizer with a momentum or betas "
+            "(sgd, rmsprop, adam, adamw)", lambda c: c.scheduler.name == "onecycle" and _has_momentum(c)),
+    # onecycle with cycle_momentum writes the momentum every step, over the optimizer's own.
+    Applies("optimizer.momentum", "scheduler.cycle_momentum=false (onecycle cycles the momentum itself)",
+            lambda c: not schedules.changes_momentum(c.scheduler.name, c.scheduler.cycle_momentum)),
+    Applies("optimizer.dampening", "optimizer.momentum above 0", lambda c: c.optimizer.momentum > 0),
+    Applies("optimizer.nesterov", "optimizer.momentum above 0 and optimizer.dampening=0",
+            lambda c: c.optimizer.momentum > 0 and c.optimizer.dampening == 0),
+    Applies("model.dropout", "hidden layers (model.hidden not empty)",
+            lambda c: bool(getattr(c.model, "hidden", None) or getattr(c.model, "channels", None)), off=(0,)),
+    Applies("model.batchnorm", "hidden layers (model.hidden not empty)",
+            lambda c: bool(getattr(c.model, "hidden", None) or getattr(c.model, "channels", None))),
+    Applies("model.head_dropout", "a hidden head layer (model.head_hidden not empty)",
+            lambda c: bool(c.model.head_hidden), off=(0,)),
+    Applies("model.pool", "a pooled block (model.pool_every at most the number of model.channels)",
+            lambda c: c.model.pool_every <= len(c.model.channels)),
+    Applies("model.pool_every", "pooling (model.pool=max or avg)", lambda c: c.model.pool != "none"),
+    Applies("transform.std", "transform.mean (std divides after the mean is subtracted)",
+            lambda c: c.transform.mean is not None),
+    Applies("train.max_skipped_batches", "train.nan_policy=skip", lambda c: c.train.nan_policy == "skip"),
+    Applies("tracking.images_every_n_epochs", "tracking.tensorboard=true", lambda c: c.tracking.tensorboard,
+            off=(0,)),
+    Applies("tracking.histograms_every_n_epochs", "tracking.tensorboard=true", lambda c: c.tracking.tensorboard,
+            off=(0,)),
+    Applies("tracking.graph", "tracking.tensorboard=true", lambda c: c.tracking.tensorboard, off=(False,)),
+    Applies("loader.num_workers", "pipeline=loader", lambda c: c.pipeline == "loader"),
+    Applies("loader.pin_memory", "pipeline=loader", lambda c: c.pipeline == "loader"),
+)
+
+
+def check_applies(config: TrainerConfig, table=APPLIES_ONLY) -> None:
+    """Refuse (one line) a key set to do something that its other choices ignore."""
+    for rule in table:
+        group, _, name = rule.key.rpartition(".")
+        node = getattr(config, group)
+        if not dataclasses.is_dataclass(node) or not hasattr(node, name):
+            continue  # this choice of the group has no such key
+        value = getattr(node, name)
+        if value in rule.off or value == _default(type(node), name) or rule.when(config):
+            continue
+        raise UserError(f"{rule.key}={display.typed(value)} only applies with {rule.needs}; remove it, or set that too")
+
+
+def _default(cls, name: str):
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 # ------------------------------------------------------------- plain dicts

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.core import paths
 from trainer.core.errors import DataError
 from trainer.core.files import atomic_write, read_text
 
@@ -181,7 +182,9 @@ def prepare(name: str, root, search_paths: Iterable[str] = (), download: bool = 
         # the .gz files there, and torchvision's download leaves them there.
         sources = [Path(root).expanduser()]
         sources += [p for p in map(resolve_search_path, search_paths) if p is not None]
-        missing = _copy_local(info, raw, missing, sources, verify, log)
+        missing, skipped = _copy_local(info, raw, missing, sources, verify, log)
+    else:
+        skipped = []
 
     download_error = ""
     if missing and download:
@@ -199,24 +202,23 @@ def prepare(name: str, root, search_paths: Iterable[str] = (), download: bool = 
         raise DataError(
             f"{info.title} files missing: {', '.join(missing)} not found in {'; '.join(tried)}"
             + (f" (download failed: {download_error})" if download_error else "")
+            + (f"; copies skipped: {'; '.join(skipped)}" if skipped else "")
             + f". To get them: {', or '.join(how)}."
         )
     return raw
 
 
 def _check_layout(root: Path, raw: Path, expected) -> None:
-    """Each folder on the way to raw/ is a folder, and each data file that
-    exists is a regular file (not a folder, a FIFO or a device)."""
-    for folder in (root, raw.parent, raw):
-        if folder.exists() and not folder.is_dir():
-            key = "data.root" if folder == root else "a data folder"
-            raise DataError(f"{key} {folder} is a file, not a folder; point data.root at a folder "
-                            f"(it holds {raw.parent.name}/raw/), or move the file away")
+    """Each folder on the way to raw/ is a folder or nothing yet, and each data
+    file a regular file or nothing yet (never a pipe: opening it would hang)."""
+    fix = f"point data.root at a folder (it holds {raw.parent.name}/raw/)"
+    paths.check_path(root, "dir", "data.root", fix=fix, missing_ok=True, error=DataError)
+    for folder in (raw.parent, raw):
+        paths.check_path(folder, "dir", "data folder", fix=f"remove or fix it, or {fix}", missing_ok=True,
+                         error=DataError)
     for filename in expected:
-        path = raw / filename
-        if path.exists() and not path.is_file():
-            raise DataError(f"{path} is not a regular file (a folder, a pipe or a device); remove it so the "
-                            "data file can be fetched again")
+        paths.check_path(raw / filename, "file", "data file",
+                         fix="remove it so the data file can be fetched again", missing_ok=True, error=DataError)
 
 
 def _candidates(base: Path, folder: str, filename: str) -> list[Path]:
@@ -225,11 +227,12 @@ def _candidates(base: Path, folder: str, filename: str) -> list[Path]:
 
 
 def _copy_local(info: DatasetInfo, raw: Path, missing: list[str], sources: list[Path],
-                verify: bool, log: Log) -> list[str]:
+                verify: bool, log: Log) -> tuple[list[str], list[str]]:
     """Copy (decompressing .gz) each missing file from the first source whose
-    copy is valid; return the names still missing."""
+    copy is valid (a bad copy never hides a good one further on); return the
+    names still missing, and each copy skipped with why."""
     copied: dict[Path, int] = {}
-    still_missing = []
+    still_missing, skipped = [], []
     for filename in missing:
         dest = raw / filename
         for src in (c for base in sources for c in _candidates(base, info.folder, filename)):
@@ -240,11 +243,12 @@ def _copy_local(info: DatasetInfo, raw: Path, missing: list[str], sources: list[
                 copied[src.parent] = copied.get(src.parent, 0) + 1
                 break
             log(f"Warning: skipped {src}: {reason}")
+            skipped.append(f"{src} ({reason})")
         else:
             still_missing.append(filename)
     for src_dir, n in copied.items():
         log(f"Found {info.title} in {src_dir} ({n} file{'s' * (n != 1)}); copied to {raw}")
-    return still_missing
+    return still_missing, skipped
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -272,14 +276,14 @@ def _read(f) -> bytes:
 def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: bool) -> str | None:
     """Copy src to dest atomically, hashing on the way; return why it was
     rejected (nothing is left behind then), or None when it was copied."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     sha, size = hashlib.sha256(), 0
 
     def copy(fout) -> None:
         nonlocal size
         opener = gzip.open if src.suffix == ".gz" else open
         try:
-            with opener(src, "rb") as fin:
+            fin = _open_source(opener, src)
+            with fin:
                 while chunk := _read(fin):
                     sha.update(chunk)
                     size += len(chunk)
@@ -299,15 +303,24 @@ def _copy_one(src: Path, dest: Path, info: DatasetInfo, filename: str, verify: b
                                 f"sha256 {want_sha[:12]}..., found {size} bytes sha256 {digest[:12]}...)")
 
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dest, copy, binary=True)
     except _Rejected as e:
         return str(e)
-    except OSError as e:
-        raise DataError(f"could not copy {src} to {dest}: {e.strerror or e}; free some disk space or point "
-                        "data.root at another folder") from e
+    except OSError as e:  # writing into the data folder: a full disk, a read-only folder
+        raise DataError(paths.os_error_line(e, f"could not copy {src} to {dest}",
+                                            "point data.root at another folder")) from e
     if verify:
         _update_stamps(dest.parent, {filename: sha.hexdigest()})
     return None
+
+
+def _open_source(opener, src: Path):
+    """A candidate copy opened for reading; one that cannot be is skipped, not an error."""
+    try:
+        return opener(src, "rb")
+    except OSError as e:
+        raise _Unreadable(f"{type(e).__name__}: {e.strerror or e}") from e
 
 
 def _known_as(digest: str) -> tuple[str, str] | None:
@@ -516,6 +529,8 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
     trainer-eval both come here, so they always see the same images."""
     train_x, train_y = load(name, root, train=True)
     test_x, test_y = load(name, root, train=False)
+    check_subset("data.subset", subset, len(train_y))
+    check_subset("data.test_subset", test_subset, len(test_y))
     if subset:
         train_x, train_y = train_x[:subset], train_y[:subset]
     if test_subset:
@@ -525,6 +540,30 @@ def load_splits(name: str, root, *, subset: int = 0, test_subset: int = 0, val_s
     else:
         train, val = split_validation(train_x, train_y, val_split, seed)
     return Splits(train, val, (test_x, test_y))
+
+
+def check_subset(key: str, subset: int, images: int) -> None:
+    """A subset larger than the split would silently be the whole split."""
+    if subset > images:
+        raise DataError(f"{key}={subset} is more than the {images} images there are; use at most {images} "
+                        f"(or {key}=0 for all of them)")
+
+
+def held_out(val_split: float, images: int) -> int:
+    """How many of `images` training images `val_split` holds out (a fraction
+    below 1, else a count): 0 only for 0, and never all of them."""
+    if not val_split:
+        return 0
+    n_val = int(round(val_split * images)) if val_split < 1 else int(val_split)
+    if n_val <= 0:
+        fix = (f"hold out at least one (for example data.val_split={1 / images:.2g})" if images >= 2
+               else "a split needs at least 2 images: use a larger data.subset")
+        raise DataError(f"data.val_split={val_split:g} of {images} training images holds out {n_val} images "
+                        f"(it rounds to 0); {fix}, or set data.val_split=0 to validate on nothing")
+    if n_val >= images:
+        raise DataError(f"data.val_split={val_split:g} leaves no training data ({n_val} of {images} images held out); "
+                        "hold out fewer")
+    return n_val
 
 
 def check_folds(folds: int, images: int) -> None:
@@ -564,12 +603,9 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, val_split: floa
     split never disturbs the global RNG that model initialisation depends on.
     """
     n = len(labels)
-    n_val = int(round(val_split * n)) if val_split < 1 else int(val_split)
+    n_val = held_out(val_split, n)
     if n_val <= 0:
         return (images, labels), None
-    if n_val >= n:
-        raise DataError(f"data.val_split={val_split:g} leaves no training data ({n_val} of {n} images held out); "
-                        "hold out fewer")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values

@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 
 
 class UserError(Exception):
@@ -63,9 +64,24 @@ def internal(e: BaseException, log_path: str | None = None) -> str:
     return f"internal error: {type(e).__name__}: {first_line(e)} (traceback in {log_path})"
 
 
+def warnings_as_lines(prog: str) -> None:
+    """A library's warning that reaches the console (torch, PIL, matplotlib)
+    is one line of ours, `<prog>: warning: <its first line>`, not Python's
+    two lines with the library's file, line number and source."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        try:
+            print(f"{prog}: warning: {first_line(str(message))}", file=file or sys.stderr)
+        except (OSError, ValueError):
+            pass  # a closed console: nothing to say it on, as with Python's own
+
+    warnings.showwarning = show
+
+
 def report(prog: str, func, *args):
     """Run a console command's body: a UserError, Ctrl-C or bug becomes one
-    line on stderr and an exit status (1, 130), never a traceback."""
+    line on stderr and an exit status (1, 130), never a traceback; a warning
+    one line too (warnings_as_lines)."""
+    warnings_as_lines(prog)
     try:
         return func(*args)
     except UserError as e:

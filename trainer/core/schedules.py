@@ -28,6 +28,54 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_steps(total: int, warmup: float) -> int:
+    """A warm-up of `warmup` steps (a fraction of an epoch may be one) on
+    whole steps: at least one when asked for, and one step short of the run
+    at most, so the decay always has a step of its own."""
+    if warmup <= 0 or total < 2:
+        return 0
+    return min(max(1, int(round(warmup))), total - 1)
+
+
+def peak_step(total: int, pct_start: float) -> int:
+    """The step at which onecycle reaches its peak: the rise and the fall each
+    at least one step long where the run has room (3 steps or more); a run of
+    one or two steps starts at the peak and only falls."""
+    if total < 3:
+        return 0
+    return min(max(1, int(round(pct_start * total)) - 1), total - 2)
+
+
+class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
+    """torch's OneCycleLR (same state, same lr and momentum bounds) with its
+    two phases on whole steps around `peak_step`: torch puts the peak at
+    pct_start * total - 1, a phase of no length on a short run, and divides
+    by that length (ZeroDivisionError)."""
+
+    def __init__(self, optimizer, *, max_lr: float, total_steps: int, pct_start: float, cycle_momentum: bool):
+        self.peak = peak_step(total_steps, pct_start)  # read by get_lr, which torch's __init__ calls
+        super().__init__(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start,
+                         cycle_momentum=cycle_momentum)
+
+    def get_lr(self):
+        # Past the last step (the step() after the final batch) the lr stays at the end of the fall.
+        step, last = min(self.last_epoch, self.total_steps - 1), self.total_steps - 1
+        if step <= self.peak:
+            ends, pct = ("initial_lr", "max_lr", "max_momentum", "base_momentum"), step / self.peak if self.peak else 1.0
+        else:
+            ends, pct = ("max_lr", "min_lr", "base_momentum", "max_momentum"), (step - self.peak) / (last - self.peak)
+        lrs = []
+        for group in self.optimizer.param_groups:
+            lrs.append(self._anneal_func(group[ends[0]], group[ends[1]], pct))
+            if self.cycle_momentum:
+                momentum = self._anneal_func(group[ends[2]], group[ends[3]], pct)
+                if self.use_beta1:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = momentum
+        return lrs
+
+
 def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int, steps_per_epoch: int,
           interval: str = "epoch", step_size: int = 1, gamma: float = 0.1, warmup_epochs: float = 0.0,
           min_lr: float = 0.0, pct_start: float = 0.25, cycle_momentum: bool = False):
@@ -42,16 +90,15 @@ def build(name: str, optimizer: torch.optim.Optimizer, *, lr: float, epochs: int
     units = steps_per_epoch if interval == "step" else 1
     total = max(1, epochs * units)
     if name == "cosine":
-        schedule = WarmupCosine(total, int(round(warmup_epochs * units)), min_lr / lr)
+        schedule = WarmupCosine(total, warmup_steps(total, warmup_epochs * units), min_lr / lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         # With a tensor lr (a captured step) the bases are tensor copies, and
         # each step would read one back to the host: keep plain numbers.
         scheduler.base_lrs = [float(base) for base in scheduler.base_lrs]
         return scheduler, interval
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=pct_start,
-            cycle_momentum=cycle_momentum), interval
+        return OneCycle(optimizer, max_lr=lr, total_steps=total, pct_start=pct_start,
+                        cycle_momentum=cycle_momentum), interval
     raise ValueError(f"name={name} is not a schedule; choose one of: {', '.join(NAMES)}")
 
 

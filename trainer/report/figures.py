@@ -12,6 +12,7 @@ Each function takes tensors on any device and returns uint8 RGB [H, W, 3].
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,11 @@ def _pixels(fig) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+    with warnings.catch_warnings():
+        # A title with characters the font lacks (a run folder named in CJK): matplotlib draws a box for
+        # each and warns with its own source line; the box is the fallback, the folder keeps its real name.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 

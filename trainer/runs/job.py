@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.core import display, distributed
+from trainer.core import display, distributed, paths
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal, say
@@ -236,19 +236,14 @@ def refuse_to_overwrite(config: TrainerConfig, previous: dict | None, job: Job) 
     raise UserError(f"{job.run_dir} already holds a run ({status}); {how}")
 
 
-# A full disk, a quota, a folder made read-only: the machine's state, not a bug.
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
 def _unexpected(e: Exception, record: RunRecord) -> str:
     """The one line for an exception that is not a UserError."""
     if _out_of_memory(e):
         return (f"out of memory ({first_line(e)[:160]}); make the model smaller (model.hidden, model.channels) "
                 "or lower batch_size and train.eval_batch_size")
-    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
-        # Reads can fail with EACCES too, so the line says what failed rather than guessing "write".
-        return (f"{e.strerror}: {e.filename or record.run_dir}; free some disk space or fix the permissions "
-                "(or choose another output folder with hydra.run.dir=...)")
+    if paths.is_disk_error(e):  # the line says the path and the fix its errno calls for, not a guess
+        return paths.os_error_line(e, str(e.filename or record.run_dir),
+                                   "choose another output folder with hydra.run.dir=...")
     writable = record.started or record.previous is None
     return internal(e, str(record.run_dir / "trainer.log") if writable and record.main else None)
 

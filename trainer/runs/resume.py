@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.core import checkpoint, display, distributed, schedules
+from trainer.core import checkpoint, display, distributed, paths, schedules
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 from trainer.runs.record import read
@@ -41,7 +41,11 @@ def expand(args: list[str]) -> list[str]:
         return args
     import yaml
 
-    target = Path(_unquote(given[-1].split("=", 1)[1])).expanduser()
+    typed = _unquote(given[-1].split("=", 1)[1])
+    if not typed.strip():  # Path("") is ".", the current folder: never what an empty value meant
+        raise UserError("resume= is empty; give a run directory or a .ckpt file (resume=outputs/runs/<run>), "
+                        "or resume=auto")
+    target = Path(typed).expanduser()
     if is_cross_validation(target):
         # No checkpoint of its own: its folds continue with resume=auto, each from its own.
         run_dir, resume_to = target, quote(str(target.resolve()))
@@ -89,7 +93,8 @@ def load(resume: str | None, run_dir: Path) -> tuple[Path, dict] | None:
     the other DDP ranks write into scratch folders)."""
     if resume == "auto":
         last = run_dir / "checkpoints" / "last.ckpt"
-        found = str(last) if distributed.is_main() and last.is_file() else None
+        # Only nothing there means a fresh start: a folder or a symlink to nothing there is said, not skipped.
+        found = str(last) if distributed.is_main() and paths.problem(last, "file") != "missing" else None
         resume = distributed.broadcast_object(found)
     if not resume:
         return None

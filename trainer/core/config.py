@@ -308,7 +308,8 @@ def _check_fields(node, prefix: str) -> None:
         elif isinstance(value, list):
             if len(value) < f.metadata.get("min_items", 0):
                 hint = f" ({f.metadata['hint']})" if f.metadata.get("hint") else ""
-                raise UserError(f"{key}={display.typed(value)} must hold at least {f.metadata['min_items']} value{hint}")
+                raise UserError(f"{key}={display.typed(value)} must hold at least {f.metadata['min_items']} value{hint}",
+                                key=key)
             for item in value:
                 _check_value(key, item, f.metadata.get("item_min"), None, f.metadata, shown=value)
         else:
@@ -324,15 +325,15 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     text = display.typed(value if shown is None else shown)
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}")
+        raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}", key=key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"{key}={text} must be a finite number")
+        raise UserError(f"{key}={text} must be a finite number", key=key)
     if isinstance(value, float) and abs(value) > FLOAT32_MAX:
-        raise UserError(f"{key}={text} is too large: the tensors it reaches hold at most 3.4e38")
+        raise UserError(f"{key}={text} is too large: the tensors it reaches hold at most 3.4e38", key=key)
     if isinstance(value, int) and abs(value) > INT64_MAX:
-        raise UserError(f"{key}={text} is too large; a whole number must be below 2**63")
+        raise UserError(f"{key}={text} is too large; a whole number must be below 2**63", key=key)
     too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
     too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
     if not (too_low or too_high):
@@ -342,9 +343,9 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     if high is None or high == math.inf:
         bound = ("positive" if low == 0 else f"greater than {display.typed(low)}") if meta.get("low_open") \
             else f"at least {display.typed(low)}"
-        raise UserError(f"{subject} must be {bound}{hint}")
+        raise UserError(f"{subject} must be {bound}{hint}", key=key)
     left, right = "(" if meta.get("low_open") else "[", ")" if meta.get("high_open") else "]"
-    raise UserError(f"{subject} must be in {left}{display.typed(low)}, {display.typed(high)}{right}{hint}")
+    raise UserError(f"{subject} must be in {left}{display.typed(low)}, {display.typed(high)}{right}{hint}", key=key)
 
 
 def accepts(key: str, value) -> bool:
@@ -367,15 +368,15 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     # would hold out a single image.
     if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
         raise UserError(f"data.val_split={display.typed(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
-                        "number of images (5000); write one of those")
+                        "number of images (5000); write one of those", key='data.val_split')
     if c.data.subset and held_out:  # known before the data is read
         data.held_out(held_out, c.data.subset)
     _check_monitor(c)
     if not (isinstance(c.cuda_graph, bool) or c.cuda_graph == "auto"):
-        raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false")
+        raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false", key='cuda_graph')
     hflip = c.transform.hflip
     if hflip != "auto" and not (isinstance(hflip, (int, float)) and not isinstance(hflip, bool) and 0 <= hflip <= 1):
-        raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto")
+        raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto", key='transform.hflip')
     # Both datasets hold 1x28x28 images in 10 classes: anything else fails at the first batch.
     channels, height, width = data.IMAGE_SHAPE
     for key, fits in (("in_features", channels * height * width), ("in_channels", channels),
@@ -387,10 +388,10 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     if s.name == "cosine" and s.warmup_epochs >= c.epochs:
         raise UserError(f"scheduler.warmup_epochs={display.typed(s.warmup_epochs)} is not shorter than the run "
                         f"(epochs={c.epochs}), so the cosine decay would never start; use a shorter warm-up "
-                        "or more epochs")
+                        "or more epochs", key='scheduler.warmup_epochs')
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)")
+        raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)", key='optimizer.betas')
 
 
 def _check_monitor(c: TrainerConfig) -> None:
@@ -398,30 +399,33 @@ def _check_monitor(c: TrainerConfig) -> None:
     better = engine.direction(es.monitor)
     if es.mode != better:
         raise UserError(f"early_stopping.mode={es.mode} with early_stopping.monitor={es.monitor} would keep the "
-                        f"worst epoch; use early_stopping.mode={better} (or auto)")
+                        f"worst epoch; use early_stopping.mode={better} (or auto)", key='early_stopping.mode')
     split, _, metric = es.monitor.partition("/")
     if split == "test" and (c.data.val_split or c.cv.folds):
         raise UserError(f"early_stopping.monitor={es.monitor}: with a validation split the per-epoch evaluation is "
-                        f"on val (the test set is only reported at the end); use early_stopping.monitor=val/{metric}")
+                        f"on val (the test set is only reported at the end); use early_stopping.monitor=val/{metric}",
+                        key='early_stopping.monitor')
 
 
 def _check_cv(c: TrainerConfig) -> None:
     cv = c.cv
     if cv.folds == 1:
-        raise UserError("cv.folds=1 is not cross-validation: use cv.folds=0 (off) or at least 2 folds")
+        raise UserError("cv.folds=1 is not cross-validation: use cv.folds=0 (off) or at least 2 folds", key='cv.folds')
     if cv.fold and not cv.folds:
         raise UserError(f"cv.fold={cv.fold} picks one fold of a cross-validation: set cv.folds too "
-                        "(for example cv.folds=5)")
+                        "(for example cv.folds=5)", key='cv.fold')
     if cv.fold > cv.folds:
         raise UserError(f"cv.fold={cv.fold}: there are only cv.folds={cv.folds} folds; choose 1 to {cv.folds} "
-                        "(or 0 for all of them)")
+                        "(or 0 for all of them)", key='cv.fold')
     if cv.folds and c.data.val_split:
         raise UserError(f"cv.folds={cv.folds} and data.val_split={display.typed(c.data.val_split)} both hold out "
-                        "validation data; with cross-validation each fold is the validation split: set data.val_split=0")
+                        "validation data; with cross-validation each fold is the validation split: set data.val_split=0",
+                        key='cv.folds')
     if cv.folds and c.data.subset:  # known before the data is read: refused once, not in every fold
         data.check_folds(cv.folds, c.data.subset)
     if cv.refit and not cv.folds:
-        raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)")
+        raise UserError("cv.refit=true retrains after cross-validation: set cv.folds too (for example cv.folds=5)",
+                        key='cv.refit')
 
 
 # ------------------------------------------------ keys that apply with some choices
@@ -488,7 +492,8 @@ def check_applies(config: TrainerConfig, table=APPLIES_ONLY) -> None:
         value = getattr(node, name)
         if value in rule.off or value == _default(type(node), name) or rule.when(config):
             continue
-        raise UserError(f"{rule.key}={display.typed(value)} only applies with {rule.needs}; remove it, or set that too")
+        raise UserError(f"{rule.key}={display.typed(value)} only applies with {rule.needs}; remove it, or set that too",
+                        key=rule.key)
 
 
 def _default(cls, name: str):

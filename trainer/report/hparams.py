@@ -63,13 +63,12 @@ def kind_of(config) -> str:
     return "fold" if config.cv.fold else "cv" if config.cv.folds else "run"
 
 
-def shown(hparams: dict, status: str, error: str | None) -> dict:
+def shown(hparams: dict, status: str, refused: str | None = None) -> dict:
     """The values a session shows: whole numbers as text, `status` added, and
     the value the one-line error names (lr=-1 in 'lr=-1 must be positive') left out."""
-    refused = set(re.findall(r"(?:^|\s)([\w.]+)=", error or "")[:1]) if status == "failed" else set()
     out: dict[str, Any] = {}
     for key, value in hparams.items():
-        if key in refused:
+        if key == refused:
             continue
         if isinstance(value, bool) or isinstance(value, str):
             out[key] = value
@@ -87,7 +86,7 @@ WHOLE = ("batch_size", "epochs", "seed", "cv.folds", "cv.fold")
 
 
 # --------------------------------------------------------------- sessions
-def write_session(run_dir: Path, hparams: dict, status: str, error: str | None) -> None:
+def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, refused: str | None = None) -> None:
     """The run's HParams session, replacing the one it wrote when it last
     ended, and its one-line error as text (Text dashboard, tag `error`)."""
     from tensorboard.plugins.hparams import api_pb2
@@ -97,7 +96,7 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None) 
 
     for old in Path(run_dir).glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
         old.unlink(missing_ok=True)
-    _, start, _ = hparams_summary(shown(hparams, status, error), {})
+    _, start, _ = hparams_summary(shown(hparams, status, refused), {})
     writer = FileWriter(str(run_dir), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)
@@ -133,7 +132,7 @@ def write_group_session(folder: Path, hparams: dict, metrics: dict[str, float], 
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("events.out.tfevents.*"):
         old.unlink(missing_ok=True)
-    _, start, _ = hparams_summary({**shown(hparams, "completed", None), "seed": seeds, "kind": "group"}, {})
+    _, start, _ = hparams_summary({**shown(hparams, "completed"), "seed": seeds, "kind": "group"}, {})
     writer = FileWriter(str(folder), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)

@@ -309,7 +309,7 @@ class RunRecord:
         if not self.main or not self.config.get("tracking", {}).get("tensorboard", True):
             return
         if self.session and (self.writer is not None or (fresh and self.data["hparams"])):
-            hparams.write_session(self.run_dir, self.data["hparams"], status, error)
+            hparams.write_session(self.run_dir, self.data["hparams"], status, error, self.data.get("error_key"))
 
 
 def _now(timestamp: float | None = None) -> str:

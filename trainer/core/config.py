@@ -476,7 +476,6 @@ APPLIES_ONLY = (
             off=(0,)),
     Applies("tracking.histograms_every_n_epochs", "tracking.tensorboard=true", lambda c: c.tracking.tensorboard,
             off=(0,)),
-    Applies("tracking.graph", "tracking.tensorboard=true", lambda c: c.tracking.tensorboard, off=(False,)),
     Applies("loader.num_workers", "pipeline=loader", lambda c: c.pipeline == "loader"),
     Applies("loader.pin_memory", "pipeline=loader", lambda c: c.pipeline == "loader"),
 )

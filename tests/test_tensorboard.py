@@ -246,3 +246,15 @@ def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
         "2_lr=0.001,optimizer=adam": "completed", "3_lr=-1,optimizer=adam": "failed"}
     assert "lr" not in by_name["1_lr=-1,optimizer=sgd"]  # the refused value is on no axis
     assert by_name["0_lr=0.001,optimizer=sgd"]["batch_size"] == "32"  # whole numbers read as such
+
+
+def test_single_numbers_do_not_take_the_first_card_groups():
+    """cv/mean and cv/std are one number each: their group sorts after acc and
+    loss, which TensorBoard opens first; they are in Text as a table too."""
+    from trainer.report import hparams
+    from trainer.report.tracking import tag
+
+    keys = ("train/acc", "val/acc", "train/loss", "val/loss", "cv/mean", "cv/std", "best_epoch", "train_seconds")
+    assert sorted({tag(k).split("/")[0] for k in keys})[:2] == ["acc", "loss"]
+    table = hparams.results_markdown({"cv/mean": 0.8812, "cv/std": 0.0043, "best_epoch": 3, "cv/folds": [0.8]})
+    assert "| cv/mean | 88.12% |" in table and "| best_epoch | 3 |" in table and "cv/folds" not in table

@@ -172,9 +172,10 @@ def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
     experiment = _post(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
     infos = experiment["hparamInfos"]
     differing = [i["name"] for i in infos if i.get("differs")]
-    assert differing[:3] == ["lr", "optimizer", "status"], differing  # the first columns
-    assert [i["name"] for i in infos][:3] == differing[:3]
-    assert {i["name"]: i for i in infos}["optimizer"]["domainDiscrete"] == ["adam", "sgd"]
+    # lr=-1 was refused: it is on no axis, so lr has one value (0.001) and does not differ.
+    assert differing == ["optimizer", "status"], differing  # the first columns
+    assert [i["name"] for i in infos][:2] == differing
+    assert sorted({i["name"]: i for i in infos}["optimizer"]["domainDiscrete"]) == ["adam", "sgd"]
     # Only metrics a job has: no validation split here, so no val/ columns.
     tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
     assert {"acc/test", "loss/test", "acc/train", "perf/train_seconds"} <= set(tags), tags
@@ -246,3 +247,15 @@ def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
         "2_lr=0.001,optimizer=adam": "completed", "3_lr=-1,optimizer=adam": "failed"}
     assert "lr" not in by_name["1_lr=-1,optimizer=sgd"]  # the refused value is on no axis
     assert by_name["0_lr=0.001,optimizer=sgd"]["batch_size"] == "32"  # whole numbers read as such
+
+
+def test_single_numbers_do_not_take_the_first_card_groups():
+    """cv/mean and cv/std are one number each: their group sorts after acc and
+    loss, which TensorBoard opens first; they are in Text as a table too."""
+    from trainer.report import hparams
+    from trainer.report.tracking import tag
+
+    keys = ("train/acc", "val/acc", "train/loss", "val/loss", "cv/mean", "cv/std", "best_epoch", "train_seconds")
+    assert sorted({tag(k).split("/")[0] for k in keys})[:2] == ["acc", "loss"]
+    table = hparams.results_markdown({"cv/mean": 0.8812, "cv/std": 0.0043, "best_epoch": 3, "cv/folds": [0.8]})
+    assert "| cv/mean | 88.12% |" in table and "| best_epoch | 3 |" in table and "cv/folds" not in table

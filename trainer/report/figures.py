@@ -1,6 +1,10 @@
 """The figures of a run, drawn with matplotlib (as the seed notes draw them)
-at TensorBoard's default card width, so they read without enlarging:
-every figure is 400 px wide, text at least 9 pt.
+for the shape of TensorBoard's image card, so they read without enlarging:
+the card (Time Series, a 1600 px wide window, default card width) shows an
+image at most about 455 px wide and 215 px tall, shrinking a bigger one to
+fit. Every figure is drawn 440 x 210 px, wide rather than tall, so it is
+shown at full size, its text 8 pt at 100 dpi (11 px: TensorBoard's own axis
+labels are 11 px).
 
 Why matplotlib rather than drawing with PIL: real fonts at any size,
 rotated tick labels, colour maps with a colour bar, and annotated heat maps
@@ -18,14 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-WIDTH_IN, DPI = 4.0, 100          # 400 px: about what a TensorBoard card shows, so it is barely shrunk
+WIDTH_IN, HEIGHT_IN, DPI = 4.4, 2.1, 100  # 440 x 210 px: inside the image card, so never shrunk
 SAMPLE_COUNT, SAMPLE_COLUMNS = 8, 4  # the notes' TestDisplay: 8 images, 4 columns x 2 rows
-MAX_MISCLASSIFIED = 16            # 4 x 4, captions readable
-GRID_COLUMNS = 8
-FONT = 10
+MAX_MISCLASSIFIED, MISCLASSIFIED_COLUMNS = 12, 6  # 6 x 2, two caption lines each
+GRID_COLUMNS = 16                 # filters and feature maps: 2 rows of 16
+FONT = 8
 
 
-def _figure(height_in: float):
+def _figure(height_in: float = HEIGHT_IN):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
@@ -70,7 +74,7 @@ def _grid_axes(fig, count: int, columns: int):
 
 def message(text: str) -> np.ndarray:
     fig = _figure(0.6)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT + 1)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT)
     return _pixels(fig)
 
 
@@ -79,47 +83,49 @@ def samples(x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str]) -> np.
     n = min(SAMPLE_COUNT, len(x))
     if n == 0:
         return message("no samples")
-    fig = _figure(2.9)
+    fig = _figure()
     for ax, image, label in zip(_grid_axes(fig, n, SAMPLE_COLUMNS), x[:n], y[:n].tolist()):
         ax.imshow(_image(image), cmap="gray")
-        ax.set_title(_name(class_names, int(label)), fontsize=FONT + 1)
+        ax.set_title(_name(class_names, int(label)), fontsize=FONT, pad=2)
     return _pixels(fig)
 
 
 def misclassified(x: torch.Tensor, preds: Sequence[int], targets: Sequence[int],
                   class_names: Sequence[str]) -> np.ndarray:
-    """Wrong test predictions, 4 a row: what the model said (red) over the truth."""
+    """Wrong test predictions, 6 a row: what the model said (red) over the truth."""
     n = min(MAX_MISCLASSIFIED, len(x))
     if n == 0:
         return message("no misclassified examples")
-    fig = _figure(1.45 * math.ceil(n / 4) + 0.1)
-    for ax, image, p, t in zip(_grid_axes(fig, n, 4), x[:n], preds[:n], targets[:n]):
+    fig = _figure()
+    for ax, image, p, t in zip(_grid_axes(fig, n, MISCLASSIFIED_COLUMNS), x[:n], preds[:n], targets[:n]):
         ax.imshow(_image(image), cmap="gray")
-        ax.set_title(_name(class_names, int(p)), fontsize=FONT - 1, color="#c81e1e", pad=2)
-        ax.set_xlabel(_name(class_names, int(t)), fontsize=FONT - 1, labelpad=2)
+        ax.set_title(_name(class_names, int(p)), fontsize=FONT, color="#c81e1e", pad=1)
+        ax.set_xlabel(_name(class_names, int(t)), fontsize=FONT, labelpad=1)
     fig.suptitle("predicted (red, above) and true class (below)", fontsize=FONT)
     return _pixels(fig)
 
 
 def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
-    """Rows: true class, columns: predicted. Cells shaded by the share of their
-    row (per-class recall), counts written in them."""
+    """Rows: true class (named, with its number), columns: predicted (by
+    number, so the matrix is wide rather than tall). Cells shaded by the share
+    of their row (per-class recall), counts written in them."""
     counts = matrix.detach().cpu().long().numpy()
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    names = [_name(class_names, i) for i in range(len(counts))]
-    fig = _figure(4.3)
+    names = [f"{_name(class_names, i)} {i}" for i in range(len(counts))]
+    fig = _figure()
     ax = fig.subplots()
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for i in range(len(counts)):
         for j in range(len(counts)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=FONT - 1,
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=FONT,
                     color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=FONT)
+    ax.set_xticks(range(len(names)), [str(i) for i in range(len(names))], fontsize=FONT)
     ax.set_yticks(range(len(names)), names, fontsize=FONT)
-    ax.set_xlabel("predicted", fontsize=FONT + 1)
-    ax.set_ylabel("true", fontsize=FONT + 1)
+    ax.tick_params(length=2, pad=1)
+    ax.set_xlabel("predicted class", fontsize=FONT, labelpad=1)
     total, correct = int(counts.sum()), int(np.trace(counts))
-    ax.set_title(f"accuracy {100 * correct / max(total, 1):.2f}% on {total} images", fontsize=FONT + 1)
+    ax.set_title(f"true class (rows) · accuracy {100 * correct / max(total, 1):.2f}% on {total} images",
+                 fontsize=FONT)
     return _pixels(fig)
 
 
@@ -129,14 +135,14 @@ def conv_filters(weight: torch.Tensor) -> np.ndarray:
     kernels = _numpy(weight[:, 0])
     limit = float(np.abs(kernels).max()) or 1.0
     n = len(kernels)
-    rows = math.ceil(n / GRID_COLUMNS)
-    fig = _figure(0.62 * rows + 0.55)
-    axes = _grid_axes(fig, n, GRID_COLUMNS)
+    columns = min(GRID_COLUMNS, max(8, math.ceil(n / 3)))  # 3 rows of 11 for 32 filters
+    fig = _figure()
+    axes = _grid_axes(fig, n, columns)
     for ax, kernel in zip(axes, kernels):
         shown = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    fig.colorbar(shown, ax=list(axes), shrink=0.8, aspect=20 * rows).ax.tick_params(labelsize=FONT - 1)
+    fig.colorbar(shown, ax=list(axes), shrink=0.9, aspect=15).ax.tick_params(labelsize=FONT)
     fig.suptitle(f"{n} filters of the first conv layer ({kernels.shape[-1]}x{kernels.shape[-2]})",
-                 fontsize=FONT + 1)
+                 fontsize=FONT)
     return _pixels(fig)
 
 
@@ -144,20 +150,22 @@ def feature_maps(image: torch.Tensor, weight: torch.Tensor, maps: torch.Tensor) 
     """The notes' "input | weight | output" for filter 0, then every output
     channel's feature map of that input (image [C, H, W], maps [O, H', W'])."""
     all_maps = _numpy(maps)
-    rows = math.ceil(len(all_maps) / GRID_COLUMNS)
-    fig = _figure(1.9 + 0.62 * rows + 0.3)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.9, 0.62 * rows + 0.3])
-    panels = (("input", _image(image), "gray"), ("weight (filter 0)", _numpy(weight[0, 0]), "RdBu_r"),
-              ("output (map 0)", all_maps[0], "gray"))
-    for ax, (title, values, cmap) in zip(np.atleast_1d(top.subplots(1, 3)), panels):
+    fig = _figure()
+    left, right = fig.subfigures(1, 2, width_ratios=[1, 2.2])  # side by side: the card is wide
+    panels = (("input", _image(image), "gray"), ("filter 0", _numpy(weight[0, 0]), "RdBu_r"),
+              ("map 0", all_maps[0], "gray"))
+    for ax, (title, values, cmap) in zip(np.atleast_1d(left.subplots(2, 2)).reshape(-1), panels):
         limit = float(np.abs(values).max()) or 1.0
         ax.imshow(values, cmap=cmap, **({"vmin": -limit, "vmax": limit} if cmap == "RdBu_r" else {}))
-        ax.set_title(title, fontsize=FONT + 1)
+        ax.set_title(title, fontsize=FONT, pad=2)
+    for ax in np.atleast_1d(left.axes):
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax, values in zip(_grid_axes(bottom, len(all_maps), GRID_COLUMNS), all_maps):
+    left.axes[-1].set_visible(False)
+    columns = max(4, math.ceil(math.sqrt(len(all_maps) * 2)))
+    for ax, values in zip(_grid_axes(right, len(all_maps), columns), all_maps):
         ax.imshow(values, cmap="gray")
-    bottom.suptitle(f"all {len(all_maps)} feature maps of this input", fontsize=FONT + 1)
+    right.suptitle(f"all {len(all_maps)} feature maps of this input", fontsize=FONT)
     return _pixels(fig)
 
 
@@ -175,7 +183,7 @@ def confusion_markdown(matrix: torch.Tensor, class_names: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------- curves.png
-CURVE_WIDTH_IN = 8.0  # a file of its own, not a TensorBoard card: two panels side by side
+CURVE_WIDTH_IN, CURVE_FONT = 8.0, 10  # a file of its own, not a TensorBoard card: two panels side by side
 MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is a point, and a line needs two
 
 
@@ -190,7 +198,7 @@ def curves(history: list[dict], title: str) -> np.ndarray:
         loss_ax.plot(epochs, losses, label=split, **MARKS)
         acc_ax.plot(epochs, [100 * a if a is not None else None for a in accs], label=split, **MARKS)
     for ax in (loss_ax, acc_ax):
-        ax.legend(fontsize=FONT)
+        ax.legend(fontsize=CURVE_FONT)
     return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
@@ -202,7 +210,7 @@ def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[lis
     accuracy right; `note` below them (the jobs that have no curve, and why)."""
     fig, (loss_ax, acc_ax) = _curve_axes(title)
     if note:
-        fig.supxlabel(note, fontsize=FONT - 2, wrap=True)
+        fig.supxlabel(note, fontsize=CURVE_FONT - 2, wrap=True)
     colours = iter(_palette(len(lines) + len(bands)))
     for label, history in lines:
         colour = next(colours)
@@ -223,9 +231,9 @@ def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[lis
                             color=colour, capsize=4, linestyle="none")
     for ax in (loss_ax, acc_ax):
         if lines or bands:
-            ax.legend(fontsize=FONT - 2, loc="best")
-    loss_ax.set_ylabel(f"{split} loss", fontsize=FONT)
-    acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=FONT)
+            ax.legend(fontsize=CURVE_FONT - 2, loc="best")
+    loss_ax.set_ylabel(f"{split} loss", fontsize=CURVE_FONT)
+    acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=CURVE_FONT)
     return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
@@ -235,14 +243,14 @@ def _curve_axes(title: str):
 
     fig = Figure(figsize=(CURVE_WIDTH_IN, 3.4), dpi=DPI, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.set_ylabel("loss", fontsize=FONT)
-    acc_ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    loss_ax.set_ylabel("loss", fontsize=CURVE_FONT)
+    acc_ax.set_ylabel("accuracy (%)", fontsize=CURVE_FONT)
     for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.set_xlabel("epoch", fontsize=CURVE_FONT)
         ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=FONT - 1)
+        ax.tick_params(labelsize=CURVE_FONT - 1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title, fontsize=FONT + 1)
+    fig.suptitle(title, fontsize=CURVE_FONT + 1)
     return fig, (loss_ax, acc_ax)
 
 

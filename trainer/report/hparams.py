@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer.core import display
 from trainer.core.config import GROUPS
+from trainer.report.tracking import tag
 
 SESSION_SUFFIX = ".hparams"
 EXPERIMENT_SUFFIX = ".hparams-experiment"
@@ -35,6 +37,17 @@ EXPERIMENT_SUFFIX = ".hparams-experiment"
 # columns; their TensorBoard tags are tracking.tag()'s. Those no job has are left out.
 METRICS = ("cv/mean", "cv/std", "test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss",
            "best_epoch", "train_seconds")
+
+
+def results_markdown(final: dict) -> str:
+    """The run's single numbers (cv/mean, cv/std, best epoch, the test set
+    once, the time) as a table for TensorBoard's Text: read, not charted."""
+    def unit(key: str) -> str:  # cv/mean and cv/std in the unit of the metric the folds were scored on
+        return str(final.get("cv/metric") or "val/acc") if key.startswith("cv/") else key
+
+    rows = [f"| {key} | {display.metric(unit(key), final[key])} |" for key in METRICS
+            if isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool)]
+    return "\n".join(["| result | value |", "| --- | ---: |", *rows])
 
 
 def of(config, choices: dict, kind: str | None = None) -> dict:
@@ -125,8 +138,6 @@ def write_group_session(folder: Path, hparams: dict, metrics: dict[str, float], 
     from torch.utils.tensorboard.summary import hparams as hparams_summary
     from torch.utils.tensorboard.summary import scalar
     from torch.utils.tensorboard.writer import FileWriter
-
-    from trainer.report.tracking import tag
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,14 @@ log = logging.getLogger("trainer.console")
 
 def tag(key: str, per_step: bool = False) -> str:
     """The TensorBoard tag of a metrics.json key: train/acc -> acc/train,
-    val/loss -> loss/val, epoch_seconds -> perf/epoch_seconds. The training
+    val/loss -> loss/val, epoch_seconds -> perf/epoch_seconds, cv/mean ->
+    results/cv_mean. The training
     loss is logged per step (loss/train) and as the epoch's mean (loss/train_epoch)."""
     split, _, metric = key.partition("/")
     if not metric:
         return key if key == "lr" else f"perf/{key}"
-    if split == "cv":  # a cross-validation's mean and std over its folds
-        return key
+    if split == "cv":  # a cross-validation's mean and std over its folds: one number each, so a group
+        return f"results/cv_{metric}"  # that sorts after acc and loss (TensorBoard opens the first groups)
     if key == "train/loss" and not per_step:
         return "loss/train_epoch"
     return f"{metric}/{split}"

@@ -223,6 +223,7 @@ class RunRecord:
         for key in hparams.METRICS:
             if key not in logged and isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool):
                 self.writer.add_scalar(tag(key), final[key], step)
+        self.writer.add_text("results", hparams.results_markdown(final), step)  # the single numbers, as text
 
     def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None,
              key: str | None = None) -> None:

@@ -1,12 +1,11 @@
 """A sweep's plan, the leaf its readers share: the file that lists the jobs
 (`sweep.json`), how a job's folder is named (`3_optimizer=rmsprop`) and read
-back, and what the sweep varies."""
+back, and when two jobs are the same point (`seed=0` twice, `lr=1e-3` and
+`lr=0.001`)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from pathlib import Path
 
 from trainer.core import display
 from trainer.core.files import read_text
@@ -34,14 +33,6 @@ def job_number(folder_name: str) -> int | None:
     """The job number a folder's name starts with ('3_optimizer=rmsprop' -> 3)."""
     match = re.match(r"(\d+)(?:_|$)", folder_name)
     return int(match.group(1)) if match else None
-
-
-def varying_keys(sweep_dir: Path) -> list[str]:
-    """What the sweep in `sweep_dir` varies, from its plan ([] if unknown)."""
-    try:
-        return list(json.loads(read_text(Path(sweep_dir) / PLAN)).get("varies") or [])
-    except (OSError, ValueError, AttributeError):
-        return []
 
 
 def point(overrides) -> dict:

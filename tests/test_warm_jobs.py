@@ -44,11 +44,12 @@ def test_each_job_gets_its_share_of_the_cores(cores, slots, env, threads):
 
 
 def test_the_sweep_says_once_how_jobs_and_threads_add_up():
-    assert plan_line(8, 2, 1, 2, warm=True) == ("Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; "
+    assert plan_line(2, 1, 2, warm=True) == ("Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; "
                                                 "each forked from one warm process that read the data once")
-    assert "(the machine has 2 cores)" in plan_line(8, 4, 1, 2, warm=False)  # 4 threads on 2 cores: said
-    assert "each a fresh process" in plan_line(3, 2, 1, 2, warm=False)
-    assert plan_line(1, 4, 2, 8, warm=True).startswith("Jobs: 1 at a time × 2 threads = 2 threads on 2 cores;")
+    assert "(the machine has 2 cores)" in plan_line(4, 1, 2, warm=False)  # 4 threads on 2 cores: said
+    assert "each a fresh process" in plan_line(2, 1, 2, warm=False)
+    assert plan_line(2, 2, 8, warm=True).startswith(
+        "Jobs: 2 at a time × 2 threads = 4 threads on 4 cores (the machine has 8 cores);")
 
 
 def test_a_dataset_is_decoded_once_until_its_files_change(synthetic_root, tmp_path, make_idx_dataset):

@@ -38,8 +38,15 @@ class LocalLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        configs = [self._job_config(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
-        jobs = [self._spec(config, list(o)) for config, o in zip(configs, job_overrides)]
+        # Every job's config is composed before any job starts (a bad value
+        # stops the sweep with nothing run); the first job's data is read by
+        # the warm template meanwhile.
+        configs, jobs = [], []
+        for i, overrides in enumerate(job_overrides):
+            configs.append(self._job_config(initial_job_idx + i, list(overrides)))
+            jobs.append(self._spec(configs[-1], list(overrides)))
+            if i == 0:
+                self.runner.prepare(jobs[0])
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_signal = self.runner.run(jobs)

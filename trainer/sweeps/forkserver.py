@@ -15,8 +15,8 @@ touches CUDA: a forked CUDA context is unusable, so each job initialises its
 own. It lives in a session of its own (a Ctrl-C in the terminal reaches the
 sweep alone, which passes it on to the jobs) and dies with the sweep.
 
-Messages are JSON lines: the sweep sends {"job": id, "argv", "env", "cwd",
-"threads", "title", "data"}; the template answers {"job": id, "pid"} when it
+Messages are JSON lines: the sweep sends {"preload": dataset} (read it now)
+and {"job": id, "argv", "env", "cwd", "threads", "title", "data"}; the template answers {"job": id, "pid"} when it
 forked, and {"job": id, "returncode"} when the job ended (negative: the
 signal that killed it, as subprocess.Popen reports it).
 """
@@ -100,6 +100,10 @@ class Template:
             return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
         except ChildProcessError:
             return False
+
+    def preload(self, dataset: dict) -> None:
+        """Have the template read a dataset now, while the sweep gets its jobs ready."""
+        self._send({"preload": dataset})
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, threads: int, title: str,
               dataset: dict | None) -> "ForkedJob":
@@ -209,7 +213,10 @@ def serve(fd: int, entry: Callable[[], None]) -> None:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                _reply(sock, {"job": request["job"], "pid": _fork_job(request, sock, entry)})
+                if "preload" in request:
+                    data.preload(**request["preload"])
+                else:
+                    _reply(sock, {"job": request["job"], "pid": _fork_job(request, sock, entry)})
         _reap(sock)
 
 

@@ -51,13 +51,12 @@ def threads_per_job(cores: int, slots: int, env: dict[str, str]) -> int:
     return int(given) if given.isdigit() and int(given) > 0 else max(1, cores // max(1, slots))
 
 
-def plan_line(jobs: int, slots: int, threads: int, cores: int, warm: bool) -> str:
+def plan_line(slots: int, threads: int, cores: int, warm: bool) -> str:
     """The sweep's one line about how it uses the machine."""
-    at_once = min(slots, jobs)
-    used = at_once * threads
+    used = slots * threads
     fit = "" if used == cores else f" (the machine has {plural(cores, 'core')})"
     how = "each forked from one warm process that read the data once" if warm else "each a fresh process"
-    return (f"Jobs: {at_once} at a time × {plural(threads, 'thread')} = {plural(used, 'thread')} on "
+    return (f"Jobs: {slots} at a time × {plural(threads, 'thread')} = {plural(used, 'thread')} on "
             f"{plural(min(used, cores), 'core')}{fit}; {how}")
 
 
@@ -73,13 +72,22 @@ class JobRunner:
         self.announced = False  # an Optuna sweep calls run() once per batch: one line per sweep
         self.running: list[tuple[JobSpec, object]] = []
 
+    def prepare(self, job: JobSpec) -> None:
+        """Before the jobs are all described: the template reads the first one's data."""
+        if self.warm and job.dataset:
+            try:
+                self._template().preload(job.dataset)
+            except forkserver.TemplateGone:
+                pass  # found again, and said, when a job is started
+
     def run(self, jobs: list[JobSpec]) -> int:
         """Run them all; returns the signal that stopped the sweep (0: none)."""
+        if not jobs:
+            return 0
         threads = threads_per_job(self.cores, self.n_jobs, dict(os.environ))
-        if not self.announced and jobs:
-            configured = {job.threads for job in jobs} - {0}
-            shown = configured.pop() if len(configured) == 1 else threads
-            print(plan_line(len(jobs), self.n_jobs, shown, self.cores, self.warm), flush=True)
+        if not self.announced:
+            print(plan_line(self.n_jobs, jobs[0].threads if jobs[0].threads > 0 else threads, self.cores, self.warm),
+                  flush=True)
             self.announced = True
         with forwarding_signals(self._on_signal, jobs=lambda: [p.pid for _, p in self.running if p.pid]):
             self._loop(list(jobs), threads)

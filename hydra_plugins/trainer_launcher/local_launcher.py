@@ -27,6 +27,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainer.report.tracking import JOB_LABEL
 from trainer.runs import record
 from trainer.core.process import die_with_parent, forwarding_signals
 from trainer.runs.resume import quote
@@ -99,6 +100,8 @@ class LocalLauncher(Launcher):
         # As joblib does: the cores shared out between the jobs running at once.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.n_jobs)))
         env["TRAINER_SWEEP_JOB"] = "1"  # a brief console: a few lines per job
+        if self.n_jobs > 1:  # jobs side by side: each line says whose it is
+            env[JOB_LABEL] = job.run_dir.name
         # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once.
         return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainer.cli import hydra_glue
 from trainer.core import distributed
 from trainer.core.errors import UserError, report
+from trainer.report import tracking
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
@@ -53,7 +54,7 @@ def run(cfg: DictConfig) -> float:
         outcome = orchestrate.run(config, job)
     if outcome.status != "completed":
         if distributed.is_main() or outcome.status != "interrupted":  # torchrun: rank 0 alone says where to resume
-            print(describe_failure(outcome), file=sys.stderr, flush=True)
+            print(tracking.labelled(describe_failure(outcome)), file=sys.stderr, flush=True)
         if outcome.status == "interrupted" and job.multirun:  # a stopped sweep stops whole, with its summary
             sweep.stopped(Path(str(hc.sweep.dir)), outcome.signum)
         if outcome.status == "interrupted" or not job.multirun:

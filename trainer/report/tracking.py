@@ -22,9 +22,20 @@ import time
 
 from rich.console import Console
 
-from trainer.core import display
+from trainer.core import display, distributed
 
 log = logging.getLogger("trainer.console")
+# Set by the launcher for each job of a parallel sweep (its folder name, `3_optimizer=rmsprop`):
+# the job's console lines carry it, so interleaved jobs can be read job by job.
+JOB_LABEL = "TRAINER_JOB_LABEL"
+
+
+def labelled(text: str) -> str:
+    """`text` with this job's label before each line, where a parallel sweep gave it one."""
+    label = os.environ.get(JOB_LABEL)
+    if not label:
+        return text
+    return "\n".join(f"[{label}] {line}" for line in text.split("\n"))
 
 
 def tag(key: str, per_step: bool = False) -> str:
@@ -44,15 +55,18 @@ def tag(key: str, per_step: bool = False) -> str:
 class Output:
     """The console: rich on a terminal, plain lines in a pipe or file (no
     escape codes, no wrapping of long lines), and every line logged.
-    `brief` (a sweep's jobs): a few lines per job, not the whole story."""
+    `brief` (a sweep's jobs): a few lines per job, not the whole story.
+    Under torchrun only rank 0 speaks (every rank would say the same); a
+    parallel sweep's job labels its lines (`labelled`), not its trainer.log."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False, brief: bool = False):
+        self.main = distributed.is_main()
         # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
-        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet)
+        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet or not self.main)
         self.brief = brief
 
     def say(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, highlight=False, markup=False)
+        self.console.print(labelled(text), style=style, highlight=False, markup=False)
         log.info(text)
 
     def note(self, text: str) -> None:
@@ -61,11 +75,16 @@ class Output:
 
     def show(self, renderable, plain: str | None = None) -> None:
         """A table or other rich object; the log gets it drawn as plain text."""
-        self.console.print(renderable)
-        log.info(plain if plain is not None else render_plain(renderable))
+        drawn = plain if plain is not None else render_plain(renderable)
+        if os.environ.get(JOB_LABEL):  # a parallel job's table: labelled line by line
+            self.console.print(labelled(drawn), highlight=False, markup=False)
+        else:
+            self.console.print(renderable)
+        log.info(drawn)
 
     def warn(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        if self.main:
+            print(labelled(text), file=sys.stderr, flush=True)
         log.warning(text)
 
 

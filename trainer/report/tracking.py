@@ -14,6 +14,7 @@ sorts after them: `lr`, `model/` and `predictions/` pictures, `perf/`,
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -25,17 +26,6 @@ from rich.console import Console
 from trainer.core import display, distributed
 
 log = logging.getLogger("trainer.console")
-# Set by the launcher for each job of a parallel sweep (its folder name, `3_optimizer=rmsprop`):
-# the job's console lines carry it, so interleaved jobs can be read job by job.
-JOB_LABEL = "TRAINER_JOB_LABEL"
-
-
-def labelled(text: str) -> str:
-    """`text` with this job's label before each line, where a parallel sweep gave it one."""
-    label = os.environ.get(JOB_LABEL)
-    if not label:
-        return text
-    return "\n".join(f"[{label}] {line}" for line in text.split("\n"))
 
 
 def tag(key: str, per_step: bool = False) -> str:
@@ -57,17 +47,37 @@ class Output:
     escape codes, no wrapping of long lines), and every line logged.
     `brief` (a sweep's jobs): a few lines per job, not the whole story.
     Under torchrun only rank 0 speaks (every rank would say the same); a
-    parallel sweep's job labels its lines (`labelled`), not its trainer.log."""
+    parallel sweep's job labels its lines (display.labelled), not its trainer.log."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False, brief: bool = False):
         self.main = distributed.is_main()
         # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
         self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet or not self.main)
         self.brief = brief
+        self._held: list[tuple[str, str | None]] | None = None
 
     def say(self, text: str, style: str | None = None) -> None:
-        self.console.print(labelled(text), style=style, highlight=False, markup=False)
+        if self._held is not None:
+            self._held.append((text, style))
+        else:
+            self.console.print(display.labelled(text), style=style, highlight=False, markup=False)
         log.info(text)
+
+    @contextlib.contextmanager
+    def held(self):
+        """Lines said in this block wait for release(), and are dropped if it
+        never comes: a run refused at its start says one line, its error,
+        with no header before it."""
+        self._held = []
+        try:
+            yield self
+        finally:
+            self._held = None
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for text, style in held:
+            self.console.print(display.labelled(text), style=style, highlight=False, markup=False)
 
     def note(self, text: str) -> None:
         """For trainer.log only (the model printed in full, say)."""
@@ -76,15 +86,15 @@ class Output:
     def show(self, renderable, plain: str | None = None) -> None:
         """A table or other rich object; the log gets it drawn as plain text."""
         drawn = plain if plain is not None else render_plain(renderable)
-        if os.environ.get(JOB_LABEL):  # a parallel job's table: labelled line by line
-            self.console.print(labelled(drawn), highlight=False, markup=False)
+        if os.environ.get(display.JOB_LABEL):  # a parallel job's table: labelled line by line
+            self.console.print(display.labelled(drawn), highlight=False, markup=False)
         else:
             self.console.print(renderable)
         log.info(drawn)
 
     def warn(self, text: str) -> None:
         if self.main:
-            print(labelled(text), file=sys.stderr, flush=True)
+            print(display.labelled(text), file=sys.stderr, flush=True)
         log.warning(text)
 
 

@@ -75,7 +75,9 @@ def run_readme(name: str, a, out: Path) -> dict:
     where = "hydra.sweep.dir" if args[:1] == ["-m"] else "hydra.run.dir"
     cmd = [sys.executable, "-m", "trainer", *args, f"data.root={a.data_root}", f"{where}={folder}", *a.extra]
     print("$ trainer", " ".join(args), flush=True)
-    subprocess.run(cmd, cwd=REPO)
+    exit_code = subprocess.run(cmd, cwd=REPO).returncode
+    if not (folder / "metrics.json").is_file() and not (folder / "sweep.json").is_file():
+        raise SystemExit(f"trainer {' '.join(args)} exited {exit_code} and wrote no record into {folder}")
     if where == "hydra.run.dir":
         return {"command": ["trainer", *args], **_run_numbers(json.loads((folder / "metrics.json").read_text()))}
     jobs = sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file())
@@ -105,7 +107,8 @@ def readme_main(a) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Written: {path}")
-    return 0
+    statuses = [r.get("status") for run in result["runs"].values() for r in (run.get("jobs") or {"": run}).values()]
+    return 0 if all(status == "completed" for status in statuses) else 1
 
 
 def run_preset(preset: str, a, out: Path) -> dict:

@@ -29,3 +29,16 @@ def test_a_sweep_its_launcher_refuses_leaves_no_folder(synthetic_root, tmp_path)
     proc = run_cli(["-m", "hydra/launcher=slurm", *tiny(synthetic_root, "optimizer=sgd,adam")], tmp_path)
     assert proc.returncode == 1 and "srun" in one_line_error(proc)
     assert not (tmp_path / "outputs").exists(), os.listdir(tmp_path / "outputs")
+
+
+def test_parallel_jobs_label_every_line(synthetic_root, tmp_path):
+    proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    *tiny(synthetic_root, "lr=-1,1e-2", "hydra.sweep.dir=outputs/sweep")], tmp_path)
+    assert proc.returncode == 1  # the job with lr=-1 failed, and the sweep says so
+    jobs = ["0_lr=-1", "1_lr=0.01"]
+    lines = proc.stdout.splitlines()
+    job_lines = lines[1:lines.index(next(line for line in lines if line.startswith("Sweep: 2 jobs (")))]
+    assert job_lines and all(line.startswith(tuple(f"[{job}] " for job in jobs)) for line in job_lines), proc.stdout
+    assert "[0_lr=-1] trainer: error: lr=-1 must be positive" in proc.stderr, proc.stderr
+    # The job's own trainer.log is its alone: no label there.
+    assert "[1_lr=0.01]" not in (tmp_path / "outputs" / "sweep" / "1_lr=0.01" / "trainer.log").read_text()

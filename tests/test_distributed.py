@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from helpers import compose_cfg, metrics, run_cli, run_dirs, tiny
+from trainer.core import distributed
 from trainer.core.pipeline import BatchTransform, DeviceBatches
 
 TEST_SIZE = 256  # the synthetic test split (conftest.synthetic_root)
@@ -139,6 +140,24 @@ def test_only_rank_zero_writes_outputs(ddp_runs):
     # rank 1 ran in a scratch folder: a log at most, no record, checkpoint or events
     scratch = [p for p in (base / "scratch").rglob("*") if p.is_file()]
     assert all(p.name == "trainer.log" for p in scratch), scratch
+
+
+def test_only_rank_zero_speaks(ddp_runs):
+    out = ddp_runs["two"].stdout
+    assert out.count("Run: ") == 1 and out.count("Outputs: ") == 1 and out.count("epoch   2 ") == 1, out
+    assert "trainer-rank" not in out + ddp_runs["two"].stderr  # rank 1's scratch folder is nobody's business
+
+
+@pytest.mark.parametrize("device, processes, threads, cores, says", [
+    ("cpu", 4, 1, 2, "4 processes of 1 thread each share 2 CPU cores"),
+    ("cpu", 2, 2, 2, "start at most 1 (torchrun --nproc_per_node=1)"),
+    ("cpu", 2, 1, 2, None),
+    ("cpu", 1, 8, 2, None),      # one process: torch's own threads, not ours to judge
+    ("cuda", 4, 1, 2, None),     # a GPU each: the cores only feed them
+])
+def test_more_processes_than_cores_is_said(device, processes, threads, cores, says):
+    line = distributed.oversubscribed(device, processes, threads, cores)
+    assert (line is None) if says is None else (says in line), line
 
 
 def test_resume_auto_with_another_world_size(ddp_runs):

@@ -1,9 +1,15 @@
 """How numbers read on the console and in tables, in one place: accuracy
 always as a percentage, losses to 4 significant digits, seconds to 0.1,
-whole numbers as whole numbers, and plurals that agree."""
+whole numbers as whole numbers, plurals that agree, and the label a
+parallel sweep's job puts before its console lines."""
 from __future__ import annotations
 
 import math
+import os
+
+# Set by the launcher for each job of a parallel sweep (its folder name, `3_optimizer=rmsprop`):
+# the job's console lines, stdout and stderr, carry it, so interleaved jobs read job by job.
+JOB_LABEL = "TRAINER_JOB_LABEL"
 
 
 def metric(key: str, value) -> str:
@@ -81,3 +87,11 @@ def override(text: str) -> str:
     except ValueError:
         return text
     return f"{key}={value(number)}" if eq and math.isfinite(number) else text
+
+
+def labelled(text: str) -> str:
+    """`text` with this job's label before each line, where a parallel sweep gave it one."""
+    label = os.environ.get(JOB_LABEL)
+    if not label:
+        return text
+    return "\n".join(f"[{label}] {line}" for line in text.split("\n"))

@@ -11,6 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from trainer.core.display import plural
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -30,6 +32,31 @@ def is_main() -> bool:
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_processes() -> int:
+    """How many processes torchrun started on this machine (1 when launched plainly)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def oversubscribed(device_type: str, processes: int, threads: int, cores: int) -> str | None:
+    """The line a DDP run on the CPU starts with when its processes' threads
+    outnumber the cores (torchrun --nproc_per_node=4 on 2 cores): they take
+    turns, so each step waits; None when they fit, or on a GPU."""
+    if device_type != "cpu" or processes < 2 or processes * threads <= cores:
+        return None
+    fit = max(1, cores // max(threads, 1))
+    return (f"{plural(processes, 'process', 'processes')} of {plural(threads, 'thread')} each share "
+            f"{plural(cores, 'CPU core')}: they take turns, which is slower than fewer processes; "
+            f"start at most {fit} (torchrun --nproc_per_node={fit}) or train on GPUs")
 
 
 def setup(device: torch.device) -> None:

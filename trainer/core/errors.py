@@ -8,6 +8,8 @@ import tempfile
 import traceback
 import warnings
 
+from trainer.core.display import labelled
+
 
 class UserError(Exception):
     """A problem the user can fix: bad config value, missing or corrupt file.
@@ -28,7 +30,7 @@ class UserError(Exception):
 def say(line: str, prog: str = "trainer") -> None:
     """The one way a line reaches stderr: `trainer: error: ...`,
     `trainer: warning: ...`, `trainer: interrupted`, a sweep's failures."""
-    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+    print(labelled(f"{prog}: {line}"), file=sys.stderr, flush=True)
 
 
 def warn(text: str, prog: str = "trainer") -> None:

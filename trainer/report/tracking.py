@@ -23,7 +23,7 @@ import time
 
 from rich.console import Console
 
-from trainer.core import display
+from trainer.core import display, distributed
 
 log = logging.getLogger("trainer.console")
 
@@ -46,11 +46,14 @@ def tag(key: str, per_step: bool = False) -> str:
 class Output:
     """The console: rich on a terminal, plain lines in a pipe or file (no
     escape codes, no wrapping of long lines), and every line logged.
-    `brief` (a sweep's jobs): a few lines per job, not the whole story."""
+    `brief` (a sweep's jobs): a few lines per job, not the whole story.
+    Under torchrun only rank 0 speaks (every rank would say the same); a
+    parallel sweep's job labels its lines (display.labelled), not its trainer.log."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False, brief: bool = False):
+        self.main = distributed.is_main()
         # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
-        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet)
+        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet or not self.main)
         self.brief = brief
         self._held: list[tuple[str, str | None]] | None = None
 
@@ -58,7 +61,7 @@ class Output:
         if self._held is not None:
             self._held.append((text, style))
         else:
-            self.console.print(text, style=style, highlight=False, markup=False)
+            self.console.print(display.labelled(text), style=style, highlight=False, markup=False)
         log.info(text)
 
     @contextlib.contextmanager
@@ -75,7 +78,7 @@ class Output:
     def release(self) -> None:
         held, self._held = self._held or [], None
         for text, style in held:
-            self.console.print(text, style=style, highlight=False, markup=False)
+            self.console.print(display.labelled(text), style=style, highlight=False, markup=False)
 
     def note(self, text: str) -> None:
         """For trainer.log only (the model printed in full, say)."""
@@ -83,11 +86,16 @@ class Output:
 
     def show(self, renderable, plain: str | None = None) -> None:
         """A table or other rich object; the log gets it drawn as plain text."""
-        self.console.print(renderable)
-        log.info(plain if plain is not None else render_plain(renderable))
+        drawn = plain if plain is not None else render_plain(renderable)
+        if os.environ.get(display.JOB_LABEL):  # a parallel job's table: labelled line by line
+            self.console.print(display.labelled(drawn), highlight=False, markup=False)
+        else:
+            self.console.print(renderable)
+        log.info(drawn)
 
     def warn(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        if self.main:
+            print(display.labelled(text), file=sys.stderr, flush=True)
         log.warning(text)
 
 

@@ -337,6 +337,10 @@ def _say_start(run: Run) -> None:
     world = distributed.world_size()
     processes = f", {display.plural(world, 'process', 'processes')} (DDP)" if world > 1 else ""
     device = f"{run.device} device ({runtime.device_name(run.device)}{processes})"
+    crowded = distributed.oversubscribed(run.device.type, distributed.local_processes(), torch.get_num_threads(),
+                                         distributed.cpu_cores())
+    if crowded:  # said once: only rank 0 speaks
+        out.warn(f"trainer: note: {crowded}")
     out.note(str(model))  # print(model), as the seed does: in trainer.log, beside everything else
     if out.brief:
         out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters; {device}")

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.core.display import plural
+from trainer.core.display import JOB_LABEL, plural
 from trainer.core.process import die_with_parent, forwarding_signals
 from trainer.runs.folder import RunFolder
 from trainer.sweeps import forkserver
@@ -110,6 +110,8 @@ class JobRunner:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(threads))
         env["TRAINER_SWEEP_JOB"] = "1"  # a brief console: a few lines per job
+        if self.n_jobs > 1:  # jobs side by side: each line says whose it is
+            env[JOB_LABEL] = job.run_dir.name
         if self.warm:
             try:
                 return self._template().start([TRAINER_MAIN, *job.argv], env, os.getcwd(), threads,

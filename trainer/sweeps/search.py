@@ -20,11 +20,15 @@ parameters again once.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from trainer.core.errors import UserError
 from trainer.core.files import write_text
@@ -98,8 +102,6 @@ def run(search: Search, sampler: dict | None = None) -> None:
 
 def write_results(study, sweep_dir: Path) -> None:
     """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best trial so far."""
-    import yaml
-
     try:
         best = study.best_trial
     except ValueError:  # no trial completed
@@ -223,9 +225,6 @@ class Runner:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, frozen)
 
     def on_signal(self, signum: int) -> None:
-        import signal
-        import sys
-
         first = not self.stop_signal
         self.stop_signal = self.stop_signal or signum
         if first:

@@ -219,3 +219,27 @@ def test_trainer_summary_study_lists_every_trial_with_its_machine_and_folder(tmp
     with pytest.raises(SystemExit) as refused:
         summary.main(["--study", str(tmp_path / "none"), "trainer"])
     assert refused.value.code == 1 and "no study storage at" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the lost machine's own ask, below
+def test_a_trial_whose_heartbeat_went_stale_is_failed_and_asked_again(tmp_path):
+    """A lost machine's trial (no process here, its heartbeat stopped): the
+    next worker to ask fails it and gets its parameters again."""
+    import time
+
+    from trainer.sweeps import search
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = studies.open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = studies.create(storage, "trainer", "maximize")
+    space = search_space.parse({"lr": "tag(log, interval(1e-4, 1e-1))"}, [])
+    lost = study.ask(space.distributions)
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)  # past the grace period
+    runner = search.Runner(search.Search(sweep_dir=tmp_path, study_name="trainer", storage=url,
+                                         direction="maximize", n_trials=2, n_jobs=1, space=space), study)
+    retry = runner.next_trial()
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert retry.trial.params == lost.params and trials[retry.number].system_attrs["failed_trial"] == 0
+    assert retry.run_dir.name.startswith(f"{retry.number}_lr=")

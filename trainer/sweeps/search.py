@@ -25,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,7 +168,10 @@ class Runner:
         if studies.budget_left(self.study, self.search.n_trials) <= 0:
             self.ask_after = time.monotonic() + 1.0
             return None
-        trial = self.study.ask(self.search.space.distributions)
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": this process records them
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(self.search.space.distributions)
         if not studies.within_budget(self.study, trial.number, self.search.n_trials):
             trial.set_user_attr(studies.OVER_BUDGET, True)  # another machine asked first
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)

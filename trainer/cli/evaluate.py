@@ -49,6 +49,7 @@ from typing import Any
 from trainer.cli.commands import positive_int
 from trainer.core import errors
 from trainer.core.errors import UserError
+from trainer.core.files import read_text
 
 PROG = "trainer-eval"
 SPLITS = ("test", "val", "train")
@@ -60,7 +61,7 @@ def _launch_cwd(run_dir: Path) -> Path | None:
     try:
         import yaml
 
-        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        saved = yaml.safe_load(read_text(run_dir / ".hydra" / "hydra.yaml"))
         cwd = saved["hydra"]["runtime"]["cwd"]
         return Path(cwd) if isinstance(cwd, str) and cwd else None
     except Exception:  # absent, unreadable or another layout: just not known

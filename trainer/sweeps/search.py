@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -31,12 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from trainer.core.errors import UserError
+from trainer.core.errors import UserError, say, warn
 from trainer.core.files import write_text
 from trainer.core.process import forwarding_signals
 from trainer.runs import record
 from trainer.runs.build import make
-from trainer.runs.job import RunLock
+from trainer.runs.folder import RunFolder
 from trainer.sweeps import callback as sweep_callback
 from trainer.sweeps import processes, search_space, study as studies
 from trainer.sweeps.plan import job_dir_name
@@ -201,7 +200,7 @@ class Runner:
 
         code = trial.process.returncode
         if code < 0:  # died by a signal: it never recorded an outcome
-            record.mark_killed(trial.run_dir, [], -code)
+            RunFolder(trial.run_dir).mark_killed([], -code)
         data = record.read(trial.run_dir) or {}
         status = "killed" if code < 0 else str(data.get("status") or "failed")
         if status == "interrupted":
@@ -216,7 +215,7 @@ class Runner:
             trial.trial.set_user_attr("status", status)
             self.study.tell(trial.trial, value if state == TrialState.COMPLETE else None, state=state)
         except Exception as e:  # noqa: BLE001 - failed meanwhile by another worker (its heartbeat went stale)
-            print(f"trainer: trial {trial.number} ({status}) was already ended in the study: {e}", flush=True)
+            warn(f"trial {trial.number} ({status}) was already ended in the study: {e}")
             return
         if status == "killed":
             self.retry(trial.number)
@@ -232,8 +231,8 @@ class Runner:
         first = not self.stop_signal
         self.stop_signal = self.stop_signal or signum
         if first:
-            print(f"\ntrainer: {signal.Signals(signum).name} received: stopping the search's running trials "
-                  "(each saves a checkpoint); no new trial starts", file=sys.stderr, flush=True)
+            say(f"{signal.Signals(signum).name} received: stopping the search's running trials "
+                "(each saves a checkpoint); no new trial starts")
 
 
 def resumable(study, sweep_dir: Path) -> list[Trial]:
@@ -247,7 +246,7 @@ def resumable(study, sweep_dir: Path) -> list[Trial]:
         if folder.parent != Path(sweep_dir).resolve():
             continue
         try:
-            with RunLock(folder):
+            with RunFolder(folder).locked():
                 pass
         except UserError:
             continue  # a process is training in it

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState  # noqa: E402
 
 from helpers import metrics, snapshot, tiny  # noqa: E402
-from test_sweep_lifecycle import finish, job_pids, jobs, start, training, wait_until  # noqa: E402
+from test_sweep_lifecycle import finish, job_pids, start, training, wait_until  # noqa: E402
 from trainer.core.errors import UserError  # noqa: E402
 from trainer.sweeps import pruning, search_space, study as studies  # noqa: E402
 
@@ -105,14 +105,23 @@ def search_cmd(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
             "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
+def jobs(sweep_dir: Path) -> dict[str, Path]:
+    """The sweep's job folders by name (none before the sweep made its folder)."""
+    if not sweep_dir.is_dir():
+        return {}
+    return {p.name: p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and p.name.split("_")[0].isdigit()}
+
+
 def load(storage: str):
     return optuna.load_study(study_name="trainer", storage=studies.open_storage(storage))
 
 
 def test_pruning_stops_trials_behind_the_others(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
+    # A loss to monitor (no ties), and learning rates from far too small to large enough.
     proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner=median",
-                            "epochs=3", "data.subset=128", "checkpoint.every_n_steps=0"), tmp_path)
+                            "epochs=3", "data.subset=256", "data.test_subset=256", "checkpoint.every_n_steps=0",
+                            "early_stopping.monitor=test/loss", "lr=tag(log, interval(1e-5, 0.5))"), tmp_path)
     done = finish(proc, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
@@ -210,3 +219,27 @@ def test_trainer_summary_study_lists_every_trial_with_its_machine_and_folder(tmp
     with pytest.raises(SystemExit) as refused:
         summary.main(["--study", str(tmp_path / "none"), "trainer"])
     assert refused.value.code == 1 and "no study storage at" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the lost machine's own ask, below
+def test_a_trial_whose_heartbeat_went_stale_is_failed_and_asked_again(tmp_path):
+    """A lost machine's trial (no process here, its heartbeat stopped): the
+    next worker to ask fails it and gets its parameters again."""
+    import time
+
+    from trainer.sweeps import search
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = studies.open_storage(url, heartbeat_interval=1, grace_period=1)
+    study = studies.create(storage, "trainer", "maximize")
+    space = search_space.parse({"lr": "tag(log, interval(1e-4, 1e-1))"}, [])
+    lost = study.ask(space.distributions)
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)  # past the grace period
+    runner = search.Runner(search.Search(sweep_dir=tmp_path, study_name="trainer", storage=url,
+                                         direction="maximize", n_trials=2, n_jobs=1, space=space), study)
+    retry = runner.next_trial()
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert retry.trial.params == lost.params and trials[retry.number].system_attrs["failed_trial"] == 0
+    assert retry.run_dir.name.startswith(f"{retry.number}_lr=")

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class Job:
     hydra_yaml: str | None = None
     kind: str = "run"                 # run | cv | fold | refit (trainer.runs.folder.KINDS)
     belongs: dict = field(default_factory=dict)  # {"sweep": {"dir", "num"}} or {"cv": {"dir", "fold"}}
+    epoch_end: Callable | None = None  # (epoch, monitored value) after each epoch: a search's pruning reports
 
     def folder(self) -> RunFolder:
         return RunFolder(self.run_dir, self.kind, main=distributed.is_main(),

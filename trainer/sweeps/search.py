@@ -20,13 +20,17 @@ parameters again once.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.core.errors import UserError
+import yaml
+
+from trainer.core.errors import UserError, say, warn
 from trainer.core.files import write_text
 from trainer.core.process import forwarding_signals
 from trainer.runs import record
@@ -98,8 +102,6 @@ def run(search: Search, sampler: dict | None = None) -> None:
 
 def write_results(study, sweep_dir: Path) -> None:
     """optimization_results.yaml, as hydra-optuna-sweeper wrote it: the best trial so far."""
-    import yaml
-
     try:
         best = study.best_trial
     except ValueError:  # no trial completed
@@ -165,7 +167,10 @@ class Runner:
         if studies.budget_left(self.study, self.search.n_trials) <= 0:
             self.ask_after = time.monotonic() + 1.0
             return None
-        trial = self.study.ask(self.search.space.distributions)
+        with warnings.catch_warnings():
+            # "Heartbeat of storage is supposed to be used with Study.optimize": this process records them
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask(self.search.space.distributions)
         if not studies.within_budget(self.study, trial.number, self.search.n_trials):
             trial.set_user_attr(studies.OVER_BUDGET, True)  # another machine asked first
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -210,7 +215,7 @@ class Runner:
             trial.trial.set_user_attr("status", status)
             self.study.tell(trial.trial, value if state == TrialState.COMPLETE else None, state=state)
         except Exception as e:  # noqa: BLE001 - failed meanwhile by another worker (its heartbeat went stale)
-            print(f"trainer: trial {trial.number} ({status}) was already ended in the study: {e}", flush=True)
+            warn(f"trial {trial.number} ({status}) was already ended in the study: {e}")
             return
         if status == "killed":
             self.retry(trial.number)
@@ -223,14 +228,11 @@ class Runner:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, frozen)
 
     def on_signal(self, signum: int) -> None:
-        import signal
-        import sys
-
         first = not self.stop_signal
         self.stop_signal = self.stop_signal or signum
         if first:
-            print(f"\ntrainer: {signal.Signals(signum).name} received: stopping the search's running trials "
-                  "(each saves a checkpoint); no new trial starts", file=sys.stderr, flush=True)
+            say(f"{signal.Signals(signum).name} received: stopping the search's running trials "
+                "(each saves a checkpoint); no new trial starts")
 
 
 def resumable(study, sweep_dir: Path) -> list[Trial]:

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from trainer.core import display, distributed, paths
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
@@ -63,7 +62,6 @@ class Job:
                          config=as_dict(config) if config is not None else {}, hydra_yaml=self.hydra_yaml,
                          belongs=self.belongs,
                          record_refusals=self.in_sweep or self.kind != "run")
-    epoch_end: Any = None             # (epoch, monitored value) after each epoch: a search's pruning reports
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from trainer.core import data, display, engine, models, pipeline, runtime, schedules
+from trainer.core import data, display, engine, models, pipeline, runtime, schedules, vision_models
 from trainer.core.errors import UserError
 
 MISSING = "???"  # OmegaConf's mark for a value the YAML must give
@@ -101,6 +101,20 @@ class ConvConfig:
     head_dropout: float = in_range(0, 1, 0.0, high_open=True)
     global_pool: bool = False
     num_classes: int = 10
+
+
+@dataclass
+class TorchvisionConfig:
+    _target_: str = "trainer.core.vision_models.torchvision_model"
+    arch: str = one_of(vision_models.ARCHS, "resnet18")
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 28
+    resize: int = in_range(0, 1024, 0, hint="0 keeps 28x28")  # scale inputs up inside the model
+    small_stem: bool = True               # ResNets: 3x3 stride-1 stem, no max-pool
+    pretrained: bool = False              # torchvision's default weights, from torch's local cache
+    weights_path: Optional[str] = None    # or any local state dict / trainer checkpoint
+    freeze: bool = False                  # train only the classifier head
 
 
 @dataclass
@@ -280,6 +294,7 @@ SCHEMAS = {
     "scheduler": SchedulerConfig,
     "model/mlp": MLPConfig,
     "model/conv": ConvConfig,
+    "model/torchvision": TorchvisionConfig,
     "loss/with_smoothing": LossConfig,
     "loss/plain": PlainLossConfig,
     "loss/multi_margin": MultiMarginConfig,
@@ -389,6 +404,10 @@ def _check_cross_fields(c: TrainerConfig) -> None:
         raise UserError(f"scheduler.warmup_epochs={display.typed(s.warmup_epochs)} is not shorter than the run "
                         f"(epochs={c.epochs}), so the cosine decay would never start; use a shorter warm-up "
                         "or more epochs", key='scheduler.warmup_epochs')
+    if getattr(c.model, "pretrained", False) and c.transform.mean is not None:
+        raise UserError(f"model.pretrained=true normalises its inputs with the weights' own (ImageNet) statistics, "
+                        f"and transform.mean={display.typed(c.transform.mean)} would normalise them twice: set "
+                        "transform.mean=null", key="transform.mean")
     betas = getattr(c.optimizer, "betas", None)
     if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)", key='optimizer.betas')

@@ -67,11 +67,15 @@ def make(node, group: str, **kwargs) -> Any:
         raise UserError(f"could not build {group} ({target}): {first_line(e)}; check the {group}.* values") from e
 
 
-def make_model(node, seed: int) -> nn.Module:
+def make_model(node, seed: int, load_weights: bool = True) -> nn.Module:
     """The model, built right after seeding, as the quickstart does: the same
-    seed gives the same initial weights whatever else the run does."""
+    seed gives the same initial weights whatever else the run does.
+    `load_weights=False`: a checkpoint is about to fill the weights, so a
+    model that starts from pretrained or saved weights does not read them."""
     torch.manual_seed(seed)
-    return make(node, "model")
+    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
+    reads_weights = "pretrained" in fields  # trainer.core.vision_models: weights from a cache or a file
+    return make(fields, "model", **({"load_weights": False} if reads_weights and not load_weights else {}))
 
 
 def make_transform(node, dataset: str):
@@ -89,13 +93,17 @@ def make_loss(node) -> nn.Module:
 
 def make_optimizer(node, model: nn.Module, lr: float, for_graph: bool = False) -> torch.optim.Optimizer:
     """`for_graph`: fused, reading its lr from a tensor (capture.optimizer_arguments)."""
+    params = trainable(model)  # a frozen backbone (model.freeze=true) is not the optimizer's
     if for_graph:
-        device = next(model.parameters()).device
-        return make(node, "optimizer", params=model.parameters(),
-                    **capture.optimizer_arguments(_target(node), lr, device))
+        device = params[0].device
+        return make(node, "optimizer", params=params, **capture.optimizer_arguments(_target(node), lr, device))
     # foreach: one multi-tensor kernel per op instead of a loop over
     # parameters (same numbers, fewer dispatches); every optimizer here has it.
-    return make(node, "optimizer", params=model.parameters(), lr=lr, foreach=True)
+    return make(node, "optimizer", params=params, lr=lr, foreach=True)
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _target(node) -> str:
@@ -139,8 +147,9 @@ class Parts:
     optimizer: torch.optim.Optimizer
 
 
-def make_parts(config: TrainerConfig, device: torch.device, for_graph: bool = False) -> Parts:
-    model = make_model(config.model, config.seed).to(device)
+def make_parts(config: TrainerConfig, device: torch.device, for_graph: bool = False,
+               load_weights: bool = True) -> Parts:
+    model = make_model(config.model, config.seed, load_weights).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Parts(model, make_loss(config.loss), make_transform(config.transform, config.data.name),
@@ -182,7 +191,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     resume.check_rewind(saved, run_dir, record.previous)
     changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
     graph, eager_because = plan_capture(config, device, world)
-    parts = make_parts(config, device, for_graph=graph)
+    parts = make_parts(config, device, for_graph=graph, load_weights=saved is None)
     splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)
     batches = _batches(config, splits, parts.transform, device, rank, world)
     scheduler, interval = make_scheduler(config, parts.optimizer, len(batches["train"]))
@@ -342,10 +351,14 @@ def _say_start(run: Run) -> None:
     if crowded:  # said once: only rank 0 speaks
         out.warn(f"trainer: note: {crowded}")
     out.note(str(model))  # print(model), as the seed does: in trainer.log, beside everything else
+    count = f"{parameter_count(model):,} parameters"
+    trains = sum(p.numel() for p in trainable(model))
+    if trains != parameter_count(model):
+        count += f", {trains:,} of them train (model.freeze=true: the head only)"
     if out.brief:
-        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters; {device}")
+        out.say(f"Model: {type(model).__name__}, {count}; {device}")
     else:
-        out.say(f"Model: {type(model).__name__}, {parameter_count(model):,} parameters")
+        out.say(f"Model: {type(model).__name__}, {count}")
         out.say(f"Using {device}")
     if run.step_note:
         out.say(run.step_note)

@@ -90,7 +90,7 @@ def load_run(path: str | Path, which: str | None = None, device: str = "auto") -
         raise CheckpointError(f"checkpoint {ckpt} holds no model weights; use a checkpoint written by trainer")
     name = config["data"].get("name", "")
     info = dataset_info(name)
-    model = build.make_model(config.get("model"), int(config.get("seed", 0)))
+    model = build.make_model(config.get("model"), int(config.get("seed", 0)), load_weights=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from trainer.core.files import atomic_write
 
 WIDTH_IN, HEIGHT_IN, DPI = 4.4, 2.1, 100  # 440 x 210 px: inside the image card, so never shrunk
 SAMPLE_COUNT, SAMPLE_COLUMNS = 8, 4  # the notes' TestDisplay: 8 images, 4 columns x 2 rows
@@ -290,7 +291,6 @@ def save_png(image: np.ndarray, path) -> None:
 
     from PIL import Image
 
-    from trainer.core.files import atomic_write
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")

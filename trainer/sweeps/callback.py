@@ -30,6 +30,8 @@ from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
 from trainer.runs.folder import RunFolder
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN, duplicates_error
+from trainer.core.process import forward, wait_for_children
+from trainer.sweeps import summary
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
@@ -93,8 +95,6 @@ class SweepCallback(Callback):
                 parent.rmdir()
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        from trainer.sweeps import summary
-
         self.ended = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
@@ -117,7 +117,6 @@ def refuse_duplicate_points(planned: dict) -> None:
 def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     """Jobs already there would be trained again over their own files: only
     `resume=auto` may continue a sweep."""
-    from trainer.sweeps import summary
 
     if not sweep_dir.is_dir():
         return
@@ -222,8 +221,6 @@ def _stop_with_the_jobs(sweep_dir: Path) -> None:
     `interrupted`; then the summary and exit 130/143. A job running in this
     process (the basic launcher) handles the signal itself while it trains."""
     def handle(signum, frame):
-        from trainer.core.process import forward, wait_for_children
-
         forward(signum)
         wait_for_children(timeout=300)  # each job saves its step, then exits
         stopped(sweep_dir, signum)
@@ -237,7 +234,6 @@ def _stop_with_the_jobs(sweep_dir: Path) -> None:
 
 def stopped(sweep_dir: Path, signum: int) -> None:
     """The sweep was stopped by a signal: summary, how to continue, exit 128+signal."""
-    from trainer.sweeps import summary
 
     summary.summarize_or_say_why(sweep_dir)
     print(f"trainer: sweep stopped by {signal.Signals(signum).name}; continue it with the same arguments and "

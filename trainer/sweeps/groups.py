@@ -17,6 +17,7 @@ from trainer.core import display
 
 from trainer.runs import record
 from trainer.sweeps.plan import NOT_IN_NAMES, job_number, point
+from trainer.report import figures
 
 # Overrides that repeat an experiment rather than change it.
 REPEATS = ("seed", "cv.fold")
@@ -148,7 +149,6 @@ def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[
     """curves.png of a sweep or a cross-validation: each group as its mean
     with a min-max band, every other job as a line of its own. False when
     no job has an epoch to draw."""
-    from trainer.report import figures
 
     runs = {row["job"]: _epochs_of(Path(row["path"])) for row in rows if row.get("path")}
     status = {row["job"]: row.get("status") for row in rows}

@@ -39,6 +39,9 @@ from trainer.sweeps.plan import NOT_IN_NAMES, point
 from trainer.core.errors import UserError, report
 from trainer.core.files import atomic_write, read_text
 from trainer.report.tracking import wide_console
+from trainer.runs.resume import is_cross_validation
+from trainer.sweeps.plan import PLAN
+from trainer.sweeps.plan import PLAN, job_number
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
     from rich.console import Console
@@ -112,7 +115,6 @@ def _every_run(root: Path) -> list[dict]:
 
 def _missing(root: Path, rows: list[dict]) -> list[dict]:
     """Planned jobs (sweep.json) without a folder: they never started."""
-    from trainer.sweeps.plan import PLAN, job_number
 
     try:
         planned = json.loads(read_text(root / PLAN)).get("jobs") or []
@@ -676,8 +678,6 @@ def _escape(text: str) -> str:
 def is_sweep(folder) -> bool:
     """A sweep's own folder (it has the sweep's plan or Hydra's multirun.yaml),
     as opposed to any folder that happens to hold runs (outputs/runs)."""
-    from trainer.runs.resume import is_cross_validation
-    from trainer.sweeps.plan import PLAN
 
     folder = Path(folder)
     return (folder / PLAN).is_file() or (folder / "multirun.yaml").is_file() or is_cross_validation(folder)
@@ -729,7 +729,6 @@ def _ranked(folder: Path, rows: list[dict], monitor: str, mode: str, own: bool) 
     """The rows in the table's order and its title: a sweep's jobs by its
     monitor; a cross-validation's folds; any other folder's runs by a metric
     every completed run has, else kind by kind."""
-    from trainer.runs.resume import is_cross_validation  # torch: not imported when Hydra loads the callback
 
     if own:
         rows = sort_rows(rows, monitor, mode)

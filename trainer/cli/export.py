@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, console) -> export.Exported:
         export.default_output(loaded.run_dir, loaded.checkpoint, args.format)
     done = export.export(loaded, args.format, output, images[:args.images], args.tolerance)
     console.print(f"Exported {loaded.checkpoint} ({describe_position(loaded.state)}) to {done.path} "
-                  f"({done.format}; input uint8 [batch, 28, 28], any batch size)")
+                  f"({done.format}; input uint8 [batch, 28, 28], any batch size)", markup=False)
     console.print(f"Parity with PyTorch on {done.images} images of the {what}: max abs logit difference "
                   f"{done.max_abs_diff:.2e} (tolerance {args.tolerance:g})")
     return done

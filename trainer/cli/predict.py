@@ -147,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console) -> list[dict]:
     import torch
 
+    # Imported on use, as load_run always was here: an argument error answers before torch loads.
     from trainer.runs.export import load_exported
     from trainer.runs.inference import load_run
 

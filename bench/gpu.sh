@@ -61,6 +61,12 @@ step tta-fashion 90 python3 bench/run.py tta --data-root data --device cuda --da
 step presets 150 python3 bench/results.py --device cuda --data-root data --presets mnist_conv,fashion_conv \
   --jobs 3 --out "$out" precision=bf16
 
+# torchvision's ResNet-18 from scratch (model=torchvision), one seed: the epochs that fit in about 3 minutes
+# (a first guess at 15; the one-cycle schedule is fitted to them). fashion_finetune needs ImageNet
+# weights in torch's cache, which this offline machine does not have.
+step resnet18 200 python3 -m trainer experiment=fashion_resnet18 precision=bf16 epochs=15 seed=0 \
+  hydra.run.dir="$out/fashion_resnet18"
+
 printf '%s\n' "${steps[@]}" | python3 -c "
 import json, sys
 steps = [json.loads(line) for line in sys.stdin]

@@ -48,6 +48,8 @@ def test_every_option_composes_and_validates(group):
     for name in options(group):
         if group == "loss" and name in ("hinge_embedding", "triplet_margin"):
             continue
+        if group == "experiment" and name == "fashion_finetune":
+            continue  # pretrained weights from torch's cache: test_vision_models.py gives it a cache of its own
         check_before_data(compose_cfg([f"{group}={name}"]))
 
 

@@ -121,15 +121,29 @@ def test_pretrained_without_a_cached_file_names_it_and_never_connects(torch_home
     assert str(expected) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_pretrained_loads_the_cached_file(torch_home):
+def cache_resnet18(torch_home) -> torch.nn.Module:
+    """A stand-in for torchvision's ImageNet ResNet-18, where torch's cache keeps it."""
     torch.manual_seed(5)
     original = tv.resnet18()
     cache = torch_home / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(original.state_dict(), cache / "resnet18-f37072fd.pth")
+    return original
+
+
+def test_pretrained_loads_the_cached_file(torch_home):
+    original = cache_resnet18(torch_home)
     model = make("model.pretrained=true")
     assert torch.equal(model.net.layer4[1].conv2.weight, original.layer4[1].conv2.weight)
     assert model.input_mean.item() == pytest.approx(0.449, abs=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["fashion_resnet18", "fashion_finetune"])
+def test_gpu_presets_build(torch_home, preset):
+    cache_resnet18(torch_home)
+    config = compose_cfg([f"experiment={preset}", "device=cpu"])
+    check_before_data(config)
+    assert config.model.arch == "resnet18" and config.model.pretrained == (preset == "fashion_finetune")
 
 
 def test_a_rebuilt_pretrained_model_needs_no_cache(torch_home):

@@ -3,6 +3,7 @@
     trainer-predict outputs/runs/<run> digit.png shoe.jpg
     trainer-predict outputs/runs/<run> drawing.png --invert --top 3
     trainer-predict outputs/runs/<run> *.png --json          # machine-readable
+    trainer-predict --model best.onnx digit.png               # a file written by trainer-export
 
 The model and its input transform are rebuilt from the config saved in the
 checkpoint (a run directory means checkpoints/best.ckpt if present, else
@@ -155,8 +156,10 @@ def parser() -> argparse.ArgumentParser:
                     "dark-on-light drawings.",
         epilog="A run directory means checkpoints/best.ckpt if the run saved one, else checkpoints/last.ckpt.",
     )
-    p.add_argument("path", help="a run directory (outputs/runs/<run>) or a .ckpt file")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("path", help="a run directory (outputs/runs/<run>) or a .ckpt file (with --model: an image)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("--model", metavar="FILE", default=None,
+                   help="an exported model (trainer-export: .onnx or TorchScript .pt) instead of a run")
     p.add_argument("--top", type=positive_int, default=1, metavar="K", help="show the K most likely classes (default 1)")
     p.add_argument("--invert", action="store_true",
                    help="invert the images first: for black-on-white drawings (the model saw white-on-black)")
@@ -170,11 +173,13 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console) -> list[dict]:
     import torch
 
+    # Imported on use, as load_run always was here: an argument error answers before torch loads.
+    from trainer.runs.export import load_exported
     from trainer.runs.inference import load_run
 
     # Read every image first: a bad file fails fast, before the model is loaded.
     inputs = [read_image(path, invert=args.invert) for path in args.images]
-    loaded = load_run(args.path, args.checkpoint, args.device)
+    loaded = load_exported(args.model) if args.model else load_run(args.path, args.checkpoint, args.device)
     batch = torch.stack([x for x, _, _ in inputs])
     results = []
     for path, (image, size, mode), top in zip(args.images, inputs, predict(loaded, batch, args.top)):
@@ -207,7 +212,10 @@ def print_table(console, results: list[dict], loaded, args) -> None:
 
     from trainer.runs.inference import describe_position
 
-    title = f"{loaded.checkpoint} ({describe_position(loaded.state)}, {loaded.dataset})"
+    if args.model:
+        title = f"{loaded.path} ({loaded.format}, {loaded.dataset})"
+    else:
+        title = f"{loaded.checkpoint} ({describe_position(loaded.state)}, {loaded.dataset})"
     table = Table(title=title, title_justify="left")
     table.add_column("file", overflow="fold")
     table.add_column("input", no_wrap=True)
@@ -230,8 +238,19 @@ def print_table(console, results: list[dict], loaded, args) -> None:
     console.print(table)
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """With --model every positional argument is an image; without, the first is the run."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.model:
+        args.images = [args.path, *args.images]
+    elif not args.images:
+        p.error("the following arguments are required: IMAGE")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     from rich.console import Console
 
     errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))

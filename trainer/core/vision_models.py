@@ -135,8 +135,8 @@ def check_cached(arch: str, weights) -> None:
         raise ValueError(
             f"pretrained=true: the {arch} weights are not in torch's cache: expected {path}; on a connected machine "
             f"run `python -c \"import torchvision; torchvision.models.get_model_weights('{arch}').DEFAULT"
-            f".get_state_dict()\"` (or download {weights.url}) and copy the file to {path.parent}/ here "
-            "($TORCH_HOME moves the cache)")
+            f".get_state_dict()\"` (or download {weights.url}) and copy the file into {path.parent}/ on this "
+            "machine ($TORCH_HOME moves the cache); nothing is downloaded")
 
 
 def read_weights(path: str | Path) -> dict:

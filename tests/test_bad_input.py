@@ -203,8 +203,8 @@ DATA_FAULTS = {
 }
 # What is not a regular file where one should be: refused before anything reads it (a FIFO would block).
 NOT_FILES = {
-    "a folder where a data file should be": (_folder_for_a_file, "is not a regular file"),
-    "a FIFO where a data file should be": (_fifo_for_a_file, "is not a regular file"),
+    "a folder where a data file should be": (_folder_for_a_file, "is a folder, not a file"),
+    "a FIFO where a data file should be": (_fifo_for_a_file, "is a pipe (FIFO), not a file"),
     "a file where the data folder should be": (_file_for_the_data_folder, "is a file, not a folder"),
 }
 
@@ -284,7 +284,7 @@ def test_predict_refuses_what_is_not_a_regular_image_file(tmp_path):
 
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    with pytest.raises(ImageFileError, match="is not a regular file"):
+    with pytest.raises(ImageFileError, match=r"is a pipe \(FIFO\), not a file"):
         read_image(fifo)  # would block forever if it opened it
     with pytest.raises(ImageFileError, match="is a folder"):
         read_image(tmp_path)

@@ -19,7 +19,7 @@ from torch import nn
 
 import trainer
 from helpers import compose_cfg, check_before_data, tiny
-from trainer.cli import hydra_errors, predict
+from trainer.cli import evaluate, hydra_errors, predict
 from trainer.core import checkpoint, config, data, errors, paths, schedules
 from trainer.core.errors import UserError
 from trainer.report import figures
@@ -120,7 +120,7 @@ def test_the_same_keys_with_what_they_need_are_accepted(overrides):
 @pytest.mark.parametrize("override, key", [
     ("optimizer=sgd optimizer.momentum=1", "optimizer.momentum"), ("optimizer=sgd optimizer.momentum=2", "optimizer.momentum"),
     ("optimizer=sgd optimizer.momentum=0.5 optimizer.dampening=1.5", "optimizer.dampening"),
-    ("optimizer=rmsprop optimizer.momentum=1", "optimizer.momentum"), ("optimizer=adam optimizer.betas=[1,0.9]", "optimizer.betas"),
+    ("optimizer=rmsprop optimizer.momentum=1", "optimizer.momentum"), ("optimizer=rmsprop optimizer.alpha=1", "optimizer.alpha"), ("optimizer=adam optimizer.betas=[1,0.9]", "optimizer.betas"),
     ("model=conv model.channels=[]", "model.channels"),
     ("scheduler=cosine scheduler.warmup_epochs=5 epochs=5", "scheduler.warmup_epochs"),
     ("data.subset=1 data.val_split=0.5", "data.val_split"), ("data.subset=1000 data.val_split=1e-7", "data.val_split"),
@@ -339,3 +339,12 @@ def test_a_short_run_with_a_schedule_completes(synthetic_root, tmp_path, schedul
     result = trainer.run(*tiny(synthetic_root, "data.subset=128", "batch_size=32", "model.hidden=[16]",
                                "data.test_subset=64", *schedule), run_dir=tmp_path / "run", quiet=True)
     assert result["status"] == "completed"
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder"])
+def test_an_eval_output_that_is_not_a_file_is_refused_before_any_work(tmp_path, make):
+    out = tmp_path / "out.json"
+    os.mkfifo(out) if make == "fifo" else out.mkdir()
+    args = evaluate.parser().parse_args([str(tmp_path / "no-run"), "--output", str(out)])
+    with pytest.raises(UserError, match=f"--output {re.escape(str(out))} is a "):
+        evaluate.run(args, console=None)

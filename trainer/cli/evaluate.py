@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.cli.commands import positive_int
-from trainer.core import display, errors
+from trainer.core import display, errors, paths
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 
@@ -205,6 +205,10 @@ def run(args: argparse.Namespace, console) -> dict:
     from trainer.runs.build import make_loss
     from trainer.runs.inference import describe_position, load_run
 
+    if args.output:  # before any work: a folder or a pipe there would be replaced, or fail only at the end
+        why = paths.problem(Path(args.output).expanduser(), "file")
+        if why not in (None, "missing"):
+            raise UserError(f"--output {args.output} {why}; choose another file with --output")
     loaded = load_run(args.path, args.checkpoint, args.device)
     config = loaded.config
     data_cfg = config.get("data") or {}

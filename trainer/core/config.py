@@ -174,7 +174,8 @@ class AdagradConfig:
 @dataclass
 class RMSpropConfig:
     _target_: str = "torch.optim.RMSprop"
-    alpha: float = in_range(0, 1, 0.99)
+    # alpha 1 never updates the squared-gradient average: it stays 0, and every step divides by eps alone.
+    alpha: float = in_range(0, 1, 0.99, high_open=True)
     eps: float = greater_than(0, 1e-8)
     momentum: float = in_range(0, 1, 0.0, high_open=True)
     centered: bool = False

@@ -108,15 +108,15 @@ def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_
     recorded as killed, the three others complete, summary, exit 1."""
     sweep_dir = tmp_path / "sweep"
     proc = start(sweep_cmd(synthetic_root, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                           "epochs=100000,2,2,2"), tmp_path)
+                           "epochs=100000,2,3,4"), tmp_path)
     wait_until(lambda: training(sweep_dir / "0_epochs=100000"), "job 0 trained an epoch", proc)
     (victim,) = [pid for pid in job_pids("0_epochs=100000") if pid != proc.pid]
     os.kill(victim, signal.SIGKILL)
     done = finish(proc)
     assert done.returncode == 1, done.stderr[-3000:]
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
-    assert statuses == {"0_epochs=100000": "failed", "1_epochs=2": "completed", "2_epochs=2": "completed",
-                        "3_epochs=2": "completed"}
+    assert statuses == {"0_epochs=100000": "failed", "1_epochs=2": "completed", "2_epochs=3": "completed",
+                        "3_epochs=4": "completed"}
     error = metrics(sweep_dir / "0_epochs=100000")["error"]
     assert error.startswith("killed by SIGKILL") and "resume=auto" in error
     summary = json.loads((sweep_dir / "summary.json").read_text())
@@ -132,11 +132,11 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     exit 143. The same command with resume=auto then keeps the finished job
     as it is, continues the interrupted ones and starts the missing one."""
     sweep_dir = tmp_path / "sweep"
-    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "epochs=1,300,300,3")  # 3 at once, then 1
+    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "epochs=1,300,301,3")  # 3 at once, then 1
     proc = start(sweep_cmd(synthetic_root, sweep_dir, *args), tmp_path)
     wait_until(lambda: (sweep_dir / "0_epochs=1" / "metrics.json").is_file()
                and metrics(sweep_dir / "0_epochs=1")["status"] == "completed"
-               and training(sweep_dir / "1_epochs=300", 2) and training(sweep_dir / "2_epochs=300", 2),
+               and training(sweep_dir / "1_epochs=300", 2) and training(sweep_dir / "2_epochs=301", 2),
                "job 0 completed and jobs 1 and 2 train", proc)
     finished_before = snapshot(sweep_dir / "0_epochs=1")
     proc.send_signal(signal.SIGTERM)
@@ -148,7 +148,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
         time.sleep(0.1)
     assert not job_pids(str(sweep_dir)), "a process of the stopped sweep is still running"
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
-    assert statuses == {"0_epochs=1": "completed", "1_epochs=300": "interrupted", "2_epochs=300": "interrupted"}
+    assert statuses == {"0_epochs=1": "completed", "1_epochs=300": "interrupted", "2_epochs=301": "interrupted"}
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]
     assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 2, 1)
     assert "resume=auto" in stopped.stderr
@@ -160,7 +160,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert "already holds 3 jobs" in line and "resume=auto" in line, line
     assert snapshot(sweep_dir) == before
 
-    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=300", "2_epochs=300")}
+    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=300", "2_epochs=301")}
     resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
                        *args, "resume=auto"],
                       tmp_path, timeout=600)
@@ -179,7 +179,7 @@ def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tm
     job saves and records interrupted, the sweep writes its summary (the
     jobs not run yet are missing) and exits 143."""
     sweep_dir = tmp_path / "sweep"
-    proc = start(sweep_cmd(synthetic_root, sweep_dir, "epochs=2,100000,2"), tmp_path)
+    proc = start(sweep_cmd(synthetic_root, sweep_dir, "epochs=2,100000,3"), tmp_path)
     wait_until(lambda: training(sweep_dir / "1_epochs=100000"), "job 1 trains", proc)
     proc.send_signal(signal.SIGTERM)
     stopped = finish(proc)

@@ -198,6 +198,9 @@ def serve(fd: int, entry: Callable[[], None]) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     sock = socket.socket(fileno=fd)
+    # Should anything here ask torch.cuda.is_available(), it asks NVML: the
+    # CUDA runtime's own count would make CUDA unusable in every forked job.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     # One thread: torch's OpenMP pool must not exist when a job is forked (a
     # forked pool deadlocks); each job sets its own number of threads.
     torch.set_num_threads(1)

@@ -181,8 +181,8 @@ def main(argv=None) -> int:
     folder = Path(a.out)
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"results-{date}-{re.sub(r'[^A-Za-z0-9.-]+', '_', str(device)).strip('_')}"
-    stem.with_suffix(".json").write_text(json.dumps({"date": date, "device": device, "machine": machine(), "rows": rows},
-                                                    indent=2) + "\n")
+    record = {"date": date, "device": device, "machine": machine(), "rows": rows}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(rows, date, str(device)))
     print(markdown(rows, date, str(device)))
     return 0 if all(r["completed"] == r["seeds"] for r in rows) else 1

@@ -167,7 +167,7 @@ def output_path(checkpoint: Path, split: str, override: str | None) -> Path:
 
 
 def write_report(path: Path, report: dict) -> None:
-    from trainer.runs.record import write_json
+    from trainer.runs.folder import write_json
 
     try:
         write_json(path, report)

@@ -200,10 +200,11 @@ def _note_light_backgrounds(results: list[dict], inverted: bool) -> None:
     light = [row["file"] for row in results if row["light_background"]]
     if not light:
         return
-    fix = ("leave out --invert: they are light-on-dark already" if inverted else
-           "add --invert if they are dark drawings on a light background")
+    fix = ("leave out --invert for light-on-dark images" if inverted else
+           "add --invert for dark drawings on a light background")
     files = ", ".join(light[:3]) + (f" and {len(light) - 3} more" if len(light) > 3 else "")
-    print(f"{PROG}: note: {files} reach the model with a light background, but it was trained on light-on-dark "
+    verb = "reaches" if len(light) == 1 else "reach"
+    print(f"{PROG}: note: {files} {verb} the model with a light background, but it was trained on light-on-dark "
           f"images (MNIST's white on black); {fix}", file=sys.stderr)
 
 
@@ -229,7 +230,7 @@ def print_table(console, results: list[dict], loaded, args) -> None:
         if args.invert:
             note += ", inverted"
         if row["light_background"]:
-            note += ", light background: " + ("leave out --invert?" if args.invert else "--invert?")
+            note += ", light background"  # the note on stderr says what to do
         first, *rest = row["predictions"]
         cells = [row["file"], note, first["class"], f"{first['probability']:.2%}"]
         if args.top > 1:

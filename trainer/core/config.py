@@ -383,8 +383,9 @@ def _check_cross_fields(c: TrainerConfig) -> None:
     # Below 1 a fraction, from 2 on a count of images: 1.5 is neither, and 1 (or 1.0) reads as "all" but
     # would hold out a single image.
     if held_out >= 1 and (held_out == 1 or not float(held_out).is_integer()):
-        raise UserError(f"data.val_split={display.typed(held_out)} is neither a fraction below 1 (0.1 holds out 10%) nor a "
-                        "number of images (5000); write one of those", key='data.val_split')
+        shown = display.typed(held_out)
+        raise UserError(f"data.val_split={shown} is neither a fraction below 1 (0.1 holds out 10%) nor a "
+                        "number of images (5000); write one of those", key="data.val_split")
     if c.data.subset and held_out:  # known before the data is read
         data.held_out(held_out, c.data.subset)
     _check_monitor(c)

@@ -37,6 +37,7 @@ from pathlib import Path
 from trainer.cli.commands import positive_int
 from trainer.core import errors
 from trainer.core.errors import UserError
+from trainer.runs.inference import describe_position, load_run
 
 PROG = "trainer-predict"
 SIZE = 28
@@ -144,8 +145,6 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console) -> list[dict]:
     import torch
 
-    from trainer.runs.inference import load_run
-
     # Read every image first: a bad file fails fast, before the model is loaded.
     inputs = [read_image(path, invert=args.invert) for path in args.images]
     loaded = load_run(args.path, args.checkpoint, args.device)
@@ -165,8 +164,6 @@ def run(args: argparse.Namespace, console) -> list[dict]:
 
 def print_table(console, results: list[dict], loaded, args) -> None:
     from rich.table import Table
-
-    from trainer.runs.inference import describe_position
 
     title = f"{loaded.checkpoint} ({describe_position(loaded.state)}, {loaded.dataset})"
     table = Table(title=title, title_justify="left")

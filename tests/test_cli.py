@@ -49,11 +49,20 @@ def test_trainer_log_holds_the_console_and_the_model(quick_run):
     assert log.startswith("Run: ") and "data.root=" in log.splitlines()[0]  # the header line too
 
 
-def test_a_failed_runs_log_ends_with_why(synthetic_root, tmp_path):
-    run_dir = tmp_path / "refused"
-    run_cli(tiny(synthetic_root, "lr=-1", f"hydra.run.dir={run_dir}"), tmp_path)
-    lines = (run_dir / "trainer.log").read_text().splitlines()
-    assert lines[0].startswith("Run: ") and lines[-1] == "failed: lr=-1 must be positive (for example lr=1e-3)"
+@pytest.mark.parametrize("bad", ["lr=-1", "epochs=-3", "cuda_graph=true"])
+def test_a_refused_run_says_one_line_and_leaves_no_folder(synthetic_root, tmp_path, bad):
+    proc = run_cli([*tiny(synthetic_root, bad), "device=cpu"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1 and proc.stderr.startswith("trainer: error: "), proc
+    assert not (tmp_path / "outputs").exists()  # Hydra made the run folder; the refusal took it away
+
+
+def test_a_refused_sweep_job_keeps_its_record_ending_with_why(synthetic_root, tmp_path):
+    run_cli(["-m", *tiny(synthetic_root, "lr=-1,0.01", f"hydra.sweep.dir={tmp_path / 'sweep'}")], tmp_path)
+    refused = next((tmp_path / "sweep").glob("0_*"))
+    lines = (refused / "trainer.log").read_text().splitlines()
+    assert lines[0].startswith("── 0_lr=-1") and lines[-1] == "failed: lr=-1 must be positive (for example lr=1e-3)"
+    assert metrics(refused)["status"] == "failed" and metrics(refused)["kind"] == "run"
 
 
 def test_the_record_says_what_happened(quick_run):
@@ -67,10 +76,15 @@ def test_the_record_says_what_happened(quick_run):
 
 
 def test_run_directory_layout(quick_run):
+    from trainer.core import checkpoint
+
     _, run_dir = quick_run
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    m = metrics(run_dir)
+    last = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    best = checkpoint.load(run_dir / "checkpoints" / "best.ckpt")
+    assert last["history"] == m["history"]  # the record and the checkpoint tell the same story
+    assert len(best["history"]) == m["best"]["epoch"]  # best.ckpt is the best epoch's state
+    assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["epochs"] == len(m["history"])
     assert list(run_dir.glob("events.out.tfevents.*"))
 
 

@@ -347,14 +347,6 @@ def test_bad_checkpoint_is_refused_in_one_line_and_the_run_is_untouched(referenc
     assert snapshot(run_dir) == before  # the run's record is still its own
 
 
-def test_malicious_pickle_really_runs_code_without_weights_only(tmp_path):
-    # The payload above is a real one: a plain torch.load executes it.
-    path, marker = tmp_path / "evil.ckpt", tmp_path / "marker"
-    torch.save({"x": RunsCode(marker)}, path)
-    torch.load(path, weights_only=False)
-    assert marker.exists()
-
-
 # ------------------------------------------------------------------ one process per run folder
 def test_a_second_process_in_a_running_run_folder_is_refused(synthetic_root, tmp_path):
     """While a run trains, a second run into its folder and a resume of it are

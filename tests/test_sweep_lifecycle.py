@@ -190,10 +190,10 @@ def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(
 
 
 def test_a_second_sweep_in_a_folder_in_use_is_refused(tmp_path, capsys):
-    from trainer.runs.job import RunLock
+    from trainer.runs.folder import RunFolder
     from trainer.sweeps.callback import SweepCallback
 
-    with RunLock(tmp_path):  # as the first sweep's process holds it
+    with RunFolder(tmp_path).locked():  # as the first sweep's process holds it
         with pytest.raises(SystemExit):
             SweepCallback()._lock_for_the_sweep(tmp_path)
     line = capsys.readouterr().err.strip()

@@ -341,14 +341,6 @@ def test_callback_missing_or_empty_sweep_dir(tmp_path, capsys):
     assert capsys.readouterr().err.count("sweep summary skipped") == 2
 
 
-def test_callback_single_run_does_nothing(good_sweep):
-    callback = SweepCallback()
-    config = _config(good_sweep)
-    callback.on_run_start(config=config)
-    callback.on_run_end(config=config)
-    assert not (good_sweep / "summary.json").exists()
-
-
 def test_callback_instantiates_from_hydra_config():
     from hydra.utils import instantiate
 

@@ -28,6 +28,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.runs import record
+from trainer.runs.folder import RunFolder
 from trainer.core.process import die_with_parent, forwarding_signals
 from trainer.runs.resume import quote
 
@@ -84,7 +85,7 @@ class LocalLauncher(Launcher):
             for job in [j for j in running if j.process.poll() is not None]:
                 running.remove(job)
                 if job.process.returncode < 0:  # died by a signal: it never recorded an outcome
-                    record.mark_killed(job.run_dir, job.overrides, -job.process.returncode)
+                    RunFolder(job.run_dir).mark_killed(job.overrides, -job.process.returncode)
             if self.stop_signal and not running:
                 break
             time.sleep(0.05)

@@ -50,6 +50,7 @@ from trainer.cli.commands import positive_int
 from trainer.core import data, engine, errors
 from trainer.core.config import CVConfig, DataConfig
 from trainer.core.errors import UserError
+from trainer.core.files import read_text
 from trainer.core.pipeline import DeviceBatches
 from trainer.runs.build import load_data, make_loss
 from trainer.runs.inference import LoadedRun, describe_position, load_run
@@ -65,7 +66,7 @@ def _launch_cwd(run_dir: Path) -> Path | None:
     try:
         import yaml
 
-        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        saved = yaml.safe_load(read_text(run_dir / ".hydra" / "hydra.yaml"))
         cwd = saved["hydra"]["runtime"]["cwd"]
         return Path(cwd) if isinstance(cwd, str) and cwd else None
     except Exception:  # absent, unreadable or another layout: just not known

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainer.core import config as schema
+from trainer.core.config import GROUPS, PRESET_GROUPS
 from trainer.core.errors import first_line
 
-GROUPS = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment")
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _known_keys() -> list[str]:
-    keys: set[str] = set(GROUPS) | {"hparams_search"}
+    keys: set[str] = set(GROUPS) | set(PRESET_GROUPS)
     for node in (schema.TrainerConfig, *schema.SCHEMAS.values()):
         for f in dataclasses.fields(node):
             keys.add(f.name)
@@ -146,7 +146,9 @@ def _syntax(e, text, both, overrides):
 def _group_not_a_name(e, text, both, overrides):
     """Hydra fails on a group given a number, a bool or a list of them
     (optimizer=5, data=true, data=[1]) with a message that names no key."""
-    if not ("Config group override must be" in text or isinstance(e, TypeError)):
+    # An interpolation as a group's option (data=${nope}) fails to resolve before any option is looked up.
+    if not ("Config group override must be" in text or "Error resolving interpolation" in text
+            or isinstance(e, TypeError)):
         return None
     return _bad_group_value(overrides) or None
 
@@ -163,7 +165,7 @@ def _bad_group_value(overrides: Sequence[str]) -> str:
         if "," in value and not value.startswith("["):
             continue  # a sweep over several options (optimizer=sgd,adam), not one bad value
         # What Hydra reads as a bool, a number or a list, not an option's name.
-        if eq and key in GROUPS and (not re.fullmatch(r"[A-Za-z_][\w-]*", value)
+        if eq and key in (*GROUPS, "experiment") and (not re.fullmatch(r"[A-Za-z_][\w-]*", value)
                                      or value.lower() in ("true", "false", "null", "inf", "nan")):
             return _not_a_choice(key, value, sorted(p.stem for p in (CONF / key).glob("*.yaml")))
     return ""

@@ -22,11 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.cli import hydra_glue
 from trainer.core import distributed
-from trainer.core.errors import UserError, report
+from trainer.core.errors import UserError, report, say
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
 from trainer.sweeps import callback as sweep
 from trainer.sweeps import orchestrate
+from trainer.sweeps.plan import job_number
 
 
 @hydra.main(version_base=None, config_path="pkg://trainer.conf", config_name="config")
@@ -44,7 +45,7 @@ def run(cfg: DictConfig) -> float:
               choices=dict(hc.runtime.choices), multirun=hc.mode == RunMode.MULTIRUN,
               # A job of trainer's own launcher runs as a plain run in a process of its own.
               in_sweep=hc.mode == RunMode.MULTIRUN or os.environ.get("TRAINER_SWEEP_JOB") == "1",
-              hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+              hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})), belongs=_sweep_of(hc))
     try:
         config = hydra_glue.typed(cfg)
     except UserError as e:
@@ -53,12 +54,23 @@ def run(cfg: DictConfig) -> float:
         outcome = orchestrate.run(config, job)
     if outcome.status != "completed":
         if distributed.is_main() or outcome.status != "interrupted":  # torchrun: rank 0 alone says where to resume
-            print(describe_failure(outcome), file=sys.stderr, flush=True)
+            say(describe_failure(outcome))
         if outcome.status == "interrupted" and job.multirun:  # a stopped sweep stops whole, with its summary
             sweep.stopped(Path(str(hc.sweep.dir)), outcome.signum)
         if outcome.status == "interrupted" or not job.multirun:
             sys.exit(outcome.exit_code)
     return outcome.value
+
+
+def _sweep_of(hc) -> dict:
+    """Which sweep a job belongs to: Hydra's own multirun job, or a job of our
+    process launcher (a run in a folder of the sweep, named by its number)."""
+    if hc.mode == RunMode.MULTIRUN:
+        return {"sweep": {"dir": str(hc.sweep.dir), "num": int(hc.job.num)}}
+    if os.environ.get("TRAINER_SWEEP_JOB") == "1":
+        run_dir = Path(hc.runtime.output_dir)
+        return {"sweep": {"dir": str(run_dir.parent), "num": job_number(run_dir.name)}}
+    return {}
 
 
 def main() -> None:

@@ -275,6 +275,11 @@ class TrainerConfig:
     cv: CVConfig = field(default_factory=CVConfig)
 
 
+# The groups a run picks one option of (`model=conv`), in the order they are shown,
+# and the groups of presets over them.
+GROUPS = ("data", "transform", "model", "loss", "optimizer", "scheduler")
+PRESET_GROUPS = ("experiment", "hparams_search")
+
 SCHEMAS = {
     "data": DataConfig,
     "transform": TransformConfig,

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from trainer.core.errors import DataError
-from trainer.core.files import atomic_write
+from trainer.core.files import atomic_write, read_text
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ def _sha256_file(path: Path) -> str:
 
 def _read_stamps(raw: Path) -> dict:
     try:
-        stamps = json.loads((raw / STAMP_NAME).read_text())
+        stamps = json.loads(read_text(raw / STAMP_NAME))
         return stamps if isinstance(stamps, dict) else {}
     except (OSError, ValueError):
         return {}

@@ -99,6 +99,19 @@ class EarlyStopping:
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
 
+    def replay(self, history: list[dict]) -> None:
+        """The state the recorded epochs give under this monitor, mode and
+        min_delta: a resumed run that watches another metric compares with
+        that metric's own best, never with the old one's."""
+        rows = [row for row in history if "epoch" in row]
+        missing = [row["epoch"] for row in rows if not isinstance(row.get(self.monitor), (int, float))]
+        if missing:
+            raise UserError(f"early_stopping.monitor={self.monitor}: the run's recorded epochs have no "
+                            f"{self.monitor} (epoch {missing[0]}); resume with the monitor the run had")
+        self.best, self.best_epoch, self.bad_epochs = None, 0, 0
+        for row in rows:
+            self.update(row[self.monitor], row["epoch"])
+
 
 @dataclass
 class Position:
@@ -546,6 +559,7 @@ class Trainer:
         self.last_saved = Position(**state["position"])
         self.schedule.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
+        self.schedule.early_stopping.replay(self.history)
         self.skipped_batches = state.get("skipped_batches", 0)
         self.partial = state.get("partial")
         torch.set_rng_state(state["rng"]["torch"])

@@ -12,13 +12,26 @@ class UserError(Exception):
     """A problem the user can fix: bad config value, missing or corrupt file.
 
     The message is one line that names the problem and the fix (config key,
-    file, value). `report()` prints it and exits non-zero.
+    file, value); `key` is the config key it is about, where there is one, so
+    no reader has to find it in the text (the HParams session leaves out the
+    refused value). `report()` prints it and exits non-zero.
     """
 
     exit_code = 1
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, key: str | None = None):
         super().__init__(" ".join(str(message).split()))
+        self.key = key
+
+
+def say(line: str, prog: str = "trainer") -> None:
+    """The one way a line reaches stderr: `trainer: error: ...`,
+    `trainer: warning: ...`, `trainer: interrupted`, a sweep's failures."""
+    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+
+
+def warn(text: str, prog: str = "trainer") -> None:
+    say(f"warning: {text}", prog)
 
 
 class DataError(UserError):
@@ -56,13 +69,13 @@ def report(prog: str, func, *args):
     try:
         return func(*args)
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        say(f"error: {e}", prog)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        say("interrupted", prog)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"{prog}: {internal(e)}", file=sys.stderr)
+        say(internal(e), prog)
         sys.exit(1)

@@ -7,7 +7,9 @@ writer is gone, never another live process's.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,20 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = F
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_text(path: str | Path) -> str:
+    """A regular file's text. Anything else (a FIFO, a device, a folder)
+    raises OSError without blocking: a FIFO named like one of our files
+    would otherwise hang the reader forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read().decode("utf-8")
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | Path, text: str) -> None:

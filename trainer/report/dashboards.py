@@ -15,7 +15,6 @@ scores a run.
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Sequence
 
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from trainer.report import figures
 from trainer.core.engine import evaluate
-from trainer.core.errors import first_line
+from trainer.core.errors import first_line, warn
 from trainer.core.models import first_conv, unwrap
 
 
@@ -100,8 +99,7 @@ class Dashboards:
                 warnings.simplefilter("ignore")
                 self.writer.add_graph(self.model, x[:1])
         except Exception as e:  # noqa: BLE001 - a graph is a nicety, never a reason to stop
-            print(f"warning: model graph not logged to TensorBoard ({type(e).__name__}: {first_line(e)[:200]})",
-                  file=sys.stderr, flush=True)
+            warn(f"model graph not logged to TensorBoard ({type(e).__name__}: {first_line(e)[:200]})")
         finally:
             self.model.train(was_training)
 

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer.core.config import GROUPS
+
 SESSION_SUFFIX = ".hparams"
 EXPERIMENT_SUFFIX = ".hparams-experiment"
 # HParams metrics (metrics.json's final keys), in the order of the table's
 # columns; their TensorBoard tags are tracking.tag()'s. Those no job has are left out.
 METRICS = ("cv/mean", "cv/std", "test/acc", "test/loss", "val/acc", "val/loss", "train/acc", "train/loss",
            "best_epoch", "train_seconds")
-GROUPS = ("data", "model", "transform", "loss", "optimizer", "scheduler")
 
 
 def of(config, choices: dict) -> dict:

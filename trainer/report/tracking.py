@@ -14,6 +14,7 @@ sorts after them: `lr`, `model/` and `predictions/` pictures, `perf/`,
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -50,10 +51,30 @@ class Output:
         # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
         self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet)
         self.brief = brief
+        self._held: list[tuple[str, str | None]] | None = None
 
     def say(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, highlight=False, markup=False)
+        if self._held is not None:
+            self._held.append((text, style))
+        else:
+            self.console.print(text, style=style, highlight=False, markup=False)
         log.info(text)
+
+    @contextlib.contextmanager
+    def held(self):
+        """Lines said in this block wait for release(), and are dropped if it
+        never comes: a run refused at its start says one line, its error,
+        with no header before it."""
+        self._held = []
+        try:
+            yield self
+        finally:
+            self._held = None
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for text, style in held:
+            self.console.print(text, style=style, highlight=False, markup=False)
 
     def note(self, text: str) -> None:
         """For trainer.log only (the model printed in full, say)."""

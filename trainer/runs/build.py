@@ -33,7 +33,7 @@ from trainer.core.config import (CVConfig, DataConfig, LossConfig, ModelConfig, 
                                  TransformConfig, as_dict, from_dict)
 from trainer.report.dashboards import Dashboards
 from trainer.core.engine import (Checkpointing, EarlyStopping, NullTracker, Safety, Schedule, Trainer, TrainStep,
-                                 monitored)
+                                 eval_split, monitored)
 from trainer.core.errors import CheckpointError, UserError, first_line
 from trainer.core.models import parameter_count
 from trainer.core.pipeline import DeviceBatches, LoaderBatches
@@ -211,8 +211,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop) ->
     )
     if saved:
         _restore(trainer, saved, changes, config.lr)
-    record.start(monitor=monitor, mode=es.mode, device=f"{device} ({runtime.device_name(device)})",
-                 history=trainer.history,
+    record.start(monitor=monitor, mode=es.mode, eval_split=eval_split(splits.val is not None), device=str(device),
+                 device_name=runtime.device_name(device), history=trainer.history,
                  resumed=saved is not None, tensorboard=config.tracking.tensorboard and main,
                  purge_step=trainer.position.global_step + 1 if saved else None,
                  model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")

@@ -24,8 +24,9 @@ from torch import nn
 from trainer.core import checkpoint, runtime
 from trainer.core.config import TrainerConfig
 from trainer.core.data import dataset_info
-from trainer.core.errors import CheckpointError, first_line
+from trainer.core.errors import CheckpointError, UserError, first_line
 from trainer.runs import build
+from trainer.runs.record import read
 
 
 def describe_position(state: dict) -> str:
@@ -64,10 +65,25 @@ class LoadedRun:
             return self.model(x).float()
 
 
+def model_folder(path: Path) -> Path:
+    """The run folder whose model a path means: a cross-validation means its
+    refit (the one model trained on all the training data); without one it
+    is refused, naming the fold folders to pass instead."""
+    record = read(path) if path.is_dir() else None
+    if record is None or record.get("kind") != "cv":
+        return path
+    if (path / "refit" / "checkpoints").is_dir():
+        return path / "refit"
+    folds = sorted((p.name for p in path.glob("fold_*") if p.is_dir()), key=lambda n: int(n[5:] or 0))
+    shown = f"{path / folds[0]}" + (f" ... {path / folds[-1]}" if len(folds) > 1 else "") if folds else "none yet"
+    raise UserError(f"{path} is a cross-validation without a refit: it has one model per fold ({shown}); "
+                    "pass one of those folders, or train one model on all the data with cv.refit=true")
+
+
 def load_run(path: str | Path, which: str | None = None, device: str = "auto") -> LoadedRun:
     """Rebuild a run's model (weights loaded, eval mode) and transform from a
     run directory or checkpoint file."""
-    ckpt = checkpoint.find(path, which, prefer=("best", "last"))
+    ckpt = checkpoint.find(model_folder(Path(path)), which, prefer=("best", "last"))
     dev = runtime.pick_device(device)
     state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
     config = build.saved_config(ckpt, state)

@@ -1,6 +1,7 @@
-"""One job from start to outcome: the run folder's lock, build, fit, and what
-the record says when it stops early. The orchestrators above (a single run,
-a cross-validation's folds and refit, a sweep's jobs) all come here.
+"""One job from start to outcome: its run folder (checked, locked), build,
+fit, and what the record says when it stops early. The orchestrators above
+(a single run, a cross-validation's folds and refit, a sweep's jobs) all
+come here.
 
 Every failure ends as an Outcome with a status and one line; a job never
 raises for something that went wrong in it, so a sweep goes on.
@@ -9,31 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import math
-import os
 import signal
 import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from trainer.core import display, distributed
-
-from trainer.report import hparams
-
-from trainer.runs import resume
-from trainer.core.config import TrainerConfig, as_dict, validate
+from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted
-from trainer.core.errors import UserError, first_line, internal
-from trainer.runs.record import RunRecord, sweep_value
+from trainer.core.errors import UserError, first_line, internal, say
+from trainer.report import hparams
 from trainer.report.tracking import Output
+from trainer.runs import resume
+from trainer.runs.build import build, fit
+from trainer.runs.folder import RunFolder, worst_value
+from trainer.runs.record import RunRecord, sweep_value
 
 EXIT_FAILED = 1
-GROUP_NAMES = ("data", "transform", "model", "loss", "optimizer", "scheduler", "experiment", "hparams_search")
 log = logging.getLogger("trainer")
 
 
@@ -47,19 +44,34 @@ class Job:
     multirun: bool = False            # Hydra's -m: a failure returns the worst value instead of exiting
     in_sweep: bool = False            # a sweep's job (in this process or its own): a brief console
     hydra_yaml: str | None = None
-    hparams_session: bool = True      # a fold of a cross-validation: its CV run holds the HParams session
+    kind: str = "run"                 # run | cv | fold | refit (trainer.runs.folder.KINDS)
+    belongs: dict = field(default_factory=dict)  # {"sweep": {"dir", "num"}} or {"cv": {"dir", "fold"}}
+
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir, self.kind, main=distributed.is_main(),
+                         setting="hydra.sweep.dir" if self.multirun else "hydra.run.dir")
+
+    def record(self, config: TrainerConfig | None) -> RunRecord:
+        """The job's record, the one writer of its run folder's files. A fold or
+        refit has no HParams session of its own (its CV run holds it); a
+        single run refused at its start records nothing (its folder goes)."""
+        return RunRecord(self.folder(), overrides=self.overrides,
+                         hparams=hparams.of(config, self.choices) if config is not None else {},
+                         config=as_dict(config) if config is not None else {}, hydra_yaml=self.hydra_yaml,
+                         session=self.kind in ("run", "cv"), belongs=self.belongs,
+                         record_refusals=self.in_sweep or self.kind != "run")
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
         (a sweep's job: its folder name, which says what sets it apart)."""
-        groups = " · ".join(str(self.choices[g]) for g in ("data", "transform", "model", "loss", "optimizer",
-                                                          "scheduler") if self.choices.get(g) not in (None, "none"))
+        groups = " · ".join(str(self.choices[g]) for g in GROUPS if self.choices.get(g) not in (None, "none"))
         if self.choices.get("experiment"):
             groups = f"experiment={self.choices['experiment']}: {groups}"
         if self.in_sweep:
             return f"── {self.run_dir.name} ── {groups}"
         given = [display.override(o) for o in self.overrides
-                 if o.split("=", 1)[0].lstrip("+~") not in GROUP_NAMES and not o.startswith("resume=")]
+                 if o.split("=", 1)[0].lstrip("+~") not in (*GROUPS, "experiment", "hparams_search")
+                 and not o.startswith("resume=")]
         return f"Run: {groups}" + (f" ({' '.join(given)})" if given else "")
 
 
@@ -70,6 +82,7 @@ class Outcome:
     value: float                 # the monitored metric; the worst possible one when the job failed
     run_dir: Path
     signum: int = 0
+    key: str | None = None       # the config key a refusal is about (UserError.key)
 
     @property
     def exit_code(self) -> int:
@@ -79,69 +92,96 @@ class Outcome:
 
 
 def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Outcome:
-    """Run one job to its outcome; its record says the same."""
-    from trainer.runs.build import build, fit
-
+    """Run one job to its outcome; its record says the same. Every handler
+    and hook it installs is restored when it returns (trainer.run in a notebook)."""
     output = output or Output(brief=job.in_sweep)
-    main = distributed.is_main()  # torchrun: rank 0 alone writes the record
-    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
-                       config=as_dict(config), hydra_yaml=job.hydra_yaml, main=main, session=job.hparams_session)
-    if main:  # said once the record holds the log: trainer.log starts with it
-        output.say(job.header())
-    worst = worst_value(config)
-    stop, run, traceback_text = StopFlag(record), None, None
-    threading.excepthook = _log_thread_error  # TensorBoard's writer thread: its error reaches the loop anyway
-    try:
-        with stop.at_startup(), (RunLock(job.run_dir) if main else contextlib.nullcontext()):
-            validate(config)  # a bad value first, whatever the folder holds
-            done = completed_already(config, record.previous, job.run_dir, output)
-            if done is not None:
-                return Outcome("completed", None, done, job.run_dir)
-            refuse_to_overwrite(config, record.previous, job)
-            run = build(config, job.run_dir, record, output, stop)
-            with stop.installed():
-                value = fit(run)
-        return Outcome("completed", None, value if not math.isnan(value) else worst, job.run_dir)
-    except Interrupted as e:
-        where = (f"at epoch {run.trainer.position.epoch}, step {run.trainer.position.step}; checkpoint saved, "
-                 f"continue with resume={job.run_dir}") if run is not None else "before training started"
-        outcome = Outcome("interrupted", f"stopped by {signal.Signals(e.signum).name} {where}", worst, job.run_dir,
-                          e.signum)
-    except Diverged as e:
-        outcome = Outcome("diverged", str(e), worst, job.run_dir)
-    except UserError as e:
-        outcome = Outcome("failed", str(e), worst, job.run_dir)
-    except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT
-        outcome = Outcome("interrupted", "stopped by SIGINT before training started", worst, job.run_dir,
-                          signal.SIGINT)
-    except Exception as e:  # noqa: BLE001 - a bug, or the machine (a full disk): one line either way
-        outcome = Outcome("failed", _unexpected(e, record), worst, job.run_dir)
-        if outcome.error.startswith("internal error"):
-            traceback_text = "".join(traceback.format_exception(e))
-    record.fail(outcome.status, outcome.error, traceback_text)
+    record = job.record(config)
+    with _process_hooks(), output.held():
+        if record.main:  # held until the run starts: a refusal is its one line
+            output.say(job.header())
+        if job.in_sweep:
+            output.release()  # a sweep's job names itself first, even when it is refused
+        outcome = _run(config, job, record, output)
+    if outcome.status != "completed" and not record.started and not job.in_sweep and job.kind == "run":
+        record.folder.remove_if_made_now()
     return outcome
 
 
-def worst_value(config: TrainerConfig) -> float:
-    """What a job that did not complete returns to a sweep (an Optuna search): the worst there is."""
-    return math.inf if config.early_stopping.mode == "min" else -math.inf
+def _run(config: TrainerConfig, job: Job, record: RunRecord, output: Output) -> Outcome:
+    worst = worst_value(config.early_stopping.mode)
+    stop, run = StopFlag(record), None
+    try:
+        with stop.at_startup():
+            validate(config)  # a bad value first, whatever the folder holds
+            record.folder.check_ours()
+            with record.folder.locked():
+                done = completed_already(config, record.previous, job.run_dir, output)
+                if done is not None:
+                    output.release()
+                    return Outcome("completed", None, done, job.run_dir)
+                refuse_to_overwrite(config, record.previous, job)
+                run = build(config, job.run_dir, record, output, stop)
+                output.release()
+                with stop.installed():
+                    value = fit(run)
+        return Outcome("completed", None, value if not math.isnan(value) else worst, job.run_dir)
+    except Exception as e:  # noqa: BLE001 - every way a job ends early, said in one line
+        outcome, traceback_text = _failure(e, job, record, run, worst)
+    except KeyboardInterrupt:  # Ctrl-C before the training loop took over SIGINT
+        outcome, traceback_text = Outcome("interrupted", "stopped by SIGINT before training started", worst,
+                                          job.run_dir, signal.SIGINT), None
+    record.fail(outcome.status, outcome.error, traceback_text, key=outcome.key)
+    return outcome
+
+
+def _failure(e: Exception, job: Job, record: RunRecord, run, worst: float) -> tuple[Outcome, str | None]:
+    """The outcome of a job that stopped early, and a traceback for a bug."""
+    if isinstance(e, Interrupted):
+        where = (f"at epoch {run.trainer.position.epoch}, step {run.trainer.position.step}; checkpoint saved, "
+                 f"continue with resume={job.run_dir}") if run is not None else "before training started"
+        return Outcome("interrupted", f"stopped by {signal.Signals(e.signum).name} {where}", worst, job.run_dir,
+                       e.signum), None
+    if isinstance(e, Diverged):
+        return Outcome("diverged", str(e), worst, job.run_dir), None
+    if isinstance(e, UserError):
+        return Outcome("failed", str(e), worst, job.run_dir, key=e.key), None
+    outcome = Outcome("failed", _unexpected(e, record), worst, job.run_dir)
+    bug = outcome.error.startswith("internal error")
+    return outcome, "".join(traceback.format_exception(e)) if bug else None
+
+
+@contextlib.contextmanager
+def _process_hooks():
+    """SIGINT/SIGTERM handlers and threading.excepthook as they were before the
+    job, whatever it installed (a second Ctrl-C during clean-up still works
+    inside it). TensorBoard's writer thread: its error goes to trainer.log,
+    and the loop meets the same error on its next write and says it in one line."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook = threading.excepthook
+    threading.excepthook = _log_thread_error
+    try:
+        yield
+    finally:
+        threading.excepthook = hook
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
 
 
 def _log_thread_error(args) -> None:
-    """A background thread's exception (TensorBoard's writer on a full disk)
-    goes to trainer.log, not as a traceback on the console: the training
-    loop meets the same error on its next write and says it in one line."""
     text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
     # A disk error after the record closed would reach the console through Python's last-resort handler.
     (log.info if issubclass(args.exc_type, OSError) else log.error)(text)
 
 
 def refuse(job: Job, error: str) -> Outcome:
-    """A job whose config could not even be read: recorded like any failure."""
-    record = RunRecord(job.run_dir, overrides=job.overrides, hparams={}, config={}, hydra_yaml=job.hydra_yaml,
-                       main=distributed.is_main())
+    """A job whose config could not even be read: a sweep's job is recorded
+    like any failure; a single run leaves nothing behind."""
+    record = job.record(None)
     record.fail("failed", error)
-    return Outcome("failed", error, -math.inf, job.run_dir)
+    if not job.in_sweep and job.kind == "run":
+        record.folder.remove_if_made_now()
+    return Outcome("failed", error, worst_value(None), job.run_dir)
 
 
 def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Path, output: Output) -> float | None:
@@ -158,6 +198,7 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
         return None
     trained = int((previous.get("final") or {}).get("epochs") or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
+    resume.check_epochs(config.epochs, trained)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
     unused = {k: v for k, v in changes.items() if k != "epochs"}
@@ -171,11 +212,17 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
 
 
 def refuse_to_overwrite(config: TrainerConfig, previous: dict | None, job: Job) -> None:
-    if previous is None or config.resume:
+    """A new run never starts over a run that is there (or whose record is lost)."""
+    if config.resume or job.folder().is_empty():
         return
+    if previous is None:
+        how = (f"continue it with resume={job.run_dir}" if (job.run_dir / "checkpoints" / "last.ckpt").is_file()
+               else "it has no checkpoint to continue from")
+        raise UserError(f"{job.run_dir} holds a trainer run whose metrics.json is missing or unreadable; {how}, "
+                        f"or choose another {job.folder().setting}")
     if job.multirun:
         how = "continue the sweep with resume=auto, or choose another hydra.sweep.dir"
-    elif (job.run_dir / "checkpoints" / "last.ckpt").is_file():
+    elif previous.get("kind") == "cv" or (job.run_dir / "checkpoints" / "last.ckpt").is_file():
         how = f"continue it with resume={job.run_dir}, or choose another hydra.run.dir"
     else:  # it stopped before its first checkpoint: nothing to continue from
         how = "it has no checkpoint to continue from; choose another hydra.run.dir (or delete the folder)"
@@ -211,40 +258,6 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
-class RunLock:
-    """One process per run folder: an flock on the folder itself (no file is
-    made), released when the process exits, however it exits."""
-
-    def __init__(self, run_dir: Path, other: str = "run folder"):
-        self.run_dir = Path(run_dir)
-        self.other = other  # what to choose instead, in the refusal
-        self.fd: int | None = None
-
-    def __enter__(self) -> "RunLock":
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it already, the folds of a CV run not
-            self.fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            raise UserError(f"cannot open the run folder {self.run_dir} ({e.strerror}); "
-                            "choose another with hydra.run.dir=...") from e
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            self.fd = None
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UserError(f"{self.run_dir} is in use by another trainer process; wait for it to finish "
-                                f"(or stop it) first, or choose another {self.other}") from e
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
 class StopFlag:
     """SIGINT/SIGTERM. Before the loop there is nothing to save: stop at once,
     as `interrupted`. In the loop the first signal asks it to stop after this
@@ -276,11 +289,12 @@ class StopFlag:
             with contextlib.suppress(Exception):
                 self.record.fail("interrupted", f"stopped at once by a second {name}; the last checkpoint is "
                                  "from before it")
-            print(f"\ntrainer: stopped at once by a second {name}", file=sys.stderr, flush=True)
+            print(file=sys.stderr)  # after the progress line the signal cut
+            say(f"stopped at once by a second {name}")
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\ntrainer: {name} received: finishing this step and saving a checkpoint "
-              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(file=sys.stderr)  # after the progress line the signal cut
+        say(f"{name} received: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
 
 
 @contextlib.contextmanager
@@ -303,7 +317,7 @@ def _handlers(handler, signums, keep=lambda: False):
 
 
 def describe_failure(outcome: Outcome) -> str:
-    """The console line for a job that did not complete."""
+    """The console line for a job that did not complete (after `trainer: `)."""
     word = "error" if outcome.status == "failed" else outcome.status
-    return f"trainer: {word}: {outcome.error}"
+    return f"{word}: {outcome.error}"
 

@@ -17,7 +17,6 @@ gets a record saying why, so a sweep lists it.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import logging.handlers
 import math
@@ -26,67 +25,65 @@ from typing import Any
 
 import yaml
 
-from trainer.report import hparams
 from trainer.core.files import atomic_write
 from trainer.core.process import process_start_time
+from trainer.report import figures, hparams
+from trainer.report.tracking import tag
+from trainer.runs.folder import KINDS, RunFolder, read_json, worst_value
 
 log = logging.getLogger("trainer")
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
-
-
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=True) + "\n"
-    atomic_write(path, lambda f: f.write(text))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value
-    return value
+FORMAT = 2  # metrics.json states kind, eval_split, best.value, the device used and where the run belongs
 
 
 def read(run_dir: Path) -> dict | None:
-    """A run folder's metrics.json, or None when it has none (or it is unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    """A run folder's metrics.json in today's shape (older records upgraded),
+    or None when it has none (or it is unreadable, or not a regular file)."""
+    data = read_json(Path(run_dir) / "metrics.json")
+    return upgrade(data, Path(run_dir)) if data is not None else None
+
+
+def upgrade(data: dict, run_dir: Path) -> dict:
+    """The facts a record of an older run left to be guessed, stated as a
+    record of today states them: kind, eval_split, best.value, the device
+    without its description, where a fold or refit belongs."""
+    if data.get("format") == FORMAT:
+        return data
+    data = dict(data)
+    monitor = data.get("monitor") or ""
+    parent = run_dir.parent
+    in_cv = (read_json(parent / "metrics.json") or {}).get("monitor") == "cv/mean"
+    if monitor == "cv/mean":
+        kind = "cv"
+    elif in_cv and run_dir.name.startswith("fold_"):
+        kind = "fold"
+    elif in_cv and run_dir.name == "refit":
+        kind = "refit"
+    else:
+        kind = "run"
+    data.setdefault("kind", kind)
+    if kind in ("fold", "refit"):
+        fold = run_dir.name.removeprefix("fold_")
+        data.setdefault("cv", {"dir": str(parent), "fold": int(fold) if fold.isdigit() else None})
+    data.setdefault("eval_split", "val" if monitor.startswith(("val/", "cv/")) else "test" if monitor else None)
+    best = dict(data.get("best") or {})
+    if monitor and "value" not in best:
+        best["value"] = best.get(monitor)
+    data["best"] = best
+    device = str(data.get("device") or "")
+    if " (" in device:
+        data["device"], _, name = device.partition(" (")
+        data.setdefault("device_name", name.rstrip(")"))
+    return data
 
 
 def sweep_value(data: dict) -> float:
-    """What a job returns to its sweeper (Optuna maximises it): its best
-    monitored value, or the worst possible one when it did not complete.
-    Never NaN: Optuna 2.10 refuses it and hydra-optuna-sweeper then ends the search."""
-    worst = math.inf if data.get("mode") == "min" else -math.inf
+    """What a job returns to its sweeper: its best monitored value, or the
+    worst possible one by its mode when it did not complete. Never NaN."""
     value = (data.get("best") or {}).get(data.get("monitor"))
     if data.get("status") != "completed" or not isinstance(value, (int, float)) or math.isnan(value):
-        return worst
+        return worst_value(data.get("mode"))
     return float(value)
-
-
-def mark_killed(run_dir: Path, overrides: list[str], signum: int) -> None:
-    """The record of a job whose process was killed (SIGKILL, the OOM killer)
-    before it could say so itself; a record that already tells how the job
-    ended is left alone."""
-    import signal
-
-    data = read(run_dir)
-    if data is not None and data.get("status") not in (None, "running"):
-        return
-    data = data or {"overrides": overrides, "hparams": {}, "final": {}, "best": {}, "history": [], "timing": {}}
-    history = data.get("history") or []
-    where = f"during epoch {history[-1]['epoch'] + 1}" if history else "before its first epoch ended"
-    data.update(status="failed", error=f"killed by {signal.Signals(signum).name} {where} (out of memory, or "
-                                       "stopped from outside); continue it with resume=auto")
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(run_dir) / "metrics.json", data)
 
 
 class LogBuffer:
@@ -126,27 +123,37 @@ class RunRecord:
     """The run's files (see the module docstring). `main=False` (DDP ranks
     other than 0) keeps everything in memory."""
 
-    def __init__(self, run_dir: Path, *, overrides: list[str], hparams: dict, config: dict,
-                 hydra_yaml: str | None = None, main: bool = True, session: bool = True):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "metrics.json"
-        self.config, self.hydra_yaml, self.main = config, hydra_yaml, main
+    def __init__(self, folder: RunFolder, *, overrides: list[str], hparams: dict, config: dict,
+                 hydra_yaml: str | None = None, session: bool = True, belongs: dict | None = None,
+                 record_refusals: bool = True):
+        self.folder = folder
+        # A job refused before it started leaves a record saying why (a sweep lists it), or nothing at all
+        # (a single run: its folder is removed).
+        self.record_refusals = record_refusals
+        self.run_dir = folder.path
+        self.path = folder.record_path
+        self.config, self.hydra_yaml, self.main = config, hydra_yaml, folder.main
         self.session = session  # an HParams session of its own (not a cross-validation's fold)
         self.logs = LogBuffer()
         self.previous = read(self.run_dir)  # a run already here: never touched before start
         self.started = False
         self.writer = None  # TensorBoard, once started
+        assert folder.kind in KINDS, folder.kind
         self.data: dict[str, Any] = {
-            "status": "running", "error": None, "overrides": overrides, "hparams": hparams,
-            "monitor": None, "mode": None, "device": None, "final": {}, "best": {}, "history": [], "timing": {},
+            "format": FORMAT, "kind": folder.kind, "status": "running", "error": None, "overrides": overrides,
+            "hparams": hparams, "monitor": None, "mode": None, "eval_split": None, "device": None,
+            "device_name": None, "sweep": None, "cv": None, **(belongs or {}),
+            "final": {}, "best": {}, "history": [], "timing": {},
         }
 
     # ------------------------------------------------------------- moments
-    def start(self, *, monitor: str, mode: str, device: str, history: list[dict], resumed: bool, tensorboard: bool,
-              purge_step: int | None, model_summary: str) -> None:
+    def start(self, *, monitor: str, mode: str, eval_split: str, device: str, device_name: str | None,
+              history: list[dict], resumed: bool, tensorboard: bool, purge_step: int | None,
+              model_summary: str) -> None:
         """Every check has passed: from here on the run's files are ours to write.
         A resumed run starts with the history its checkpoint holds."""
-        self.data.update(monitor=monitor, mode=mode, device=device, history=list(history))
+        self.data.update(monitor=monitor, mode=mode, eval_split=eval_split, device=device, device_name=device_name,
+                         history=list(history))
         if resumed and self.previous is not None:  # keep the first attempt's start-up timing
             self.data["timing"] = dict(self.previous.get("timing") or {})
             self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
@@ -154,6 +161,7 @@ class RunRecord:
         self.started = True
         if not self.main:
             return
+        self.folder.claim()
         self._write_hydra_files()
         self.logs.to_file(self.run_dir / "trainer.log")
         self.write()
@@ -171,7 +179,7 @@ class RunRecord:
     def finish(self, final: dict, best: dict) -> None:
         """Every other file first, metrics.json's `completed` last: a reader
         that sees a run completed sees all of its files complete."""
-        self.data.update(final=final, best=best)
+        self.data.update(final=final, best={**best, "value": best.get(self.data["monitor"])})
         if self.writer is not None:
             self._final_scalars(final)
             if self.session:
@@ -185,8 +193,6 @@ class RunRecord:
     def _final_scalars(self, final: dict) -> None:
         """The last points of the curves HParams reads: the test set (logged
         per epoch only without a validation split), the best epoch, the time."""
-        from trainer.report.tracking import tag
-
         history = self.data["history"]
         step = history[-1].get("step", 0) if history else 0
         logged = set(history[-1]) if history else set()
@@ -194,20 +200,23 @@ class RunRecord:
             if key not in logged and isinstance(final.get(key), (int, float)) and not isinstance(final[key], bool):
                 self.writer.add_scalar(tag(key), final[key], step)
 
-    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None) -> None:
+    def fail(self, status: str, error: str, traceback_text: str | None = None, final: dict | None = None,
+             key: str | None = None) -> None:
         """The job stopped without final metrics (or with some: a
         cross-validation with a failed fold). A record that never started
         writes only into a folder that held no run before (a sweep job that
         failed on a bad value still shows up, with its hparams and why)."""
         self.logs.note(f"{status}: {error}")  # the line the console ends with
+        self.data["error_key"] = key  # the config key a refusal names: its value is left out of HParams
         if traceback_text:
             log.error(traceback_text)
-        fresh = not self.started and self.previous is None
+        fresh = not self.started and self.previous is None and self.record_refusals and self.folder.usable()
         if self.started or fresh:
             if final:
                 self.data["final"] = final
             try:
                 if fresh and self.main:
+                    self.folder.claim()
                     self._write_hydra_files()
                     self.logs.to_file(self.run_dir / "trainer.log")
                 self._draw_curves()
@@ -220,16 +229,13 @@ class RunRecord:
         self.close()
 
     def write(self) -> None:
-        if self.main:
-            write_json(self.path, self.data)
+        self.folder.write_record(self.data)
 
     def _draw_curves(self) -> None:
         """curves.png: the epochs so far, loss and accuracy (a picture: never a reason to fail)."""
         history = [row for row in self.data["history"] if "epoch" in row]
         if not (self.main and history):
             return
-        from trainer.report import figures
-
         try:
             figures.save_png(figures.curves(history, self.run_dir.name), self.run_dir / "curves.png")
         except Exception as e:  # noqa: BLE001

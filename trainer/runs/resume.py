@@ -18,6 +18,8 @@ from pathlib import Path
 from trainer.core import checkpoint, display, distributed, schedules
 from trainer.core.config import as_dict, from_dict
 from trainer.core.errors import UserError
+from trainer.core.files import read_text
+from trainer.runs.record import read
 
 # Changes that apply to a saved state at any point: how long, how fast, what
 # is logged and saved, and where the data and the computation live.
@@ -54,7 +56,7 @@ def expand(args: list[str]) -> list[str]:
     if not saved.is_file():
         raise UserError(f"{run_dir} has no .hydra/overrides.yaml, so its settings are unknown; "
                         "resume a run directory made by trainer")
-    previous = yaml.safe_load(saved.read_text()) or []
+    previous = yaml.safe_load(read_text(saved)) or []
     extra = [a for a in args if not a.startswith("resume=")]
     given_keys = {_key(a) for a in extra}  # a key given again replaces the run's own value
     kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir=")) and _key(o) not in given_keys]
@@ -62,10 +64,8 @@ def expand(args: list[str]) -> list[str]:
 
 
 def is_cross_validation(folder: Path) -> bool:
-    """A cross-validation's own folder: its record monitors the folds' mean."""
-    from trainer.runs.record import read
-
-    return folder.is_dir() and (read(folder) or {}).get("monitor") == "cv/mean"
+    """A cross-validation's own folder, as its record states."""
+    return folder.is_dir() and (read(folder) or {}).get("kind") == "cv"
 
 
 def _key(override: str) -> str:
@@ -123,6 +123,8 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
     changes = {k: (before[k], after[k]) for k in sorted(set(before) & set(after), key=_which_first)
                if before[k] != after[k] and not k.startswith(IGNORED)}
     mid_epoch = position.get("step", 0) > 0
+    if "epochs" in changes and "epoch" in position:  # the epoch in progress counts as trained once it has steps
+        check_epochs(changes["epochs"][1], position["epoch"] - (0 if mid_epoch else 1))
     scheduler = before.get("scheduler.name")  # the schedule the saved state follows
     for key, (old, value) in changes.items():
         name = key.removesuffix("._target_")  # model._target_ differs: another model
@@ -142,6 +144,14 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
     return changes
 
 
+def check_epochs(epochs: int, trained: int) -> None:
+    """A run cannot be made shorter than it has already trained: its record
+    and checkpoints hold those epochs."""
+    if epochs < trained:
+        raise UserError(f"epochs={epochs} is fewer than the run has already trained ({trained}); resume with "
+                        f"epochs={trained} or more, or start a new run")
+
+
 def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
     """check_changes against the config a run folder recorded when its run
     started (.hydra/config.yaml), for what a checkpoint cannot tell: a
@@ -153,7 +163,7 @@ def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
     if previous.get("monitor") is None or not saved.is_file():
         return {}
     try:  # an older run's moved `_target_`s upgraded, as a checkpoint's are
-        recorded = as_dict(from_dict(yaml.safe_load(saved.read_text()) or {}))
+        recorded = as_dict(from_dict(yaml.safe_load(read_text(saved)) or {}))
     except UserError as e:
         raise UserError(f"{saved}: {e}") from e
     return check_changes(recorded, new, {"step": 0})

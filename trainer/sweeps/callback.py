@@ -23,7 +23,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from trainer.core import display
-from trainer.core.files import write_text
+from trainer.core.errors import UserError, say
+from trainer.core.files import read_text, write_text
+from trainer.runs.folder import RunFolder
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -54,13 +56,10 @@ class SweepCallback(Callback):
         """One sweep per folder: a second one started alongside (same
         hydra.sweep.dir) would train the same jobs and overwrite the summary.
         Held until this process exits; job processes lock their own folders."""
-        from trainer.core.errors import UserError
-        from trainer.runs.job import RunLock
-
         try:
-            self.lock = RunLock(sweep_dir, other="hydra.sweep.dir").__enter__()
+            self.lock = RunFolder(sweep_dir, setting="hydra.sweep.dir").hold_lock()
         except UserError as e:
-            print(f"trainer: error: {e}", file=sys.stderr)
+            say(f"error: {e}")
             raise SystemExit(1) from e
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
@@ -70,7 +69,7 @@ class SweepCallback(Callback):
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
         line = summary.failure_line(rows or [], details=True)
         if line:
-            print(f"trainer: {line}", file=sys.stderr)
+            say(line)
             raise SystemExit(1)
 
 
@@ -100,7 +99,7 @@ def _refuse_another_plan(sweep_dir: Path, overrides: list[str]) -> None:
     """resume=auto continues the sweep that was started in this folder: other
     arguments would be refused by every job, and its plan rewritten first."""
     try:
-        started = json.loads((sweep_dir / PLAN).read_text())["command"]
+        started = json.loads(read_text(sweep_dir / PLAN))["command"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # no plan to hold it to (a sweep from before sweep.json)
     before, now = (sorted(o for o in items if o != "resume=auto") for items in (started, overrides))

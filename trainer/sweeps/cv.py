@@ -21,78 +21,101 @@ from __future__ import annotations
 import dataclasses
 import signal
 import statistics
-import sys
 from pathlib import Path
 
 from trainer.core import display
-
-from trainer.report import hparams
-from trainer.core.config import TrainerConfig, as_dict, validate
-from trainer.core.errors import UserError
-from trainer.runs.job import (Job, Outcome, RunLock, completed_already, execute, refuse_to_overwrite,
-                              worst_value)
-from trainer.sweeps import summary
-from trainer.runs.record import RunRecord, read
+from trainer.core.config import TrainerConfig, validate
+from trainer.core.errors import UserError, warn
 from trainer.report.tracking import Output
+from trainer.runs.folder import worst_value
+from trainer.runs.job import Job, Outcome, completed_already, execute, refuse_to_overwrite
+from trainer.runs.record import read
+from trainer.sweeps import summary
 
 
 def run(config: TrainerConfig, job: Job, output: Output) -> Outcome:
     """`cv.folds=K`: the same checks as a single run first (bad values, a
-    finished or used folder), then every fold, the statistics and the refit."""
-    previous = read(job.run_dir)
+    folder that is not ours, a finished or used folder), then every fold,
+    the statistics and the refit."""
+    cv_job = dataclasses.replace(job, kind="cv")
+    record = cv_job.record(config)
     try:
         validate(config)  # a bad value fails once, before any fold starts
-        done = completed_already(config, previous, job.run_dir, output)
-        if done is not None:
-            return Outcome("completed", None, done, job.run_dir)
-        refuse_to_overwrite(config, previous, job)
-        return _run_folds(config, job, output)
+        record.folder.check_ours()
+        with record.folder.locked():
+            done = completed_already(config, record.previous, job.run_dir, output)
+            if done is not None:
+                return Outcome("completed", None, done, job.run_dir)
+            refuse_to_overwrite(config, record.previous, job)
+            return _run_folds(config, cv_job, record, output)
     except UserError as e:
-        record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
-                           config=as_dict(config), hydra_yaml=job.hydra_yaml)
         record.fail("failed", str(e))
-        return Outcome("failed", str(e), worst_value(config), job.run_dir)
+        return Outcome("failed", str(e), worst_value(config.early_stopping.mode), job.run_dir)
 
 
-def _run_folds(config: TrainerConfig, job: Job, output: Output) -> Outcome:
+def _run_folds(config: TrainerConfig, job: Job, record, output: Output) -> Outcome:
     """Every fold, then the statistics (and the refit): the CV run's outcome."""
-    record = RunRecord(job.run_dir, overrides=job.overrides, hparams=hparams.of(config, job.choices),
-                       config=as_dict(config), hydra_yaml=job.hydra_yaml)
-    worst = worst_value(config)
+    worst = worst_value(config.early_stopping.mode)
     output.say(job.header())
-    with RunLock(job.run_dir):
-        record.start(monitor="cv/mean", mode=config.early_stopping.mode, device=config.device, history=[],
-                     resumed=bool(config.resume), tensorboard=config.tracking.tensorboard, purge_step=None,
-                     model_summary="")
-        output.say(f"Cross-validation: {config.cv.folds} folds of the training set, in {job.run_dir}")
-        brief = Output(output.console, brief=True)  # a few lines per fold
-        results = []
-        for fold in range(1, config.cv.folds + 1):
-            fold_config = dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold), resume="auto")
-            fold_job = Job(job.run_dir / f"fold_{fold}", [*job.overrides, f"cv.fold={fold}"], job.choices,
-                           job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml, hparams_session=False)
-            outcome = execute(fold_config, fold_job, brief)
-            results.append(_fold_row(fold, fold_job.run_dir, outcome))
-            record.epoch(results[-1])
-            if outcome.status == "interrupted":
-                # Where to continue is the cross-validation, not the fold (resuming a fold alone trains only it).
-                saved = "checkpoint saved, " if (fold_job.run_dir / "checkpoints" / "last.ckpt").is_file() else ""
-                error = (f"stopped by {signal.Signals(outcome.signum).name} in fold {fold} of {config.cv.folds}; "
-                         f"{saved}continue the cross-validation with resume={job.run_dir}")
-                record.fail("interrupted", error)
-                return Outcome("interrupted", error, worst, job.run_dir, outcome.signum)
-        final = statistics_of(results, config.cv.folds)
-        if config.cv.refit:
-            final.update(_refit(config, job, output))
+    record.start(monitor="cv/mean", mode=config.early_stopping.mode, eval_split="val", device=config.device,
+                 device_name=None, history=[], resumed=bool(config.resume), tensorboard=config.tracking.tensorboard,
+                 purge_step=None, model_summary="")
+    output.say(f"Cross-validation: {config.cv.folds} folds of the training set, in {job.run_dir}")
+    brief = Output(output.console, brief=True)  # a few lines per fold
+    results = []
+    for fold in range(1, config.cv.folds + 1):
+        fold_config = dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold), resume="auto")
+        fold_job = _inner_job(job, f"fold_{fold}", "fold", fold, [f"cv.fold={fold}"])
+        outcome = execute(fold_config, fold_job, brief)
+        results.append(_fold_row(fold, fold_job.run_dir, outcome))
+        record.epoch(results[-1])
+        if outcome.status == "interrupted":
+            # Where to continue is the cross-validation, not the fold (resuming a fold alone trains only it).
+            saved = "checkpoint saved, " if (fold_job.run_dir / "checkpoints" / "last.ckpt").is_file() else ""
+            error = (f"stopped by {signal.Signals(outcome.signum).name} in fold {fold} of {config.cv.folds}; "
+                     f"{saved}continue the cross-validation with resume={job.run_dir}")
+            record.fail("interrupted", error)
+            return Outcome("interrupted", error, worst, job.run_dir, outcome.signum)
+    record.data.update(_device_used(job.run_dir / "fold_1"))
+    final = statistics_of(results, config.cv.folds)
+    refit = _refit(config, job, output) if config.cv.refit else None
+    if refit is not None and refit.status != "completed":
+        return _refit_stopped(record, refit, final, worst, job)
+    if refit is not None:
+        final.update(_refit_metrics(job.run_dir / "refit"))
     _say(output, results, final)
     _summarize_folds(job.run_dir)
     failed = [r for r in results if r["status"] != "completed"]
-    if failed or (config.cv.refit and "test/acc" not in final):
-        error = "; ".join(f"fold {r['fold']} {r['status']}: {r['error']}" for r in failed) or "the refit failed"
+    if failed:
+        error = "; ".join(f"fold {r['fold']} {r['status']}: {r['error']}" for r in failed)
         record.fail("failed", error, final=final)
         return Outcome("failed", error, worst, job.run_dir)
     record.finish(final, {"cv/mean": final["cv/mean"]})
     return Outcome("completed", None, final["cv/mean"], job.run_dir)
+
+
+def _inner_job(job: Job, name: str, kind: str, fold: int | None, overrides: list[str]) -> Job:
+    """A fold or the refit: a run folder inside the CV's, belonging to it."""
+    return Job(job.run_dir / name, [*job.overrides, *overrides], job.choices, job.multirun, in_sweep=True,
+               hydra_yaml=job.hydra_yaml, kind=kind, belongs={"cv": {"dir": str(job.run_dir), "fold": fold}})
+
+
+def _device_used(fold_dir: Path) -> dict:
+    """The device the folds trained on (the CV's config may say `auto`)."""
+    data = read(fold_dir) or {}
+    return {key: data[key] for key in ("device", "device_name") if data.get(key)}
+
+
+def _refit_stopped(record, refit: Outcome, final: dict, worst: float, job: Job) -> Outcome:
+    """The refit did not complete: the CV says how (interrupted: resume= continues it)."""
+    if refit.status == "interrupted":
+        error = (f"stopped by {signal.Signals(refit.signum).name} in the refit; continue the cross-validation "
+                 f"with resume={job.run_dir}")
+        record.fail("interrupted", error, final=final)
+        return Outcome("interrupted", error, worst, job.run_dir, refit.signum)
+    error = f"the refit {refit.status}: {refit.error}"
+    record.fail("failed", error, final=final)
+    return Outcome("failed", error, worst, job.run_dir)
 
 
 def _summarize_folds(run_dir: Path) -> None:
@@ -103,7 +126,7 @@ def _summarize_folds(run_dir: Path) -> None:
     try:
         summary.summarize(run_dir, console=Console(quiet=True), write=True)
     except (summary.SweepError, OSError) as e:
-        print(f"trainer: warning: the folds' summary was not written ({e})", file=sys.stderr)
+        warn(f"the folds' summary was not written ({e})")
 
 
 def _fold_row(fold: int, run_dir: Path, outcome) -> dict:
@@ -129,15 +152,17 @@ def statistics_of(rows: list[dict], folds: int) -> dict:
             "cv/n": len(values), "cv/k": folds, "epochs": epochs, "train_seconds": sum(seconds)}
 
 
-def _refit(config: TrainerConfig, job, output) -> dict:
+def _refit(config: TrainerConfig, job: Job, output: Output) -> Outcome:
     """One more run on the whole training set (no fold held out): the test set, once."""
     output.say("Refit on the whole training set, evaluated on the test set")
     refit_config = dataclasses.replace(config, cv=dataclasses.replace(config.cv, folds=0, fold=0, refit=False),
                                        resume="auto")
-    refit_job = Job(job.run_dir / "refit", [*job.overrides, "cv.folds=0", "cv.refit=false"], job.choices,
-                    job.multirun, in_sweep=True, hydra_yaml=job.hydra_yaml, hparams_session=False)
-    execute(refit_config, refit_job, Output(output.console, brief=True))
-    final = (read(refit_job.run_dir) or {}).get("final") or {}
+    refit_job = _inner_job(job, "refit", "refit", None, ["cv.folds=0", "cv.refit=false"])
+    return execute(refit_config, refit_job, Output(output.console, brief=True))
+
+
+def _refit_metrics(refit_dir: Path) -> dict:
+    final = (read(refit_dir) or {}).get("final") or {}
     return {key: final[key] for key in ("test/acc", "test/loss") if key in final}
 
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from trainer.core import display
+from trainer.core.files import read_text
 
 PLAN = "sweep.json"
 # Where things are, not what a job is: never part of a job's folder name.
@@ -38,6 +39,6 @@ def job_number(folder_name: str) -> int | None:
 def varying_keys(sweep_dir: Path) -> list[str]:
     """What the sweep in `sweep_dir` varies, from its plan ([] if unknown)."""
     try:
-        return list(json.loads((Path(sweep_dir) / PLAN).read_text()).get("varies") or [])
+        return list(json.loads(read_text(Path(sweep_dir) / PLAN)).get("varies") or [])
     except (OSError, ValueError, AttributeError):
         return []

@@ -35,7 +35,7 @@ from trainer.core import display
 
 from trainer.sweeps import groups
 from trainer.core.errors import UserError, report
-from trainer.core.files import atomic_write
+from trainer.core.files import atomic_write, read_text
 from trainer.report.tracking import wide_console
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
@@ -81,7 +81,7 @@ def _missing(root: Path, rows: list[dict]) -> list[dict]:
     from trainer.sweeps.plan import PLAN, job_number
 
     try:
-        planned = json.loads((root / PLAN).read_text()).get("jobs") or []
+        planned = json.loads(read_text(root / PLAN)).get("jobs") or []
     except (OSError, ValueError, AttributeError):
         return []
     started = {job_number(row["job"].split("/")[0]) for row in rows}
@@ -200,7 +200,7 @@ def _read_metrics(path: Path) -> tuple[dict, str | None]:
     if not path.is_file():
         return {}, "missing"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except (OSError, ValueError) as e:
         return {}, f"metrics.json unreadable ({_one_line(e)})"
     if not isinstance(data, dict):
@@ -214,7 +214,7 @@ def _read_overrides(path: Path) -> list[str] | None:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError):
         return None
     if data is None:

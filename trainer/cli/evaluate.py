@@ -54,7 +54,7 @@ from trainer.core.files import read_text
 from trainer.core.pipeline import DeviceBatches
 from trainer.runs.build import load_data, make_loss
 from trainer.runs.inference import LoadedRun, describe_position, load_run
-from trainer.runs.record import write_json
+from trainer.runs.folder import write_json
 
 PROG = "trainer-eval"
 SPLITS = ("test", "val", "train")

@@ -211,14 +211,15 @@ NOT_FILES = {
 
 @pytest.mark.parametrize("case", NOT_FILES)
 def test_what_is_not_a_data_file_is_refused_naming_it(synthetic_root, tmp_path, case):
-    from trainer.runs.build import load_data
+    from trainer.core.config import DataConfig
     from trainer.core.errors import DataError
+    from trainer.runs.build import load_data
 
     shutil.copytree(synthetic_root / "MNIST", tmp_path / "MNIST")
     corrupt, problem = NOT_FILES[case]
     name = corrupt(tmp_path / "MNIST" / "raw")
     with pytest.raises(DataError) as e:
-        load_data({"name": "mnist", "root": str(tmp_path), "verify": False, "download": False}, seed=0,
+        load_data(DataConfig(name="mnist", root=str(tmp_path), verify=False, download=False), seed=0,
                   log=lambda *_: None)
     assert name in str(e.value) and problem in str(e.value) and "\n" not in str(e.value)
 

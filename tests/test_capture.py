@@ -4,13 +4,15 @@ step is the eager step bit for bit, its checkpoints resume either way, and
 replay themselves need a GPU (the last test, skipped without CUDA)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from trainer.core import schedules
 from trainer.core.capture import StaticStep, plan
-from trainer.core.engine import EarlyStopping, Trainer
+from trainer.core.engine import EarlyStopping, Schedule, Trainer, TrainStep
 from trainer.core.errors import UserError
 from trainer.core.pipeline import BatchTransform, DeviceBatches
 from test_engine import data
@@ -41,13 +43,10 @@ def make_trainer(optimizer: str, *, static: bool, fused: bool, device="cpu", epo
     test = DeviceBatches(tx.to(device), ty.to(device), 20, BatchTransform(), train=False)
     sched, interval = schedules.build("onecycle", opt, lr=0.05, epochs=epochs, steps_per_epoch=len(train),
                                       interval="step")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    step = StaticStep(model, loss_fn, opt, batch_size=20, device=torch.device(device), grad_clip=grad_clip,
-                      capture=device == "cuda") if static else None
-    return Trainer(model=model, loss_fn=loss_fn, optimizer=opt, train_batches=train, eval_batches={"test": test},
-                   device=torch.device(device), epochs=epochs, scheduler=sched, scheduler_interval=interval,
-                   early_stopping=EarlyStopping("test/acc"), log_every_n_steps=3, grad_clip=grad_clip,
-                   static_step=step)
+    step = TrainStep(model, nn.CrossEntropyLoss(label_smoothing=0.1), opt, torch.device(device), grad_clip=grad_clip)
+    return Trainer(step, train_batches=train, eval_batches={"test": test},
+                   schedule=Schedule(epochs, sched, interval, EarlyStopping("test/acc"), log_every_n_steps=3),
+                   static_step=StaticStep(step, batch_size=20, capture=device == "cuda") if static else None)
 
 
 def fitted(optimizer: str, **kwargs) -> Trainer:
@@ -59,7 +58,7 @@ def fitted(optimizer: str, **kwargs) -> Trainer:
 
 
 def weights(trainer: Trainer) -> dict:
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in trainer.step.model.state_dict().items()}
 
 
 def same_weights(a: Trainer, b: Trainer) -> bool:
@@ -74,8 +73,9 @@ def test_static_step_is_the_eager_step_bit_for_bit(optimizer, fused):
     static = fitted(optimizer, static=True, fused=fused)
     assert static.static_step.steps == 8  # four full batches an epoch; the partial ones ran eagerly
     assert same_weights(eager, static)
-    assert torch.equal(eager.optimizer.state_dict()["state"][0]["momentum_buffer" if optimizer == "sgd" else "exp_avg"],
-                       static.optimizer.state_dict()["state"][0]["momentum_buffer" if optimizer == "sgd" else "exp_avg"])
+    moment = "momentum_buffer" if optimizer == "sgd" else "exp_avg"
+    assert torch.equal(eager.step.optimizer.state_dict()["state"][0][moment],
+                       static.step.optimizer.state_dict()["state"][0][moment])
     # The epoch's sums are added inside the step: the same logged numbers.
     for a, b in zip(eager.history, static.history):
         assert (a["train/loss"], a["train/acc"], a["lr"], a["test/acc"]) == (b["train/loss"], b["train/acc"], b["lr"],
@@ -96,15 +96,15 @@ def test_static_checkpoint_resumes_exactly_and_into_an_eager_run():
     keeps reading it), and an eager run can resume the same file."""
     straight = fitted("adam", static=True, fused=True)
     first = make_trainer("adam", static=True, fused=True)
-    first.epochs = 1
+    first.schedule = dataclasses.replace(first.schedule, epochs=1)
     first.fit()
     state = first.state_dict()
     assert isinstance(state["optimizer"]["param_groups"][0]["lr"], float)
 
     second = make_trainer("adam", static=True, fused=True)
-    lr_tensor = second.optimizer.param_groups[0]["lr"]
+    lr_tensor = second.step.optimizer.param_groups[0]["lr"]
     second.load_state_dict(state)
-    assert second.optimizer.param_groups[0]["lr"] is lr_tensor
+    assert second.step.optimizer.param_groups[0]["lr"] is lr_tensor
     assert float(lr_tensor) == state["optimizer"]["param_groups"][0]["lr"]
     second.fit()
     assert same_weights(straight, second)
@@ -112,7 +112,7 @@ def test_static_checkpoint_resumes_exactly_and_into_an_eager_run():
 
     eager = make_trainer("adam", static=False, fused=False)
     eager.load_state_dict(state)
-    group = eager.optimizer.param_groups[0]
+    group = eager.step.optimizer.param_groups[0]
     assert isinstance(group["lr"], float) and group["foreach"] and not group["fused"]
     eager.fit()  # foreach Adam refuses a tensor lr: this would raise if one leaked through
     assert eager.history[-1]["epoch"] == 2

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import dataclasses
+import typing
 
 import pytest
 import torch
 
 from helpers import check_before_data, compose_cfg
+from trainer.core import config
 from trainer.runs import build
 from trainer.core.engine import monitored
 from trainer.core.errors import UserError
@@ -88,6 +90,68 @@ def test_optimizers_train_a_step(name):
     assert opt.param_groups[0]["lr"] == lr
     x, y = torch.rand(32, 1, 28, 28), torch.arange(32) % 10
     _assert_lowers_loss(model, torch.nn.CrossEntropyLoss(), opt, x, y)
+
+
+# ------------------------------------------------------------ typed groups
+GROUP_UNIONS = {"model": config.ModelConfig, "loss": config.LossConfig, "optimizer": config.OptimizerConfig}
+
+
+def test_each_group_union_holds_exactly_the_groups_schemas():
+    hints = typing.get_type_hints(config.TrainerConfig)
+    for group, union in GROUP_UNIONS.items():
+        assert hints[group] == union
+        schemas = {cls for path, cls in config.SCHEMAS.items() if path.startswith(f"{group}/")}
+        assert set(typing.get_args(union)) == schemas, group
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "optimizer"])
+def test_every_option_composes_into_its_group_dataclass_and_back_from_a_checkpoint(group):
+    for name in options(group):
+        cfg = compose_cfg([f"{group}={name}"])
+        assert isinstance(getattr(cfg, group), typing.get_args(GROUP_UNIONS[group])), name
+        assert config.from_dict(config.as_dict(cfg)) == cfg, name  # what a checkpoint keeps, typed again
+
+
+# A checkpoint's saved group -> the dataclass and `_target_` it becomes. A checkpoint holds
+# every key of its groups; an older one a key since dropped (optimizer.lr) and not those since added.
+SAVED_GROUPS = [
+    ("model", {"_target_": "trainer.models.MLP", "hidden": [8]}, config.MLPConfig, "trainer.core.models.MLP"),
+    ("model", {"_target_": "trainer.models.ConvNet", "channels": [4]}, config.ConvConfig,
+     "trainer.core.models.ConvNet"),
+    ("loss", {"_target_": "trainer.losses.CrossEntropy", "label_smoothing": 0.1}, config.SmoothedLossConfig,
+     "trainer.core.losses.CrossEntropy"),
+    ("loss", {"_target_": "trainer.losses.NLL"}, config.PlainLossConfig, "trainer.core.losses.NLL"),
+    ("loss", {"_target_": "trainer.losses.MultiMargin", "p": 2}, config.MultiMarginConfig,
+     "trainer.core.losses.MultiMargin"),
+    ("optimizer", {"_target_": "torch.optim.AdamW", "lr": 0.1, "betas": [0.8, 0.9], "eps": 1e-8, "weight_decay": 0.05,
+                   "amsgrad": False}, config.AdamConfig, "torch.optim.AdamW"),
+    ("optimizer", {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9}, config.SGDConfig, "torch.optim.SGD"),
+    ("transform", {"_target_": "trainer.pipeline.BatchTransform", "shift": 2}, config.TransformConfig,
+     "trainer.core.pipeline.BatchTransform"),
+]
+
+
+@pytest.mark.parametrize("group, saved, cls, target", SAVED_GROUPS)
+def test_a_saved_group_becomes_its_dataclass_with_moved_targets_upgraded(group, saved, cls, target):
+    values = {**config.as_dict(compose_cfg([])), group: saved}
+    node = getattr(config.from_dict(values), group)
+    assert type(node) is cls and node._target_ == target
+    kept = {k: v for k, v in saved.items() if k != "_target_" and k in {f.name for f in dataclasses.fields(cls)}}
+    assert {k: getattr(node, k) for k in kept} == kept  # its values; a key the schema dropped (optimizer.lr) is gone
+
+
+def test_a_saved_config_missing_a_required_value_is_one_line():
+    values = config.as_dict(compose_cfg([]))
+    del values["data"]["name"]
+    with pytest.raises(UserError, match=r"^its saved config has no data\.name; use a checkpoint written by trainer$"):
+        config.from_dict(values)
+
+
+def test_a_group_that_is_not_one_of_its_schemas_is_refused_once_composed():
+    composed = dataclasses.replace(compose_cfg([]), model={"_target_": "mine.Net"})
+    with pytest.raises(UserError, match=r"^model is not one of the model schemas.*/schema/model/mlp, "
+                                        r"/schema/model/conv\)$"):
+        config.from_composed(composed)
 
 
 def _assert_lowers_loss(model, loss_fn, opt, x, y, steps=5):

@@ -2,6 +2,7 @@
 built directly from tensors and modules (no config, no subprocess)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from trainer.core import schedules
-from trainer.core.engine import Diverged, EarlyStopping, Interrupted, Trainer, evaluate
+from trainer.core.engine import (Checkpointing, Diverged, EarlyStopping, Interrupted, Safety, Schedule, Trainer,
+                                 TrainStep, evaluate)
 from trainer.core.pipeline import BatchTransform, DeviceBatches
 
 
@@ -27,7 +29,8 @@ def data(n: int = 96, seed: int = 0):
     return images, labels
 
 
-def make_trainer(tmp_path=None, *, epochs=2, shuffle=True, scheduler="none", stop=lambda: 0, **kwargs) -> Trainer:
+def make_trainer(tmp_path=None, *, epochs=2, shuffle=True, scheduler="none", stop=lambda: 0, every_n_steps=0,
+                 **safety) -> Trainer:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 4))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -37,14 +40,44 @@ def make_trainer(tmp_path=None, *, epochs=2, shuffle=True, scheduler="none", sto
     test = DeviceBatches(tx, ty, 20, BatchTransform(), train=False)
     sched, interval = schedules.build(scheduler, optimizer, lr=1e-2, epochs=epochs, steps_per_epoch=len(train),
                                       interval="step")
-    return Trainer(model=model, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer, train_batches=train,
-                   eval_batches={"test": test}, device=torch.device("cpu"), epochs=epochs, scheduler=sched,
-                   scheduler_interval=interval, early_stopping=EarlyStopping("test/acc"),
-                   checkpoint_dir=tmp_path, log_every_n_steps=2, stop_requested=stop, **kwargs)
+    return Trainer(TrainStep(model, nn.CrossEntropyLoss(), optimizer, torch.device("cpu")), train_batches=train,
+                   eval_batches={"test": test},
+                   schedule=Schedule(epochs, sched, interval, EarlyStopping("test/acc"), log_every_n_steps=2),
+                   checkpointing=Checkpointing(tmp_path, every_n_steps), safety=Safety(stop_requested=stop, **safety))
 
 
 def weights(trainer: Trainer) -> dict:
-    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    return {k: v.clone() for k, v in trainer.step.model.state_dict().items()}
+
+
+# --------------------------------------------------------- the training step
+def test_the_step_is_forward_loss_backward_clip_optimizer_step_then_the_sums():
+    """TrainStep (the one step the eager loop and the captured step both run)
+    against the textbook loop written out here, bit for bit, with clipping
+    that bites: a step in another order gives other weights."""
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 4))
+        return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    model, optimizer = model_and_optimizer()
+    step = TrainStep(model, nn.CrossEntropyLoss(), optimizer, torch.device("cpu"), grad_clip=0.05)
+    reference, reference_optimizer = model_and_optimizer()
+    images, labels = data()
+    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    for start in range(0, len(labels), 16):
+        x, y = images[start:start + 16].float() / 255, labels[start:start + 16]
+        reference_optimizer.zero_grad()
+        logits = reference(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
+        reference_optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        assert torch.equal(step(x, y), loss.detach())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+    assert torch.equal(step.running.loss_sum, loss_sum) and torch.equal(step.running.correct, correct)
 
 
 # ------------------------------------------------------------------ Trainer
@@ -67,7 +100,7 @@ def test_state_dict_round_trip_continues_exactly(tmp_path):
     straight.fit()
 
     first = make_trainer(epochs=2, scheduler="cosine")
-    first.epochs = 1  # the same 2-epoch schedule, stopped after epoch 1
+    first.schedule = dataclasses.replace(first.schedule, epochs=1)  # the same 2-epoch schedule, stopped after epoch 1
     first.fit()
     state = first.state_dict()
     second = make_trainer(epochs=2, scheduler="cosine")
@@ -101,7 +134,7 @@ def test_a_stop_request_mid_epoch_saves_where_it_stands(tmp_path):
 
 
 def test_divergence_names_the_step_and_what_is_kept(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=2, checkpoint_every_n_steps=0)
+    trainer = make_trainer(tmp_path, epochs=2, every_n_steps=0)
     real_step = trainer.train_step
 
     def step(x, y, weight=1.0):

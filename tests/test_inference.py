@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from helpers import metrics, run_cli, tiny
 from trainer.cli import evaluate, predict
 from trainer.core import data
-from trainer.core.checkpoint import find
+from trainer.core.checkpoint import find, save
+from trainer.core.config import TrainerConfig
 from trainer.core.engine import confusion_matrix
+from trainer.core.models import MLP
 from trainer.runs.inference import load_run
 from trainer.core.errors import CheckpointError
 
@@ -229,3 +232,53 @@ def test_console_scripts_are_declared():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("trainer-eval") == "trainer.cli.evaluate:main"
     assert scripts.get("trainer-predict") == "trainer.cli.predict:main"
+
+
+# ------------------------------------------------- checkpoints of older versions
+def old_format_checkpoint(path: Path, synthetic_root: Path) -> nn.Module:
+    """A checkpoint as trainer wrote it before the package layout moved its
+    modules (trainer.models.MLP, trainer.losses..., trainer.pipeline...),
+    written by hand: a key the schema has since dropped (optimizer.lr), keys
+    it has since gained left out (cv, cuda_graph, train.drop_last). Returns
+    the model whose weights it holds."""
+    torch.manual_seed(3)
+    model = MLP(hidden=[24]).eval()
+    config = {
+        "data": {"name": "fashion_mnist", "root": str(synthetic_root), "val_split": 0.0, "subset": 0,
+                 "test_subset": 0, "search_paths": [], "download": False, "verify": False},
+        "transform": {"_target_": "trainer.pipeline.BatchTransform", "scale": True, "mean": 0.5, "std": 1.0,
+                      "shift": 0, "hflip": 0.0, "erase": 0.0},
+        "model": {"_target_": "trainer.models.MLP", "in_features": 784, "hidden": [24], "num_classes": 10,
+                  "activation": "relu", "dropout": 0.0, "batchnorm": False},
+        "loss": {"_target_": "trainer.losses.CrossEntropy", "label_smoothing": 0.0},
+        "optimizer": {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.0, "dampening": 0.0,
+                      "nesterov": False, "weight_decay": 0.0},
+        "scheduler": {"name": "none", "interval": "epoch"},
+        "seed": 3, "epochs": 1, "batch_size": 64, "lr": 0.05, "device": "cpu", "precision": "fp32",
+        "pipeline": "device", "train": {"shuffle": False, "eval_batch_size": 100},
+    }
+    save({"config": config, "model": model.state_dict(), "position": {"epoch": 2, "step": 0, "global_step": 4}},
+         path)
+    return model
+
+
+def test_an_old_format_checkpoint_loads_and_evaluates(synthetic_root, test_split, tmp_path, capsys):
+    ckpt = tmp_path / "old" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    model = old_format_checkpoint(ckpt, synthetic_root)
+
+    loaded = load_run(ckpt, device="cpu")
+    assert isinstance(loaded.config, TrainerConfig)
+    assert (loaded.config.model._target_, loaded.config.loss._target_, loaded.config.transform._target_) == (
+        "trainer.core.models.MLP", "trainer.core.losses.CrossEntropy", "trainer.core.pipeline.BatchTransform")
+
+    code, out, err = call_main(evaluate.main, capsys, ckpt, "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(ckpt.with_name("last.eval-test.json").read_text())
+    images, labels = test_split
+    with torch.no_grad():  # the transform by hand: ToTensor then Normalize(0.5, 1.0)
+        logits = model(images.float().div(255).sub(0.5).unsqueeze(1))
+    assert report["samples"] == TEST_SIZE and report["batch_size"] == 100
+    assert report["correct"] == int((logits.argmax(1) == labels).sum())
+    assert report["loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, labels)), rel=1e-5)
+    assert report["loss_fn"] == "trainer.core.losses.CrossEntropy"

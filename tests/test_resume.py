@@ -174,3 +174,21 @@ def _run_fault(args: list[str], cwd: Path, **fault):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINER_TEST_FAULT": json.dumps(fault)}
     return subprocess.run([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=240)
+
+
+def test_a_run_written_before_the_modules_moved_resumes(finished, tmp_path):
+    """A run folder from before the package layout (its checkpoints' configs
+    and .hydra/config.yaml name trainer.models.MLP, trainer.losses...,
+    trainer.pipeline...) is the same run: its saved config is upgraded, not
+    taken for another model, loss or transform."""
+    run_dir = copy_of(finished, tmp_path)
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = checkpoint.load(ckpt)
+        for group in ("model", "loss", "transform"):
+            state["config"][group]["_target_"] = state["config"][group]["_target_"].replace("trainer.core.", "trainer.")
+        checkpoint.save({k: v for k, v in state.items() if k != "format"}, ckpt)
+    recorded = run_dir / ".hydra" / "config.yaml"
+    recorded.write_text(recorded.read_text().replace("trainer.core.", "trainer."))
+    assert "trainer.models.MLP" in recorded.read_text()
+    done = run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)
+    assert "Resuming" in done.stdout and [h["epoch"] for h in metrics(run_dir)["history"]] == [1, 2]

@@ -47,9 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from trainer.cli.commands import positive_int
-from trainer.core import display, errors, paths
+from trainer.core import data, display, engine, errors, paths
+from trainer.core.config import CVConfig, DataConfig
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
+from trainer.core.pipeline import DeviceBatches
+from trainer.runs.build import load_data, make_loss
+from trainer.runs.inference import LoadedRun, describe_position, load_run
+from trainer.runs.folder import write_json
 
 PROG = "trainer-eval"
 SPLITS = ("test", "val", "train")
@@ -68,12 +73,12 @@ def _launch_cwd(run_dir: Path) -> Path | None:
         return None
 
 
-def data_root(data_cfg: dict, folder: str, run_dir: Path, override: str | None) -> Path:
+def data_root(data_cfg: DataConfig, folder: str, run_dir: Path, override: str | None) -> Path:
     """--data-root, else the run's data.root. A relative root is looked up
     from the current folder, then from the folder the run was started in."""
     if override:
         return Path(override).expanduser()
-    root = Path(str(data_cfg.get("root", "data"))).expanduser()
+    root = Path(data_cfg.root).expanduser()
     if root.is_absolute():
         return root
     candidates = [Path.cwd() / root]
@@ -86,20 +91,19 @@ def data_root(data_cfg: dict, folder: str, run_dir: Path, override: str | None) 
     return candidates[0]
 
 
-def split_data(data_cfg: dict, seed: int, root: Path, split: str, log, cv_cfg: dict | None = None) -> tuple[Any, Any, str]:
+def split_data(data_cfg: DataConfig, seed: int, root: Path, split: str, log,
+               cv_cfg: CVConfig | None = None) -> tuple[Any, Any, str]:
     """(images uint8 [N,28,28], labels [N], description) of one split, as the
     run saw it: trainer.runs.build.load_data, the same function training used."""
-    from trainer.runs.build import load_data
-
     splits = load_data(data_cfg, seed, log=log, root=root, cv=cv_cfg)
-    subset, test_subset = int(data_cfg.get("subset") or 0), int(data_cfg.get("test_subset") or 0)
+    subset, test_subset = data_cfg.subset, data_cfg.test_subset
     if split == "test":
         what = f"test set, first {test_subset} images (the run's data.test_subset)" if test_subset else "test set"
         return (*splits.test, what)
     if split == "val":
         if splits.val is None:
             raise UserError("the run had no validation split (data.val_split=0); use --split test or --split train")
-        held_out = display.typed(data_cfg.get("val_split"))
+        held_out = display.typed(data_cfg.val_split)
         return (*splits.val, f"validation split (data.val_split={held_out}, seed {seed})")
     what = ("train set" + (f", first {subset} images" if subset else "")
             + (", validation part removed" if splits.val is not None else ""))
@@ -107,11 +111,8 @@ def split_data(data_cfg: dict, seed: int, root: Path, split: str, log, cv_cfg: d
 
 
 # -------------------------------------------------------------- evaluation
-def evaluate(run, images, labels, loss_fn, batch_size: int) -> dict[str, Any]:
+def evaluate(run: LoadedRun, images, labels, loss_fn, batch_size: int) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix: engine.evaluate, the pass that scored the run."""
-    from trainer.core import engine
-    from trainer.core.pipeline import DeviceBatches
-
     dev = run.device
     batches = DeviceBatches(images.to(dev), labels.to(dev), batch_size, run.transform, shuffle=False, train=False)
     result = engine.evaluate(run.model, batches, loss_fn.to(dev), dev, run.precision, num_classes=len(run.classes))
@@ -167,8 +168,6 @@ def output_path(checkpoint: Path, split: str, override: str | None) -> Path:
 
 
 def write_report(path: Path, report: dict) -> None:
-    from trainer.runs.folder import write_json
-
     try:
         write_json(path, report)
     except OSError as e:
@@ -201,24 +200,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, console) -> dict:
-    from trainer.core import data
-    from trainer.runs.build import make_loss
-    from trainer.runs.inference import describe_position, load_run
-
     if args.output:  # before any work: a folder or a pipe there would be replaced, or fail only at the end
         why = paths.problem(Path(args.output).expanduser(), "file")
         if why not in (None, "missing"):
             raise UserError(f"--output {args.output} {why}; choose another file with --output")
     loaded = load_run(args.path, args.checkpoint, args.device)
     config = loaded.config
-    data_cfg = config.get("data") or {}
     info = data.dataset_info(loaded.dataset)
-    root = data_root(data_cfg, info.folder, loaded.run_dir, args.data_root)
-    seed = int(config.get("seed", 0))
-    images, labels, what = split_data(data_cfg, seed, root, args.split,
-                                      log=lambda text: console.print(text, style="dim"), cv_cfg=config.get("cv"))
-    loss_fn = make_loss(config.get("loss"))
-    batch_size = args.batch_size or int((config.get("train") or {}).get("eval_batch_size") or 2000)
+    root = data_root(config.data, info.folder, loaded.run_dir, args.data_root)
+    images, labels, what = split_data(config.data, config.seed, root, args.split,
+                                      log=lambda text: console.print(text, style="dim"), cv_cfg=config.cv)
+    loss_fn = make_loss(config.loss)
+    batch_size = args.batch_size or config.train.eval_batch_size
     result = evaluate(loaded, images, labels, loss_fn, batch_size)
     report = {
         "checkpoint": str(loaded.checkpoint.resolve()),
@@ -232,7 +225,7 @@ def run(args: argparse.Namespace, console) -> dict:
         "accuracy": result["accuracy"],
         "loss": result["loss"],
         "correct": result["correct"],
-        "loss_fn": (config.get("loss") or {}).get("_target_"),
+        "loss_fn": config.loss._target_,
         "classes": list(loaded.classes),
         "per_class": result["per_class"],
         "confusion_matrix": result["confusion_matrix"],

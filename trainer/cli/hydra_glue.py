@@ -34,7 +34,7 @@ def register() -> None:
     if _registered:
         return
     store = ConfigStore.instance()
-    store.store(name="trainer_schema", node=schema.TrainerConfig)
+    store.store(name="trainer_schema", node=schema.composition_schema())
     for path, node in schema.SCHEMAS.items():
         group, _, name = path.rpartition("/")
         store.store(group=f"schema/{group}" if group else "schema", name=name, node=node)
@@ -75,12 +75,12 @@ def typed(cfg: DictConfig) -> schema.TrainerConfig:
     """The composed config as the schema's dataclasses, every interpolation
     resolved: `lr=${nope}` or `~epochs` fails here, naming its key."""
     try:
-        config = OmegaConf.to_object(cfg)
+        composed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "the config"
         raise UserError(f"{key}: {first_line(e)}; check its value (trainer --cfg job shows the whole config)") from e
-    _refuse_extra_keys(cfg, config, "")
-    return config
+    _refuse_extra_keys(cfg, composed, "")
+    return schema.from_composed(composed)
 
 
 def _refuse_extra_keys(node: DictConfig, obj, prefix: str) -> None:

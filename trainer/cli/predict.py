@@ -42,6 +42,8 @@ from pathlib import Path
 from trainer.cli.commands import positive_int
 from trainer.core import errors, paths
 from trainer.core.errors import UserError
+from trainer.runs.export import load_exported
+from trainer.runs.inference import describe_position, load_run
 
 PROG = "trainer-predict"
 SIZE = 28
@@ -173,10 +175,6 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console) -> list[dict]:
     import torch
 
-    # Imported on use, as load_run always was here: an argument error answers before torch loads.
-    from trainer.runs.export import load_exported
-    from trainer.runs.inference import load_run
-
     # Read every image first: a bad file fails fast, before the model is loaded.
     inputs = [read_image(path, invert=args.invert) for path in args.images]
     loaded = load_exported(args.model) if args.model else load_run(args.path, args.checkpoint, args.device)
@@ -210,8 +208,6 @@ def _note_light_backgrounds(results: list[dict], inverted: bool) -> None:
 
 def print_table(console, results: list[dict], loaded, args) -> None:
     from rich.table import Table
-
-    from trainer.runs.inference import describe_position
 
     if args.model:
         title = f"{loaded.path} ({loaded.format}, {loaded.dataset})"

@@ -19,10 +19,7 @@ from __future__ import annotations
 import time
 
 import torch
-from torch import nn
-
-from trainer.core import runtime
-from trainer.core.engine import Running
+from trainer.core.engine import TrainStep
 from trainer.core.errors import UserError
 
 CHOICES = ("auto", True, False)
@@ -82,20 +79,17 @@ def optimizer_arguments(target: str, lr: float, device: torch.device) -> dict:
 
 
 class StaticStep:
-    """The eager step's arithmetic over static buffers, for full batches.
-    With `capture` (CUDA), the first WARMUP_STEPS run eagerly on a side
-    stream, real steps that also allocate the lazy state (gradients, optimizer
-    moments, cuDNN plans); the next is recorded, and every later one replays."""
+    """The training step (engine.TrainStep, the one the eager loop runs) over
+    static buffers, for full batches. With `capture` (CUDA), the first
+    WARMUP_STEPS run eagerly on a side stream, real steps that also allocate
+    the lazy state (gradients, optimizer moments, cuDNN plans); the next is
+    recorded, and every later one replays."""
 
     WARMUP_STEPS = 3
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, *, batch_size: int,
-                 device: torch.device, precision: str = "fp32", grad_clip: float = 0.0, capture: bool = False):
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.batch_size, self.device, self.precision, self.grad_clip = batch_size, device, precision, grad_clip
-        self.capture = capture
-        self.running = Running(device)  # the epoch's sums, added to inside the step
-        self.loss = torch.zeros((), device=device)
+    def __init__(self, step: TrainStep, *, batch_size: int, capture: bool = False):
+        self.step, self.batch_size, self.capture = step, batch_size, capture
+        self.loss = torch.zeros((), device=step.device)
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
         self.graph = None
@@ -125,33 +119,25 @@ class StaticStep:
         return self.loss
 
     def _step(self) -> None:
-        # Trainer.train_step's arithmetic, in the same order.
-        with runtime.autocast(self.device, self.precision, cache=not self.capture):
-            logits = self.model(self.x)
-            loss = self.loss_fn(logits, self.y)
-        self.optimizer.zero_grad(set_to_none=False)  # the graph keeps the gradients' addresses
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        loss = loss.detach()
-        self.loss.copy_(loss)
-        self.running.add(loss, logits.detach(), self.y)
+        # Autocast's cache of cast weights must not carry casts made outside the graph into it.
+        self.loss.copy_(self.step(self.x, self.y, keep_grads=True, autocast_cache=not self.capture))
 
     def _warm_up(self) -> None:
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
+        device = self.step.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             self._step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
 
     def _record(self) -> None:
         """Record one step (recording runs nothing); the caller replays it."""
-        torch.cuda.synchronize(self.device)
+        device = self.step.device
+        torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._step()
-        torch.cuda.synchronize(self.device)
+        torch.cuda.synchronize(device)
         self.capture_seconds = time.perf_counter() - t0
         self.graph = graph

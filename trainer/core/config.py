@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from trainer.core import data, display, engine, models, pipeline, runtime, schedules, vision_models
 from trainer.core.errors import UserError
@@ -118,7 +118,7 @@ class TorchvisionConfig:
 
 
 @dataclass
-class LossConfig:
+class SmoothedLossConfig:
     _target_: str = MISSING
     label_smoothing: float = in_range(0, 1, 0.0, high_open=True)  # cross_entropy only
 
@@ -203,6 +203,14 @@ class SchedulerConfig:
     cycle_momentum: bool = False          # onecycle: momentum (Adam: beta1) cycles 0.95-0.85 against the lr
 
 
+# What each group may hold. OmegaConf 2.3 refuses a Union of structured
+# configs, so Hydra composes onto `composition_schema()` (these fields as Any)
+# and `from_composed()` checks once that each holds one of its union's members.
+ModelConfig = Union[MLPConfig, ConvConfig, TorchvisionConfig]
+LossConfig = Union[SmoothedLossConfig, PlainLossConfig, MultiMarginConfig, PairwiseLossConfig]
+OptimizerConfig = Union[SGDConfig, AdamConfig, AdagradConfig, RMSpropConfig, AdadeltaConfig]
+
+
 # ---------------------------------------------------------------- top level
 @dataclass
 class TrainConfig:
@@ -259,9 +267,9 @@ class CVConfig:
 class TrainerConfig:
     data: DataConfig = MISSING  # type: ignore[assignment]
     transform: TransformConfig = MISSING  # type: ignore[assignment]
-    model: Any = MISSING
-    loss: Any = MISSING
-    optimizer: Any = MISSING
+    model: ModelConfig = MISSING  # type: ignore[assignment]
+    loss: LossConfig = MISSING  # type: ignore[assignment]
+    optimizer: OptimizerConfig = MISSING  # type: ignore[assignment]
     scheduler: SchedulerConfig = MISSING  # type: ignore[assignment]
     seed: int = in_range(0, 2**63 - 1, 0)
     deterministic: bool = False
@@ -296,7 +304,7 @@ SCHEMAS = {
     "model/mlp": MLPConfig,
     "model/conv": ConvConfig,
     "model/torchvision": TorchvisionConfig,
-    "loss/with_smoothing": LossConfig,
+    "loss/with_smoothing": SmoothedLossConfig,
     "loss/plain": PlainLossConfig,
     "loss/multi_margin": MultiMarginConfig,
     "loss/pairwise": PairwiseLossConfig,
@@ -393,26 +401,22 @@ def _check_cross_fields(c: TrainerConfig) -> None:
         raise UserError(f"cuda_graph={c.cuda_graph} must be auto, true or false", key='cuda_graph')
     hflip = c.transform.hflip
     if hflip != "auto" and not (isinstance(hflip, (int, float)) and not isinstance(hflip, bool) and 0 <= hflip <= 1):
-        raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto", key='transform.hflip')
-    # Both datasets hold 1x28x28 images in 10 classes: anything else fails at the first batch.
-    channels, height, width = data.IMAGE_SHAPE
-    for key, fits in (("in_features", channels * height * width), ("in_channels", channels),
-                      ("image_size", height), ("num_classes", data.NUM_CLASSES)):
-        if hasattr(c.model, key) and getattr(c.model, key) != fits:
-            raise UserError(f"model.{key}={getattr(c.model, key)}: the images are {channels}x{height}x{width} "
-                            f"in {data.NUM_CLASSES} classes, so it must be {fits}")
+        raise UserError(f"transform.hflip={hflip} must be a probability in [0, 1] or auto", key="transform.hflip")
+    _check_model_fits_the_images(c.model)
     s = c.scheduler
     if s.name == "cosine" and s.warmup_epochs >= c.epochs:
         raise UserError(f"scheduler.warmup_epochs={display.typed(s.warmup_epochs)} is not shorter than the run "
                         f"(epochs={c.epochs}), so the cosine decay would never start; use a shorter warm-up "
-                        "or more epochs", key='scheduler.warmup_epochs')
-    if getattr(c.model, "pretrained", False) and c.transform.mean is not None:
+                        "or more epochs", key="scheduler.warmup_epochs")
+    if isinstance(c.model, TorchvisionConfig) and c.model.pretrained and c.transform.mean is not None:
         raise UserError(f"model.pretrained=true normalises its inputs with the weights' own (ImageNet) statistics, "
                         f"and transform.mean={display.typed(c.transform.mean)} would normalise them twice: set "
                         "transform.mean=null", key="transform.mean")
-    betas = getattr(c.optimizer, "betas", None)
-    if betas is not None and not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
-        raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)", key='optimizer.betas')
+    if isinstance(c.optimizer, AdamConfig):
+        betas = c.optimizer.betas
+        if not (len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+            raise UserError(f"optimizer.betas={display.typed(betas)} must be two values in [0, 1)",
+                            key="optimizer.betas")
 
 
 def _check_monitor(c: TrainerConfig) -> None:
@@ -449,9 +453,27 @@ def _check_cv(c: TrainerConfig) -> None:
                         key='cv.refit')
 
 
+def _check_model_fits_the_images(model: ModelConfig) -> None:
+    """Both datasets hold 1x28x28 images in 10 classes: anything else fails at the first batch."""
+    channels, height, width = data.IMAGE_SHAPE
+    if isinstance(model, MLPConfig):
+        fixed = {"in_features": (model.in_features, channels * height * width)}
+    else:
+        fixed = {"in_channels": (model.in_channels, channels), "image_size": (model.image_size, height)}
+    fixed["num_classes"] = (model.num_classes, data.NUM_CLASSES)
+    for key, (value, fits) in fixed.items():
+        if value != fits:
+            raise UserError(f"model.{key}={value}: the images are {channels}x{height}x{width} "
+                            f"in {data.NUM_CLASSES} classes, so it must be {fits}", key=f"model.{key}")
+
+
 # ------------------------------------------------ keys that apply with some choices
+# The optimizers whose momentum (SGD, RMSprop) or first beta (Adam, AdamW) a one-cycle schedule can cycle.
+WITH_MOMENTUM = (SGDConfig, RMSpropConfig, AdamConfig)
+
+
 def _has_momentum(c) -> bool:
-    return hasattr(c.optimizer, "momentum") or hasattr(c.optimizer, "betas")
+    return isinstance(c.optimizer, WITH_MOMENTUM)
 
 
 @dataclass(frozen=True)
@@ -521,13 +543,102 @@ def _default(cls, name: str):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-# ------------------------------------------------------------- plain dicts
+# ------------------------------------------------- into and out of the schema
 def as_dict(config) -> dict:
     """The config as plain builtins (what checkpoints and the record keep)."""
     return dataclasses.asdict(config)
 
 
-def from_dict(cls, values: dict):
-    """A group's dataclass from a saved dict, ignoring keys it no longer has."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in (values or {}).items() if k in names})
+def composition_schema() -> type:
+    """TrainerConfig as OmegaConf 2.3 can hold it, for Hydra to compose onto:
+    the same fields, with the group unions (which it refuses: "Unions of
+    containers are not supported") as Any. Each group's YAML still merges onto
+    its own dataclass (`/schema/model/mlp`), so keys and types are checked."""
+    hints = get_type_hints(TrainerConfig)
+    return dataclasses.make_dataclass("TrainerConfig", [
+        (f.name, Any if _group_union(hints[f.name]) else hints[f.name],
+         field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+        for f in dataclasses.fields(TrainerConfig)])
+
+
+def from_composed(composed) -> TrainerConfig:
+    """The typed config of what OmegaConf built on `composition_schema()`,
+    each group checked against its union once, here."""
+    config = TrainerConfig(**{f.name: getattr(composed, f.name) for f in dataclasses.fields(TrainerConfig)})
+    hints = get_type_hints(TrainerConfig)
+    for f in dataclasses.fields(TrainerConfig):
+        members, value = _group_union(hints[f.name]), getattr(config, f.name)
+        if members and not isinstance(value, members):
+            schemas = ", ".join(f"/schema/{path}" for path, cls in SCHEMAS.items() if cls in members)
+            raise UserError(f"{f.name} is not one of the {f.name} schemas: a {f.name} YAML file starts from one "
+                            f"in its defaults list ({schemas})")
+    return config
+
+
+# Modules whose classes a checkpoint's `_target_` may name under an older path.
+MOVED = {"trainer.models.": "trainer.core.models.", "trainer.losses.": "trainer.core.losses.",
+         "trainer.pipeline.": "trainer.core.pipeline."}
+
+
+def from_dict(values: dict) -> TrainerConfig:
+    """The typed config of the plain dict a checkpoint keeps, upgraded from
+    older checkpoints: a `_target_` under a module path that moved names its
+    new one, a key the schema no longer has is dropped, one it gained takes
+    its default. Not validated: the run was trained with these values."""
+    return _node(TrainerConfig, values, "")
+
+
+def _node(cls: type, values, prefix: str):
+    if not isinstance(values, dict):
+        raise UserError(f"its saved config holds {display.typed(values)} where {prefix.rstrip('.') or 'the config'} "
+                        "should be; use a checkpoint written by trainer")
+    hints, kwargs = get_type_hints(cls), {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, kinds = values[f.name], _group_union(hints[f.name]) or _dataclass(hints[f.name])
+        if kinds:
+            value = _node(_member(kinds, value), value, f"{prefix}{f.name}.")
+        elif f.name == "_target_" and isinstance(value, str):
+            value = _upgraded(value)
+        kwargs[f.name] = value
+    node = cls(**kwargs)
+    unset = [f.name for f in dataclasses.fields(node) if getattr(node, f.name) == MISSING]
+    if unset:
+        raise UserError(f"its saved config has no {prefix}{unset[0]}; use a checkpoint written by trainer")
+    return node
+
+
+def _upgraded(target: str) -> str:
+    return next((new + target[len(old):] for old, new in MOVED.items() if target.startswith(old)), target)
+
+
+def _group_union(kind) -> tuple[type, ...]:
+    """The dataclasses a group union allows; () for any other type."""
+    members = get_args(kind) if get_origin(kind) is Union else ()
+    return tuple(m for m in members if dataclasses.is_dataclass(m))
+
+
+def _dataclass(kind) -> tuple[type, ...]:
+    return (kind,) if dataclasses.is_dataclass(kind) else ()
+
+
+def _member(members: tuple[type, ...], values) -> type:
+    """Which of a group's dataclasses a saved node (every key of its group, as
+    as_dict wrote it) is: the one whose default `_target_` it names, else the
+    one holding most of its keys, the fewest others on a tie (`loss/plain`
+    for NLL, `loss/with_smoothing` for cross-entropy, `optimizer/adam` for AdamW)."""
+    if len(members) == 1:
+        return members[0]
+    target = values.get("_target_") if isinstance(values, dict) else None
+    for cls in members:
+        if target is not None and _default(cls, "_target_") in (target, _upgraded(target)):
+            return cls
+    keys = set(values) if isinstance(values, dict) else set()
+    return max(members, key=lambda cls: (len(keys & _names(cls)), -len(_names(cls))))
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+

@@ -212,32 +212,120 @@ def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: in
     return torch.bincount(index, minlength=c * c).view(c, c)
 
 
-# ---------------------------------------------------------------- Trainer
+# ------------------------------------------------------- the training step
+class Running:
+    """An epoch's loss and accuracy sums, on the device. A captured step adds
+    to the same tensors in place, so they are zeroed, never replaced."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.window_loss = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.window_loss += loss
+
+    def zero_(self) -> "Running":
+        for t in (self.loss_sum, self.correct, self.window_loss):
+            t.zero_()
+        return self
+
+
 @dataclass
-class Trainer:
+class TrainStep:
+    """What is trained, and the one training step: forward, loss, backward,
+    clipping, the optimizer step and the epoch's running sums. The eager loop
+    (Trainer.train_step) and the captured one (capture.StaticStep) both call
+    it, so they cannot drift apart."""
+
     model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
-    train_batches: Any
-    eval_batches: dict[str, Any]  # {"val": ...} and/or {"test": ...}
     device: torch.device
+    precision: str = "fp32"  # runtime.PRECISIONS
+    grad_clip: float = 0.0   # 0 = off
+
+    def __post_init__(self):
+        self.scaler = runtime.grad_scaler(self.device, self.precision)  # fp16 only
+        self.running = Running(self.device)  # added to inside the step, captured or not
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0, *,
+                 keep: Callable[[torch.Tensor], bool] | None = None, keep_grads: bool = False,
+                 autocast_cache: bool = True) -> torch.Tensor | None:
+        """One step on (x, y); its detached loss, or None where `keep(loss)`
+        turned the batch down (nothing stepped). `weight` scales the loss for
+        backward only (DDP, see Trainer.train_epoch). `keep_grads`: gradients
+        zeroed in place, not dropped (a graph keeps their addresses)."""
+        with runtime.autocast(self.device, self.precision, cache=autocast_cache):
+            logits = self.model(x)
+            # An empty share of a global batch (DDP, fewer samples than ranks)
+            # still joins the gradient all-reduce, with a zero loss.
+            loss = self.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
+        if keep is not None and not keep(loss):
+            return None
+        self.optimizer.zero_grad(set_to_none=not keep_grads)
+        objective = loss * weight if weight != 1.0 else loss
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+            if self.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            objective.backward()
+            if self.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+        loss = loss.detach()
+        self.running.add(loss, logits.detach(), y)
+        return loss
+
+
+# ---------------------------------------------------------------- Trainer
+@dataclass(frozen=True)
+class Schedule:
+    """How long the run trains and what paces it."""
+
     epochs: int
     scheduler: Any = None
     scheduler_interval: str = "epoch"  # "epoch" or "step"
-    tracker: Any = field(default_factory=NullTracker)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    checkpoint_dir: Path | None = None
-    checkpoint_every_n_steps: int = 0
-    save_best: bool = True
     log_every_n_steps: int = 100
-    precision: str = "fp32"  # runtime.PRECISIONS
-    grad_clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and when the state is saved; `folder` None saves nothing (DDP ranks but 0, tests)."""
+
+    folder: Path | None = None
+    every_n_steps: int = 0  # also inside epochs (0 = at epoch ends only)
+    save_best: bool = True
+    extra_state: dict = field(default_factory=dict)  # saved verbatim in checkpoints (the run's config)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What stops a run: a non-finite loss, or a signal."""
+
     nan_policy: str = "stop"  # NAN_POLICIES
     max_skipped_batches: int = 10
     stop_requested: Callable[[], int] = lambda: 0  # returns a signal number when a stop was asked for
-    extra_state: dict = field(default_factory=dict)  # saved verbatim in checkpoints (the run's config)
+
+
+@dataclass
+class Trainer:
+    step: TrainStep
+    train_batches: Any
+    eval_batches: dict[str, Any]  # {"val": ...} and/or {"test": ...}
+    schedule: Schedule
+    checkpointing: Checkpointing = field(default_factory=Checkpointing)
+    safety: Safety = field(default_factory=Safety)
+    tracker: Any = field(default_factory=NullTracker)
     on_epoch_end: Callable[[int, int], None] | None = None  # (epoch, global step): dashboards, a search's pruning
-    static_step: Any = None  # capture.StaticStep: full batches over static buffers (a CUDA graph)
+    static_step: Any = None  # capture.StaticStep over `step`: full batches over static buffers (a CUDA graph)
 
     def __post_init__(self):
         self.position = Position()
@@ -250,33 +338,33 @@ class Trainer:
         self.last_saved: Position | None = None  # where the newest last.ckpt stands
         self.eval_split = eval_split("val" in self.eval_batches)
         self.test_samples: int | None = None
-        self.scaler = runtime.grad_scaler(self.device, self.precision)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, float]:
-        while self.position.epoch <= self.epochs:
+        schedule = self.schedule
+        while self.position.epoch <= schedule.epochs:
             epoch = self.position.epoch
             train_metrics = self.train_epoch(epoch, start_step=self.position.step)
             evaluation = self.evaluate(self.eval_split)
             row = {"epoch": epoch, "step": self.position.global_step, **train_metrics,
                    **evaluation.metrics(self.eval_split)}
             self.history.append(row)
-            monitored_value = row.get(self.early_stopping.monitor)
-            is_best = monitored_value is not None and self.early_stopping.update(monitored_value, epoch)
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
-                self.scheduler.step()
+            monitored_value = row.get(schedule.early_stopping.monitor)
+            is_best = monitored_value is not None and schedule.early_stopping.update(monitored_value, epoch)
+            if schedule.scheduler is not None and schedule.scheduler_interval == "epoch":
+                schedule.scheduler.step()
             self.position = Position(epoch + 1, 0, self.position.global_step)
             self.tracker.log_epoch(row, is_best=is_best)
             self.save("last.ckpt")
-            if is_best and self.save_best:
+            if is_best and self.checkpointing.save_best:
                 self.save("best.ckpt")
             if self.on_epoch_end is not None:  # after the saves: a run it stops (Pruned) keeps this epoch
                 self.on_epoch_end(epoch, self.position.global_step)
             signum = self.agreed_stop(check=True)
             if signum:
                 raise Interrupted(signum)
-            if self.early_stopping.should_stop:
-                es = self.early_stopping
+            if schedule.early_stopping.should_stop:
+                es = schedule.early_stopping
                 self.tracker.message(f"early stopping: {es.monitor} has not improved for "
                                      f"{es.patience} epoch{'s' if es.patience != 1 else ''} "
                                      f"(best {self.tracker.format_metric(es.monitor, es.best)} at epoch {es.best_epoch})")
@@ -288,11 +376,10 @@ class Trainer:
 
     def train_epoch(self, epoch: int, start_step: int = 0) -> dict[str, float]:
         """One pass over the training batches, from `start_step` (mid-epoch resume)."""
-        self.model.train()
-        sums = _EpochSums.start(self.device, self.partial if start_step else None,
-                                self.static_step.running if self.static_step is not None else None)
+        self.step.model.train()
+        sums = _EpochSums.start(self.step.running, self.partial if start_step else None)
         world = distributed.world_size()
-        progress = self.tracker.progress(epoch, self.epochs, len(self.train_batches), start_step)
+        progress = self.tracker.progress(epoch, self.schedule.epochs, len(self.train_batches), start_step)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(self.train_batches.epoch(epoch, start_step), start=start_step):
             # DDP averages gradients over ranks; weighting each rank's mean loss by
@@ -307,9 +394,9 @@ class Trainer:
             self.position.step = step + 1
             self.position.global_step += 1
             progress.advance(step + 1)  # a count, no sync: a live bar redraws on its own timer
-            if self.scheduler is not None and self.scheduler_interval == "step":
-                self.scheduler.step()
-            if self.position.global_step % self.log_every_n_steps == 0 or step + 1 == len(self.train_batches):
+            if self.schedule.scheduler is not None and self.schedule.scheduler_interval == "step":
+                self.schedule.scheduler.step()
+            if self.position.global_step % self.schedule.log_every_n_steps == 0 or step + 1 == len(self.train_batches):
                 self._log_window(sums, epoch, step + 1, progress)
             if step + 1 < len(self.train_batches):  # a complete epoch is evaluated and saved by fit()
                 self._maybe_checkpoint(sums, loss, epoch, step + 1, time.perf_counter() - t0, progress)
@@ -343,9 +430,9 @@ class Trainer:
 
     def _maybe_checkpoint(self, sums: "_EpochSums", loss, epoch: int, step: int, seconds: float, progress) -> None:
         """Mid-epoch: save at `checkpoint.every_n_steps` and when a stop was asked for."""
-        g = self.position.global_step
-        periodic = bool(self.checkpoint_every_n_steps) and g % self.checkpoint_every_n_steps == 0
-        signum = self.agreed_stop(check=periodic or g % self.log_every_n_steps == 0)
+        g, every = self.position.global_step, self.checkpointing.every_n_steps
+        periodic = bool(every) and g % every == 0
+        signum = self.agreed_stop(check=periodic or g % self.schedule.log_every_n_steps == 0)
         if not (signum or periodic):
             return
         self.check_finite(loss.item(), epoch, step)
@@ -356,55 +443,40 @@ class Trainer:
             raise Interrupted(signum)
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor, weight: float, sums: "_EpochSums"):
-        """One step, added to the epoch's sums; its loss, or None when skipped."""
+        """One step (which adds to the epoch's sums); its loss, or None when skipped."""
         if self.static_step is not None and self.static_step.takes(y):
-            loss = self.static_step(x, y)  # adds to sums.running itself
-            sums.count(len(y))
-            return loss
-        loss, logits = self.train_step(x, y, weight)
+            loss = self.static_step(x, y)
+        else:
+            loss = self.train_step(x, y, weight)
         if loss is not None:
-            sums.add(loss, logits, y)
+            sums.count(len(y))
         return loss
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0):
-        """One optimisation step. `weight` scales the loss for backward only (DDP, see train_epoch)."""
-        with runtime.autocast(self.device, self.precision):
-            logits = self.model(x)
-            # An empty share of a global batch (DDP, fewer samples than ranks)
-            # still joins the gradient all-reduce, with a zero loss.
-            loss = self.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
-        if self.nan_policy == "skip" and not self._all_finite(loss):
-            self._skip_batch()
-            return None, None
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0) -> torch.Tensor | None:
+        """The step, eagerly: its loss, or None for a batch skipped by train.nan_policy=skip."""
         # A static step's graph keeps the gradients' addresses: zeroed, not dropped.
-        self.optimizer.zero_grad(set_to_none=self.static_step is None)
-        objective = loss * weight if weight != 1.0 else loss
-        if self.scaler is not None:
-            self.scaler.scale(objective).backward()
-            if self.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            objective.backward()
-            if self.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-        return loss.detach(), logits.detach()
+        return self.step(x, y, weight, keep=self._finite if self.safety.nan_policy == "skip" else None,
+                         keep_grads=self.static_step is not None)
 
-    def _skip_batch(self) -> None:
-        # Skipping needs to know now, so this policy syncs every step.
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether to step on this loss (train.nan_policy=skip): a non-finite one
+        is skipped, up to train.max_skipped_batches times. It needs to know now,
+        so this policy syncs every step."""
+        if self._all_finite(loss):
+            return True
+        limit = self.safety.max_skipped_batches
         self.skipped_batches += 1
-        self.tracker.message(f"skipped a batch with non-finite loss ({self.skipped_batches}/{self.max_skipped_batches})")
-        if self.skipped_batches > self.max_skipped_batches:
-            raise Diverged(f"loss was non-finite in more than train.max_skipped_batches={self.max_skipped_batches} "
+        self.tracker.message(f"skipped a batch with non-finite loss ({self.skipped_batches}/{limit})")
+        if self.skipped_batches > limit:
+            raise Diverged(f"loss was non-finite in more than train.max_skipped_batches={limit} "
                            f"batches (epoch {self.position.epoch}, step {self.position.step + 1}); "
                            f"{self._kept()}. Lower lr or check the data")
-        self.optimizer.zero_grad(set_to_none=True)
+        self.step.optimizer.zero_grad(set_to_none=True)
+        return False
 
     def evaluate(self, split: str) -> Evaluation:
-        evaluation = evaluate(self.model, self.eval_batches[split], self.loss_fn, self.device, self.precision)
+        s = self.step
+        evaluation = evaluate(s.model, self.eval_batches[split], s.loss_fn, s.device, s.precision)
         if split == "test":
             self.test_samples = evaluation.samples
         return evaluation
@@ -441,12 +513,12 @@ class Trainer:
         """The stop signal (0 = none). Under DDP every rank must stop at the same
         step, so a signal is acted on only where all ranks look (`check`:
         logging points, checkpoint points, epoch ends) and is shared by all."""
-        signum = self.stop_requested()
+        signum = self.safety.stop_requested()
         if distributed.world_size() == 1:
             return signum
         if not check:
             return 0
-        return int(distributed.all_reduce_max(torch.tensor(signum, device=self.device)).item())
+        return int(distributed.all_reduce_max(torch.tensor(signum, device=self.step.device)).item())
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank: DDP ranks must skip a batch together."""
@@ -454,99 +526,83 @@ class Trainer:
         return not distributed.all_reduce_max(bad).item()
 
     def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.step.device.type == "cuda":
+            torch.cuda.synchronize(self.step.device)
 
     @property
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return float(self.step.optimizer.param_groups[0]["lr"])
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        step, scheduler = self.step, self.schedule.scheduler
         state = {
-            "model": unwrap(self.model).state_dict(),
+            "model": unwrap(step.model).state_dict(),
             # Learning rates as floats, whether the optimizer reads a tensor (a
             # captured step) or not: a checkpoint resumes either way.
-            "optimizer": schedules.with_float_lrs(self.optimizer.state_dict()),
-            "scheduler": schedules.with_float_lrs(self.scheduler.state_dict()) if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "optimizer": schedules.with_float_lrs(step.optimizer.state_dict()),
+            "scheduler": schedules.with_float_lrs(scheduler.state_dict()) if scheduler is not None else None,
+            "scaler": step.scaler.state_dict() if step.scaler is not None else None,
             "position": vars(self.position).copy(),
-            "early_stopping": self.early_stopping.state_dict(),
+            "early_stopping": self.schedule.early_stopping.state_dict(),
             "history": self.history,
             "skipped_batches": self.skipped_batches,
             "partial": self.partial,
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "cuda": torch.cuda.get_rng_state_all() if step.device.type == "cuda" else [],
             },
         }
-        state.update(self.extra_state)
+        state.update(self.checkpointing.extra_state)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        schedules.load_optimizer_state(self.optimizer, state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        step, scheduler = self.step, self.schedule.scheduler
+        unwrap(step.model).load_state_dict(state["model"])
+        schedules.load_optimizer_state(step.optimizer, state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if step.scaler is not None and state.get("scaler") is not None:
+            step.scaler.load_state_dict(state["scaler"])
         self.position = Position(**state["position"])
         self.last_saved = Position(**state["position"])
-        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.schedule.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
-        self.early_stopping.replay(self.history)
+        self.schedule.early_stopping.replay(self.history)
         self.skipped_batches = state.get("skipped_batches", 0)
         self.partial = state.get("partial")
         torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"]["cuda"]:
+        if step.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     def save(self, name: str) -> None:
-        if self.checkpoint_dir is None or not distributed.is_main():
+        folder = self.checkpointing.folder
+        if folder is None or not distributed.is_main():
             return
         # Events logged so far reach the disk with the checkpoint: after a
         # kill, resume (which purges later steps) then has no gap.
         self.tracker.flush()
-        checkpoint.save(self.state_dict(), self.checkpoint_dir / name)
+        checkpoint.save(self.state_dict(), folder / name)
         if name == "last.ckpt":
             self.last_saved = Position(**vars(self.position))
-
-
-class Running:
-    """An epoch's loss and accuracy sums, on the device. A captured step adds
-    to the same tensors in place, so they are zeroed, never replaced."""
-
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.window_loss = torch.zeros((), device=device)
-
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += loss * len(y)
-        self.correct += (logits.argmax(1) == y).sum()
-        self.window_loss += loss
-
-    def zero_(self) -> "Running":
-        for t in (self.loss_sum, self.correct, self.window_loss):
-            t.zero_()
-        return self
 
 
 class _EpochSums:
     """An epoch's running sums (`Running`) and the host-side counts. Reading
     the sums forces a sync, so that happens only at logging points."""
 
-    def __init__(self, device: torch.device, running: Running | None = None):
-        self.device = device
-        self.running = running.zero_() if running is not None else Running(device)
+    def __init__(self, running: Running):
+        self.device = running.loss_sum.device
+        self.running = running.zero_()
         self.seen = 0
         self.seconds = 0.0  # trained before a mid-epoch resume
         self.window_steps = 0
         self.last_window_steps = 0
 
     @classmethod
-    def start(cls, device: torch.device, partial: dict | None, running: Running | None = None) -> "_EpochSums":
-        sums = cls(device, running)
+    def start(cls, running: Running, partial: dict | None) -> "_EpochSums":
+        sums = cls(running)
+        device = sums.device
         if partial is not None:
             # Resuming mid-epoch: carry on the sums of the part already trained.
             # They are totals over all ranks, so only rank 0 adds them (any world size).
@@ -557,12 +613,8 @@ class _EpochSums:
             sums.seconds = partial["seconds"]
         return sums
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.running.add(loss, logits, y)
-        self.count(len(y))
-
     def count(self, samples: int) -> None:
-        """A step whose sums were added on the device already (a static step)."""
+        """A step done (TrainStep added its sums on the device already)."""
         self.seen += samples
         self.window_steps += 1
 

@@ -37,6 +37,15 @@ def warn(text: str, prog: str = "trainer") -> None:
     say(f"warning: {text}", prog)
 
 
+class ArgumentError(ValueError):
+    """A constructor (a model, a loss) refusing one of its arguments: it names
+    the argument, and the builder adds the group (`model.channels=[] ...`)."""
+
+    def __init__(self, argument: str, rest: str):
+        super().__init__(rest)  # what follows `argument=`: its value and why it is refused
+        self.argument = argument
+
+
 class DataError(UserError):
     """A dataset file is missing, truncated, corrupt or fails its checksum."""
 

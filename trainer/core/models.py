@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from trainer.core.errors import ArgumentError
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -133,7 +134,8 @@ def _feature_size(image_size: int, kernel_size: int, padding: int, pooled: list[
     for i, pools in enumerate(pooled):
         size = (size + 2 * padding - kernel_size + 1) // (2 if pools else 1)
         if size < 1:
-            raise ValueError(f"channels={channels} has {len(channels)} blocks, but a {image_size}px image shrinks "
+            raise ArgumentError("channels",
+                                f"{channels} has {len(channels)} blocks, but a {image_size}px image shrinks "
                              f"to nothing after block {i + 1}; use fewer blocks, more padding or a larger pool_every")
     return size
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv
 
-from trainer.core.errors import first_line
+from trainer.core.errors import ArgumentError, first_line
 
 ARCHS = tuple(sorted(tv.list_models(module=tv)))
 # Sizes the trial forward tries when 28 pixels are too small, smallest first.
@@ -91,9 +91,10 @@ def torchvision_model(arch: str = "resnet18", num_classes: int = 10, in_channels
     reading any weights (a checkpoint is about to fill them: trainer-eval,
     resume)."""
     if arch not in ARCHS:
-        raise ValueError(f"arch={arch} is not a torchvision classification model; choose one of: {', '.join(ARCHS)}")
+        raise ArgumentError("arch",
+                            f"{arch} is not a torchvision classification model; choose one of: {', '.join(ARCHS)}")
     if pretrained and weights_path:
-        raise ValueError(f"pretrained=true and model.weights_path={weights_path} both give the first weights; "
+        raise ArgumentError("pretrained", f"true and model.weights_path={weights_path} both give the first weights; "
                          "set one of them (model.pretrained=false or model.weights_path=null)")
     saved = read_weights(weights_path) if weights_path and load_weights else None
     ours = saved is not None and _is_adapted(saved)
@@ -119,7 +120,7 @@ def default_weights(arch: str):
     try:
         return tv.get_model_weights(arch).DEFAULT
     except (ValueError, KeyError, AttributeError) as e:
-        raise ValueError(f"pretrained=true: torchvision has no pretrained weights for {arch}; "
+        raise ArgumentError("pretrained", f"true: torchvision has no pretrained weights for {arch}; "
                          "set model.pretrained=false") from e
 
 
@@ -132,8 +133,8 @@ def check_cached(arch: str, weights) -> None:
     """Never download: a missing file is one line saying how to bring it here."""
     path = cached_weights_file(weights)
     if not path.is_file():
-        raise ValueError(
-            f"pretrained=true: the {arch} weights are not in torch's cache: expected {path}; on a connected machine "
+        raise ArgumentError(
+            "pretrained", f"true: the {arch} weights are not in torch's cache: expected {path}; on a connected machine "
             f"run `python -c \"import torchvision; torchvision.models.get_model_weights('{arch}').DEFAULT"
             f".get_state_dict()\"` (or download {weights.url}) and copy the file into {path.parent}/ on this "
             "machine ($TORCH_HOME moves the cache); nothing is downloaded")
@@ -143,15 +144,16 @@ def read_weights(path: str | Path) -> dict:
     """A state dict from a file: a plain one (torchvision's, a saved model's) or a trainer checkpoint's model."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"weights_path={path} is not a file; give a state dict (.pth) or a trainer checkpoint (.ckpt)")
+        raise ArgumentError("weights_path",
+                            f"{path} is not a file; give a state dict (.pth) or a trainer checkpoint (.ckpt)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle, zip and torch each raise their own
-        raise ValueError(f"weights_path={path} cannot be read as a state dict ({first_line(e)})") from e
+        raise ArgumentError("weights_path", f"{path} cannot be read as a state dict ({first_line(e)})") from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a trainer checkpoint
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights_path={path} holds no state dict (a mapping of names to tensors)")
+        raise ArgumentError("weights_path", f"{path} holds no state dict (a mapping of names to tensors)")
     return state
 
 
@@ -164,7 +166,7 @@ def _load(module: nn.Module, state: dict, path) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"weights_path={path} does not fit this architecture ({first_line(e)}); "
+        raise ArgumentError("weights_path", f"{path} does not fit this architecture ({first_line(e)}); "
                          "check model.arch") from e
 
 
@@ -261,8 +263,8 @@ def check_input_size(model: VisionModel, arch: str, in_channels: int, image_size
                                                                                    num_classes, size)), None)
     seen = f"{model.resize}x{model.resize}" if model.resize else f"{image_size}x{image_size}"
     fix = f"set model.resize={needed} (the smallest size it takes)" if needed else "choose another model.arch"
-    key = f"resize={model.resize}" if model.resize else f"arch={arch}"
-    raise ValueError(f"{key}: {arch} cannot take {seen} inputs ({error}); {fix}")
+    argument, value = ("resize", model.resize) if model.resize else ("arch", arch)
+    raise ArgumentError(argument, f"{value}: {arch} cannot take {seen} inputs ({error}); {fix}")
 
 
 def _fits(model: VisionModel, in_channels: int, image_size: int, num_classes: int, size: int) -> bool:

@@ -29,10 +29,12 @@ from torch import nn
 from trainer.core import capture, data, display, distributed, runtime, schedules
 
 from trainer.runs import resume
-from trainer.core.config import TrainerConfig, as_dict
+from trainer.core.config import (CVConfig, DataConfig, LossConfig, ModelConfig, OptimizerConfig, TrainerConfig,
+                                 TorchvisionConfig, TransformConfig, as_dict, from_dict)
 from trainer.report.dashboards import Dashboards
-from trainer.core.engine import EarlyStopping, NullTracker, Trainer, eval_split, monitored
-from trainer.core.errors import UserError, first_line
+from trainer.core.engine import (Checkpointing, EarlyStopping, NullTracker, Safety, Schedule, Trainer, TrainStep,
+                                 eval_split, monitored)
+from trainer.core.errors import ArgumentError, CheckpointError, UserError, first_line
 from trainer.core.models import parameter_count
 from trainer.core.pipeline import DeviceBatches, LoaderBatches
 from trainer.core.process import process_start_time
@@ -41,15 +43,13 @@ from trainer.report.tracking import Output, Tracker
 
 # ---------------------------------------------------------------- factories
 def make(node, group: str, **kwargs) -> Any:
-    """Call the object a config node names (`_target_`) with the node's other
-    fields. `node` is a schema dataclass or the plain dict a checkpoint keeps.
-    A constructor that refuses its arguments becomes one line naming the key."""
-    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
-    target = fields.pop("_target_", None)
-    if not target:
-        raise UserError(f"the {group} config names no _target_ to build; use a config written by trainer")
+    """Call the object a config node (a schema dataclass) names (`_target_`)
+    with the node's other fields. A constructor that refuses its arguments
+    becomes one line naming the key."""
+    fields = dataclasses.asdict(node)
+    target = fields.pop("_target_")
     args = {k: v for k, v in fields.items() if not k.startswith("_")}
-    module, _, name = str(target).rpartition(".")
+    module, _, name = target.rpartition(".")
     try:
         factory = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
@@ -58,45 +58,42 @@ def make(node, group: str, **kwargs) -> Any:
         return factory(**args, **kwargs)
     except UserError:
         raise
+    except ArgumentError as e:  # our constructors name the argument they refuse
+        raise UserError(f"{group}.{e.argument}={e}", key=f"{group}.{e.argument}") from e
     except ValueError as e:
-        message = first_line(e)
-        if message.split("=", 1)[0] in args:  # our constructors start with the argument they refuse
-            raise UserError(f"{group}.{message}") from e
-        raise UserError(f"could not build {group} ({target}): {message}; check the {group}.* values") from e
+        raise UserError(f"could not build {group} ({target}): {first_line(e)}; check the {group}.* values") from e
     except TypeError as e:
         raise UserError(f"could not build {group} ({target}): {first_line(e)}; check the {group}.* values") from e
 
 
-def make_model(node, seed: int, load_weights: bool = True) -> nn.Module:
+def make_model(node: ModelConfig, seed: int, load_weights: bool = True) -> nn.Module:
     """The model, built right after seeding, as the quickstart does: the same
     seed gives the same initial weights whatever else the run does.
     `load_weights=False`: a checkpoint is about to fill the weights, so a
     model that starts from pretrained or saved weights does not read them."""
     torch.manual_seed(seed)
-    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
-    reads_weights = "pretrained" in fields  # trainer.core.vision_models: weights from a cache or a file
-    return make(fields, "model", **({"load_weights": False} if reads_weights and not load_weights else {}))
+    reads_weights = isinstance(node, TorchvisionConfig)  # trainer.core.vision_models: weights from a cache or a file
+    return make(node, "model", **({"load_weights": False} if reads_weights and not load_weights else {}))
 
 
-def make_transform(node, dataset: str):
+def make_transform(node: TransformConfig, dataset: str):
     """The batch transform; `hflip: auto` flips only datasets whose classes survive it."""
-    fields = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node or {})
-    fields.setdefault("_target_", "trainer.core.pipeline.BatchTransform")
-    if fields.get("hflip") == "auto":
-        fields["hflip"] = 0.5 if data.dataset_info(dataset).hflip_ok else 0.0
-    return make(fields, "transform")
+    if node.hflip == "auto":
+        node = dataclasses.replace(node, hflip=0.5 if data.dataset_info(dataset).hflip_ok else 0.0)
+    return make(node, "transform")
 
 
-def make_loss(node) -> nn.Module:
+def make_loss(node: LossConfig) -> nn.Module:
     return make(node, "loss")
 
 
-def make_optimizer(node, model: nn.Module, lr: float, for_graph: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(node: OptimizerConfig, model: nn.Module, lr: float,
+                   for_graph: bool = False) -> torch.optim.Optimizer:
     """`for_graph`: fused, reading its lr from a tensor (capture.optimizer_arguments)."""
     params = trainable(model)  # a frozen backbone (model.freeze=true) is not the optimizer's
     if for_graph:
         device = params[0].device
-        return make(node, "optimizer", params=params, **capture.optimizer_arguments(_target(node), lr, device))
+        return make(node, "optimizer", params=params, **capture.optimizer_arguments(node._target_, lr, device))
     # foreach: one multi-tensor kernel per op instead of a loop over
     # parameters (same numbers, fewer dispatches); every optimizer here has it.
     return make(node, "optimizer", params=params, lr=lr, foreach=True)
@@ -106,22 +103,15 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _target(node) -> str:
-    return str(node.get("_target_") if isinstance(node, dict) else getattr(node, "_target_", ""))
-
-
-def load_data(d, seed: int, log=print, root: str | Path | None = None, cv=None) -> data.Splits:
+def load_data(d: DataConfig, seed: int, log=print, root: str | Path | None = None,
+              cv: CVConfig | None = None) -> data.Splits:
     """Acquire (local copies first, checksums) and split the dataset of a
-    data config (a DataConfig or the dict a checkpoint keeps), on the fold a
-    cross-validation config names."""
-    d = d if isinstance(d, dict) else dataclasses.asdict(d)
-    cv = cv if isinstance(cv, dict) or cv is None else dataclasses.asdict(cv)
-    root = root if root is not None else d.get("root", "data")
-    data.prepare(d["name"], root, d.get("search_paths") or [], download=bool(d.get("download", True)),
-                 verify=bool(d.get("verify", True)), log=log)
-    return data.load_splits(d["name"], root, subset=int(d.get("subset") or 0), test_subset=int(d.get("test_subset") or 0),
-                            val_split=float(d.get("val_split") or 0), seed=seed,
-                            folds=int((cv or {}).get("folds") or 0), fold=int((cv or {}).get("fold") or 0))
+    data config, on the fold a cross-validation config names (`root`: in
+    place of the config's own data.root)."""
+    root = root if root is not None else d.root
+    data.prepare(d.name, root, d.search_paths, download=d.download, verify=d.verify, log=log)
+    return data.load_splits(d.name, root, subset=d.subset, test_subset=d.test_subset, val_split=float(d.val_split),
+                            seed=seed, folds=cv.folds if cv else 0, fold=cv.fold if cv else 0)
 
 
 def make_batches(pipeline: str, split, batch_size: int, transform, device: torch.device, *, train: bool,
@@ -134,6 +124,18 @@ def make_batches(pipeline: str, split, batch_size: int, transform, device: torch
     return LoaderBatches(images, labels, batch_size, transform, device, shuffle=shuffle and train, seed=seed,
                          train=train, num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last and train,
                          rank=rank, world_size=world_size)
+
+
+def saved_config(ckpt: Path, state: dict) -> TrainerConfig:
+    """The typed config a checkpoint was trained with, once (config.from_dict:
+    an older checkpoint's moved `_target_`s are upgraded)."""
+    if not isinstance(state.get("config"), dict) or not isinstance(state["config"].get("data"), dict):
+        raise CheckpointError(f"checkpoint {ckpt} holds no run config, so its model cannot be rebuilt; "
+                              "use a checkpoint written by trainer")
+    try:
+        return from_dict(state["config"])
+    except UserError as e:
+        raise CheckpointError(f"checkpoint {ckpt}: {e}") from e
 
 
 # -------------------------------------------------------------------- build
@@ -160,7 +162,7 @@ def plan_capture(config: TrainerConfig, device: torch.device, world: int) -> tup
     """Whether the run captures its step in a CUDA graph, or why it trains eagerly."""
     return capture.plan(config.cuda_graph, device, precision=config.precision, nan_policy=config.train.nan_policy,
                         pipeline=config.pipeline, world_size=world, compile=config.compile,
-                        optimizer=_target(config.optimizer),
+                        optimizer=config.optimizer._target_,
                         changes_momentum=schedules.changes_momentum(config.scheduler.name,
                                                                     config.scheduler.cycle_momentum))
 
@@ -189,7 +191,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
     resume.check_rewind(saved, run_dir, record.previous)
-    changes = resume.check_changes(saved[1].get("config") or {}, as_dict(config), saved[1]["position"]) if saved else {}
+    changes = resume.check_changes(as_dict(saved_config(*saved)), as_dict(config),
+                                   saved[1]["position"]) if saved else {}
     graph, eager_because = plan_capture(config, device, world)
     parts = make_parts(config, device, for_graph=graph, load_weights=saved is None)
     splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)
@@ -199,22 +202,19 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     monitor = monitored(config.early_stopping.monitor, splits.val is not None)
     tracker = Tracker(output, record, config.batch_size) if main else NullTracker()
     dashboards = _dashboards(config, record, parts.model, batches["pictures"]) if main else None
+    step = TrainStep(_wrap(parts.model, device, world, config.compile), parts.loss_fn, parts.optimizer, device,
+                     config.precision, config.train.grad_clip)
     es = config.early_stopping
+    early_stopping = EarlyStopping(monitor, es.mode, es.patience, es.min_delta)
     trainer = Trainer(
-        model=_wrap(parts.model, device, world, config.compile), loss_fn=parts.loss_fn, optimizer=parts.optimizer,
-        train_batches=batches["train"], eval_batches=batches["eval"], device=device, epochs=config.epochs,
-        scheduler=scheduler, scheduler_interval=interval, tracker=tracker,
-        early_stopping=EarlyStopping(monitor, es.mode, es.patience, es.min_delta),
-        checkpoint_dir=run_dir / "checkpoints" if main else None,
-        checkpoint_every_n_steps=config.checkpoint.every_n_steps, save_best=config.checkpoint.save_best,
-        log_every_n_steps=config.train.log_every_n_steps, precision=config.precision,
-        grad_clip=config.train.grad_clip, nan_policy=config.train.nan_policy,
-        max_skipped_batches=config.train.max_skipped_batches, stop_requested=stop,
-        extra_state={"config": as_dict(config)},
-        on_epoch_end=_after_epoch(dashboards, epoch_end, monitor, lambda: trainer.history),
-        static_step=capture.StaticStep(parts.model, parts.loss_fn, parts.optimizer, batch_size=config.batch_size,
-                                       device=device, precision=config.precision, grad_clip=config.train.grad_clip,
-                                       capture=True) if graph else None,
+        step=step, train_batches=batches["train"], eval_batches=batches["eval"],
+        schedule=Schedule(config.epochs, scheduler, interval, early_stopping, config.train.log_every_n_steps),
+        checkpointing=Checkpointing(run_dir / "checkpoints" if main else None, config.checkpoint.every_n_steps,
+                                    config.checkpoint.save_best, extra_state={"config": as_dict(config)}),
+        safety=Safety(config.train.nan_policy, config.train.max_skipped_batches, stop),
+        tracker=tracker, on_epoch_end=_after_epoch(dashboards, epoch_end, monitor, lambda: trainer.history),
+        # A graph is captured only where the step runs unwrapped (one process, no torch.compile).
+        static_step=capture.StaticStep(step, batch_size=config.batch_size, capture=True) if graph else None,
     )
     if saved:
         _restore(trainer, saved, changes, config.lr)
@@ -304,7 +304,7 @@ def _restore(trainer: Trainer, saved: tuple[Path, dict], changes: dict, lr: floa
         raise UserError(f"checkpoint {path} does not fit this config ({first_line(e)}); "
                         "resume with the run's own settings") from e
     if "lr" in changes:  # the optimizer's saved state carries the old lr: the new one applies from here
-        schedules.rescale(trainer.optimizer, trainer.scheduler, lr / changes["lr"][0])
+        schedules.rescale(trainer.step.optimizer, trainer.schedule.scheduler, lr / changes["lr"][0])
 
 
 def _wrap(model: nn.Module, device: torch.device, world: int, compile: bool) -> nn.Module:
@@ -329,7 +329,7 @@ def fit(run: Run) -> float:
         final = trainer.fit()
     finally:
         run.record.note_timing(_timing(trainer, t0, run.dashboards, drawn_before))
-    es = trainer.early_stopping
+    es = trainer.schedule.early_stopping
     best = {"epoch": es.best_epoch, run.monitor: es.best}
     if es.best_epoch:
         best.update({k: v for k, v in trainer.history[es.best_epoch - 1].items() if "/" in k})

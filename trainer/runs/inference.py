@@ -1,10 +1,11 @@
 """Using a trained model outside training: rebuild it from a run's checkpoint.
 
 Shared by `trainer-eval` and `trainer-predict`. A checkpoint carries the run's
-resolved config as a plain dict (`state["config"]`); the model, the
-eval-time transform and the loss are rebuilt from it by the same factories
-training uses (trainer.runs.build), so no flag of the original run needs
-repeating and nothing is derived twice.
+resolved config as a plain dict (`state["config"]`), turned back into the
+typed config once (build.saved_config, which also upgrades older
+checkpoints); the model, the eval-time transform and the loss are rebuilt
+from it by the same factories training uses (trainer.runs.build), so no flag
+of the original run needs repeating and nothing is derived twice.
 
 Which checkpoint a path means is checkpoint.find's rule: a run directory
 means checkpoints/best.ckpt if present (the epoch that was best on the run's
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from trainer.core import checkpoint, runtime
-
-from trainer.runs import build
-from trainer.runs.record import read
+from trainer.core.config import TrainerConfig
 from trainer.core.data import dataset_info
 from trainer.core.errors import CheckpointError, UserError, first_line
+from trainer.runs import build
+from trainer.runs.record import read
 
 
 def describe_position(state: dict) -> str:
@@ -42,16 +43,19 @@ class LoadedRun:
     checkpoint: Path          # the .ckpt file
     run_dir: Path             # <run>/ (the folder holding checkpoints/)
     state: dict               # the whole checkpoint (position, history, ...)
-    config: dict              # the run's resolved config, a plain dict
+    config: TrainerConfig     # the run's resolved config
     model: nn.Module          # in eval mode, on `device`
     transform: Any            # trainer.core.pipeline.BatchTransform
     device: torch.device
-    dataset: str              # config["data"]["name"]
     classes: tuple[str, ...]
 
     @property
+    def dataset(self) -> str:
+        return self.config.data.name
+
+    @property
     def precision(self) -> str:
-        return str(self.config.get("precision", "fp32"))
+        return self.config.precision
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -82,20 +86,16 @@ def load_run(path: str | Path, which: str | None = None, device: str = "auto") -
     ckpt = checkpoint.find(model_folder(Path(path)), which, prefer=("best", "last"))
     dev = runtime.pick_device(device)
     state = checkpoint.load(ckpt)  # CheckpointError: missing, corrupt, unsafe, not ours
-    config = state.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
-        raise CheckpointError(f"checkpoint {ckpt} holds no run config, so its model cannot be rebuilt; "
-                              "use a checkpoint written by trainer")
+    config = build.saved_config(ckpt, state)
     if not isinstance(state.get("model"), dict):
         raise CheckpointError(f"checkpoint {ckpt} holds no model weights; use a checkpoint written by trainer")
-    name = config["data"].get("name", "")
-    info = dataset_info(name)
-    model = build.make_model(config.get("model"), int(config.get("seed", 0)), load_weights=False)
+    info = dataset_info(config.data.name)
+    model = build.make_model(config.model, config.seed, load_weights=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {ckpt}: the weights do not fit the model its config describes "
                               f"({first_line(e)})") from e
-    transform = build.make_transform(config.get("transform"), name)
+    transform = build.make_transform(config.transform, config.data.name)
     return LoadedRun(checkpoint=ckpt, run_dir=checkpoint.run_dir_of(ckpt), state=state, config=config,
-                     model=model.to(dev).eval(), transform=transform, device=dev, dataset=name, classes=info.classes)
+                     model=model.to(dev).eval(), transform=transform, device=dev, classes=info.classes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.core import checkpoint, display, distributed, paths, schedules
+from trainer.core.config import as_dict, from_dict
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 from trainer.runs.record import read
@@ -166,7 +167,11 @@ def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
     saved = run_dir / ".hydra" / "config.yaml"
     if previous.get("monitor") is None or not saved.is_file():
         return {}
-    return check_changes(yaml.safe_load(read_text(saved)) or {}, new, {"step": 0})
+    try:  # an older run's moved `_target_`s upgraded, as a checkpoint's are
+        recorded = as_dict(from_dict(yaml.safe_load(read_text(saved)) or {}))
+    except UserError as e:
+        raise UserError(f"{saved}: {e}") from e
+    return check_changes(recorded, new, {"step": 0})
 
 
 def _which_first(key: str) -> tuple:

@@ -140,9 +140,9 @@ def test_starting_again_in_a_finished_run_folder_is_refused(finished, tmp_path, 
     assert snapshot(run_dir) == before
     # A run that stopped before its first checkpoint: no advice to resume what cannot be resumed.
     failed = tmp_path / "failed"
-    run_cli(base(synthetic_root, failed, "lr=-1"), tmp_path)
+    _run_fault(base(synthetic_root, failed, "train.log_every_n_steps=1"), tmp_path, nan_at_calls=[2])
     line = one_line_error(run_cli(base(synthetic_root, failed), tmp_path))
-    assert "already holds a run (failed)" in line and "no checkpoint to continue from" in line, line
+    assert "already holds a run (diverged)" in line and "no checkpoint to continue from" in line, line
     assert "resume=" not in line
 
 

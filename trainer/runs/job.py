@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -69,8 +70,8 @@ class Job:
         groups = " · ".join(str(self.choices[g]) for g in GROUPS if self.choices.get(g) not in (None, "none"))
         if self.choices.get("experiment"):
             groups = f"experiment={self.choices['experiment']}: {groups}"
-        if self.in_sweep:
-            return f"── {self.run_dir.name} ── {groups}"
+        if self.in_sweep:  # a label before every line (a parallel sweep) names the job already
+            return f"── {groups}" if os.environ.get(display.JOB_LABEL) else f"── {self.run_dir.name} ── {groups}"
         given = [display.override(o) for o in self.overrides
                  if o.split("=", 1)[0].lstrip("+~") not in (*GROUPS, "experiment", "hparams_search")
                  and not o.startswith("resume=")]

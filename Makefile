@@ -30,7 +30,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(BIN)/python -m pip install -q torch torchvision --index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e '.[dev,sweep]'
+	$(BIN)/python -m pip install -q -e '.[dev,sweep,export]'
 	@# hydra-optuna-sweeper (optuna < 3) is replaced by trainer's own sweeper: gone from venvs made before
 	@$(BIN)/python -m pip uninstall -y -q hydra-optuna-sweeper 2>/dev/null || true
 	@touch $(STAMP)

@@ -18,7 +18,7 @@ def test_help_lists_the_groups_a_user_can_choose_and_no_schema(tmp_path):
     listed = dict(re.findall(r"^(\S+): (.+)$", groups, flags=re.M))
     assert set(listed) == {"data", "experiment", "hparams_search", "loss", "model", "optimizer", "scheduler",
                            "transform"}, groups
-    assert listed["model"] == "conv, mlp, mymodel"
+    assert listed["model"] == "conv, mlp, mymodel, torchvision"
     assert "schema" not in groups and "$" not in proc.stdout
 
 
@@ -37,7 +37,8 @@ def test_parallel_jobs_label_every_line(synthetic_root, tmp_path):
     assert proc.returncode == 1  # the job with lr=-1 failed, and the sweep says so
     jobs = ["0_lr=-1", "1_lr=0.01"]
     lines = proc.stdout.splitlines()
-    job_lines = lines[1:lines.index(next(line for line in lines if line.startswith("Sweep: 2 jobs (")))]
+    assert lines[1].startswith("Jobs: 2 at a time")  # the sweep's own line about the machine: no job's
+    job_lines = lines[2:lines.index(next(line for line in lines if line.startswith("Sweep: 2 jobs (")))]
     assert job_lines and all(line.startswith(tuple(f"[{job}] " for job in jobs)) for line in job_lines), proc.stdout
     assert "[0_lr=-1] trainer: error: lr=-1 must be positive" in proc.stderr, proc.stderr
     # The job's own trainer.log is its alone: no label there.

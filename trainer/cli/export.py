@@ -50,10 +50,9 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console) -> export.Exported:
     loaded = load_run(args.path, args.checkpoint, "cpu")
     config = loaded.config
-    data_cfg = config.get("data") or {}
-    root = data_root(data_cfg, data.dataset_info(loaded.dataset).folder, loaded.run_dir, args.data_root)
-    images, _, what = split_data(data_cfg, int(config.get("seed", 0)), root, "test",
-                                 log=lambda text: console.print(text, style="dim"), cv_cfg=config.get("cv"))
+    root = data_root(config.data, data.dataset_info(loaded.dataset).folder, loaded.run_dir, args.data_root)
+    images, _, what = split_data(config.data, config.seed, root, "test",
+                                 log=lambda text: console.print(text, style="dim"), cv_cfg=config.cv)
     output = Path(args.output).expanduser() if args.output else \
         export.default_output(loaded.run_dir, loaded.checkpoint, args.format)
     done = export.export(loaded, args.format, output, images[:args.images], args.tolerance)

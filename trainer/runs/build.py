@@ -46,8 +46,14 @@ def make(node, group: str, **kwargs) -> Any:
     """Call the object a config node (a schema dataclass) names (`_target_`)
     with the node's other fields. A constructor that refuses its arguments
     becomes one line naming the key."""
-    fields = dataclasses.asdict(node)
-    target = fields.pop("_target_")
+    return call_target(dataclasses.asdict(node), group, **kwargs)
+
+
+def call_target(fields: dict, group: str, **kwargs) -> Any:
+    """Call what `fields["_target_"]` names with the other fields (a node
+    outside the schema too: an Optuna sampler's settings)."""
+    fields = dict(fields)
+    target = str(fields.pop("_target_"))
     args = {k: v for k, v in fields.items() if not k.startswith("_")}
     module, _, name = target.rpartition(".")
     try:

@@ -34,7 +34,7 @@ from trainer.core.errors import UserError, say, warn
 from trainer.core.files import write_text
 from trainer.core.process import forwarding_signals
 from trainer.runs import record
-from trainer.runs.build import make
+from trainer.runs.build import call_target
 from trainer.runs.folder import RunFolder
 from trainer.sweeps import callback as sweep_callback
 from trainer.sweeps import processes, search_space, study as studies
@@ -119,7 +119,7 @@ def make_sampler(spec: dict, trials_before: int, shared: bool):
     spec = dict(spec) or {"_target_": "optuna.samplers.TPESampler"}
     if spec.get("seed") is not None:
         spec["seed"] = int(spec["seed"]) + trials_before + (os.getpid() if shared else 0)
-    return make(spec, "hydra.sweeper.sampler")
+    return call_target(spec, "hydra.sweeper.sampler")
 
 
 def study_line(study, search: Search) -> str:

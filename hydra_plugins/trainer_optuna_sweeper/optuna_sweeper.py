@@ -6,7 +6,7 @@ Thin: the keys of hydra.sweeper and the command line become plain values
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -202,8 +201,8 @@ def _note_light_backgrounds(results: list[dict], inverted: bool) -> None:
            "add --invert for dark drawings on a light background")
     files = ", ".join(light[:3]) + (f" and {len(light) - 3} more" if len(light) > 3 else "")
     verb = "reaches" if len(light) == 1 else "reach"
-    print(f"{PROG}: note: {files} {verb} the model with a light background, but it was trained on light-on-dark "
-          f"images (MNIST's white on black); {fix}", file=sys.stderr)
+    errors.say(f"note: {files} {verb} the model with a light background, but it was trained on light-on-dark "
+               f"images (MNIST's white on black); {fix}", PROG)
 
 
 def print_table(console, results: list[dict], loaded, args) -> None:

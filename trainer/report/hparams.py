@@ -22,7 +22,6 @@ numeric axis of the parallel-coordinates view.
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any

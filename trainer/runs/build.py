@@ -323,7 +323,7 @@ def _wrap(model: nn.Module, device: torch.device, world: int, compile: bool) -> 
 # ---------------------------------------------------------------------- fit
 def fit(run: Run) -> float:
     """Train, test, and finish the record. Returns the monitored metric's best value."""
-    trainer, config = run.trainer, run.config
+    trainer = run.trainer
     _say_start(run)
     x0, y0 = next(iter(trainer.train_batches.epoch(trainer.position.epoch)))
     run.tracker.first_batch(x0, y0)

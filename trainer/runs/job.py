@@ -9,7 +9,6 @@ raises for something that went wrong in it, so a sweep goes on.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import os

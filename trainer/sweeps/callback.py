@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
-import re
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +125,9 @@ def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
         return
     counts = summary.counts(summary.collect(sweep_dir))
     held = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    print(f"trainer: error: {sweep_dir} already holds {display.plural(len(jobs), 'job')} ({held}); continue the "
-          "sweep with the same arguments and resume=auto (finished jobs are kept, the others continue or start), "
-          "or choose a new hydra.sweep.dir", file=sys.stderr)
+    say(f"error: {sweep_dir} already holds {display.plural(len(jobs), 'job')} ({held}); continue the "
+        "sweep with the same arguments and resume=auto (finished jobs are kept, the others continue or start), "
+        "or choose a new hydra.sweep.dir")
     raise SystemExit(1)
 
 
@@ -146,9 +143,9 @@ def _refuse_another_plan(sweep_dir: Path, overrides: list[str]) -> None:
     if before == now:
         return
     differ = [f"+{o}" for o in now if o not in before] + [f"-{o}" for o in before if o not in now]
-    print(f"trainer: error: resume=auto continues the sweep in {sweep_dir} as it was started, and these arguments "
-          f"differ ({' '.join(differ)}); run it again with its own arguments ({' '.join(before)} resume=auto), "
-          "or choose a new hydra.sweep.dir", file=sys.stderr)
+    say(f"error: resume=auto continues the sweep in {sweep_dir} as it was started, and these arguments "
+        f"differ ({' '.join(differ)}); run it again with its own arguments ({' '.join(before)} resume=auto), "
+        "or choose a new hydra.sweep.dir")
     raise SystemExit(1)
 
 
@@ -236,6 +233,6 @@ def stopped(sweep_dir: Path, signum: int) -> None:
     """The sweep was stopped by a signal: summary, how to continue, exit 128+signal."""
 
     summary.summarize_or_say_why(sweep_dir)
-    print(f"trainer: sweep stopped by {signal.Signals(signum).name}; continue it with the same arguments and "
-          f"resume=auto hydra.sweep.dir={sweep_dir}", file=sys.stderr, flush=True)
+    say(f"sweep stopped by {signal.Signals(signum).name}; continue it with the same arguments and "
+        f"resume=auto hydra.sweep.dir={sweep_dir}")
     raise SystemExit(128 + signum)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.core.display import JOB_LABEL, plural
+from trainer.core.errors import say
 from trainer.core.process import die_with_parent, forwarding_signals
 from trainer.runs.folder import RunFolder
 from trainer.sweeps import forkserver
@@ -117,7 +118,7 @@ class JobRunner:
                 return self._template().start([TRAINER_MAIN, *job.argv], env, os.getcwd(), threads,
                                               " ".join([*PLAIN_COMMAND, *job.argv]), job.dataset)
             except forkserver.TemplateGone as e:  # killed from outside: the sweep goes on without it
-                print(f"trainer: {e}; the remaining jobs start as fresh processes", file=sys.stderr, flush=True)
+                say(f"{e}; the remaining jobs start as fresh processes")
                 self.warm = False
         # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once.
         return subprocess.Popen([*PLAIN_COMMAND, *job.argv], env=env, start_new_session=True,
@@ -132,5 +133,6 @@ class JobRunner:
         first = not self.stop_signal
         self.stop_signal = self.stop_signal or signum
         if first:
-            print(f"\ntrainer: {signal.Signals(signum).name} received: stopping the sweep's running jobs "
-                  "(each saves a checkpoint); no new job starts", file=sys.stderr, flush=True)
+            print(file=sys.stderr)  # after the progress line the signal cut
+            say(f"{signal.Signals(signum).name} received: stopping the sweep's running jobs (each saves a "
+                "checkpoint); no new job starts")

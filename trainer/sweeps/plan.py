@@ -8,7 +8,6 @@ import hashlib
 import re
 
 from trainer.core import display
-from trainer.core.files import read_text
 
 PLAN = "sweep.json"
 # Where things are, not what a job is: never part of a job's folder name.

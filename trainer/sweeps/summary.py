@@ -36,11 +36,10 @@ from trainer.report import hparams
 from trainer.runs import record
 from trainer.sweeps import groups, study_listing
 from trainer.sweeps.plan import NOT_IN_NAMES, point
-from trainer.core.errors import UserError, report
+from trainer.core.errors import UserError, report, say, warn
 from trainer.core.files import atomic_write, read_text
 from trainer.report.tracking import wide_console
 from trainer.runs.resume import is_cross_validation
-from trainer.sweeps.plan import PLAN
 from trainer.sweeps.plan import PLAN, job_number
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
@@ -482,7 +481,7 @@ def write_summary(sweep_dir, rows: list[dict], monitor: str | None = None, mode:
         if groups.draw_curves(root, rows, found, set(shared_overrides(rows).split())):
             paths.append(root / "curves.png")
     except Exception as e:  # noqa: BLE001 - a picture is never a reason to lose the summary
-        print(f"trainer-summary: warning: curves.png not drawn ({type(e).__name__}: {e})", file=sys.stderr)
+        warn(f"curves.png not drawn ({type(e).__name__}: {e})", "trainer-summary")
     return paths
 
 
@@ -705,8 +704,7 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
             paths = write_summary(sweep_dir, rows, monitor, mode)
             _write_hparams_groups(Path(sweep_dir), rows, groups.find(rows))
         except OSError as e:
-            print(f"trainer-summary: warning: could not write the summary in {sweep_dir}: {e.strerror or e}",
-                  file=sys.stderr)
+            warn(f"could not write the summary in {sweep_dir}: {e.strerror or e}", "trainer-summary")
     console.print(render_table(rows, monitor, mode, title=title, width=console.width))
     if "error" not in {key for _, key in fitting_columns(rows, monitor, console.width)}:
         for row in (r for r in rows if r.get("error")):  # too narrow for the column: one line each
@@ -782,12 +780,12 @@ def summarize_or_say_why(sweep_dir: Path, quiet: bool = False) -> list[dict] | N
     when there is nothing to summarise. Never raises: the sweep's own result
     comes first."""
     if not Path(sweep_dir).is_dir():
-        print(f"trainer: sweep summary skipped: {sweep_dir} does not exist", file=sys.stderr)
+        say(f"sweep summary skipped: {sweep_dir} does not exist")
         return None
     try:
         return summarize(sweep_dir, console=wide_console(quiet), write=True)
     except SweepError as e:
-        print(f"trainer: sweep summary skipped: {e}", file=sys.stderr)
+        say(f"sweep summary skipped: {e}")
         return None
 
 

@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 def run(*overrides: str, **kwargs) -> dict:
     """Train one run with these overrides; returns its metrics.json content
     and "run_dir". Raises trainer.UserError with the CLI's one line."""
+    # Imported on use: every `import trainer.core...` runs this file first, and
+    # the API would pull the whole command-line layer (Hydra) into each of them.
     from trainer.cli.api import run as run_
 
     return run_(*overrides, **kwargs)

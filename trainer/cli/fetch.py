@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import sys
 
+from trainer.cli.api import compose
 from trainer.core.data import DATASETS, prepare
 from trainer.core.errors import UserError, report
 
 
 def fetch(names: list[str]) -> None:
-    from trainer.cli.api import compose
-
     for name in names:
         if name not in DATASETS:
             raise UserError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")

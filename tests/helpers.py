@@ -119,3 +119,14 @@ def snapshot(folder: Path) -> dict[str, tuple[int, str, int]]:
             out[path.relative_to(folder).as_posix()] = (st.st_size, hashlib.sha256(path.read_bytes()).hexdigest(),
                                                         st.st_mtime_ns)
     return out
+
+
+def call_main(main, capsys, *args) -> tuple[int, str, str]:
+    """A command's main() in-process: (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

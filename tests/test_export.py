@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_cli, side_by_side, tiny
+from helpers import call_main, run_cli, side_by_side, tiny
 from trainer.cli import export as export_cli
 from trainer.cli import predict
 from trainer.core import data
@@ -53,14 +53,6 @@ def image_files(synthetic_root, tmp_path_factory) -> list[Path]:
     return files
 
 
-def call_main(main, capsys, *args) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def classes(capsys, *args) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import metrics, run_cli, tiny
+from helpers import call_main, metrics, run_cli, tiny
 from trainer.cli import evaluate, predict
 from trainer.core import data
 from trainer.core.checkpoint import find, save
@@ -58,15 +58,6 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=120)
 
 
-def call_main(main, capsys, *args) -> tuple[int, str, str]:
-    """A command's main() in-process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(stderr: str, prog: str) -> str:

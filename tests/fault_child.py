@@ -2,7 +2,8 @@
 need something to happen at an exact point of training. The trainer itself
 has no test hooks: this file patches the process from outside.
 
-    python tests/fault_child.py ARGS...      with TRAINER_TEST_FAULT set (JSON):
+    python tests/fault_child.py ARGS...      with TRAINER_TEST_FAULT set (JSON),
+    or install(fault) in a forked `trainer` process (tests/cli_template.py):
 
   kill_after_step: N      SIGKILL right after step N is logged (events flushed first,
                           as if the OS had written them: resume must drop them)
@@ -30,7 +31,8 @@ import trainer
 from trainer.core import checkpoint, data, engine
 from trainer.report import tracking
 
-fault = json.loads(os.environ["TRAINER_TEST_FAULT"])
+FAULT = "TRAINER_TEST_FAULT"
+fault: dict = {}
 
 
 def die():
@@ -99,12 +101,18 @@ def slow_prepare(*args, **kwargs):
     time.sleep(60)
 
 
-tracking.Tracker.log_step = log_step
-torch.save = save
-checkpoint.atomic_write = atomic_write
-engine.Trainer.train_step = train_step
-if fault.get("slow_prepare"):
-    data.prepare = slow_prepare
+def install(what: dict) -> None:
+    """Patch this process so that `what` happens."""
+    fault.update(what)
+    tracking.Tracker.log_step = log_step
+    torch.save = save
+    checkpoint.atomic_write = atomic_write
+    engine.Trainer.train_step = train_step
+    if fault.get("slow_prepare"):
+        data.prepare = slow_prepare
 
-sys.argv[0] = os.path.join(os.path.dirname(trainer.__file__), "__main__.py")
-runpy.run_module("trainer", run_name="__main__", alter_sys=True)
+
+if __name__ == "__main__":
+    install(json.loads(os.environ[FAULT]))
+    sys.argv[0] = os.path.join(os.path.dirname(trainer.__file__), "__main__.py")
+    runpy.run_module("trainer", run_name="__main__", alter_sys=True)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cli_template
+import fault_child
 from trainer.cli import api
+from trainer.core.process import die_with_parent
+from trainer.sweeps import forkserver, launcher
 
 from trainer.core import runtime
 from trainer.runs.build import make_parts, plan_capture
@@ -47,16 +57,128 @@ def names_key(message: str, key: str) -> bool:
     return re.search(rf"(^|[\s'\"(]){re.escape(key)}($|[\s'\"=.,;:)\]])", message) is not None
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-    """`python -m trainer ARGS` in `cwd`; outputs go under cwd/outputs."""
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, fault: dict | None = None) -> "CliProcess":
+    """`python -m trainer ARGS` in `cwd` in the background, a process of its
+    own (outputs under cwd/outputs), with `fault` patched in (tests/fault_child.py).
+    Forked from a warm template (tests/cli_template.py): a test pays
+    milliseconds per command, not seconds of imports. TRAINER_TEST_PLAIN=1
+    starts the plain command line instead."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=cwd, env=full_env, text=True,
-                          capture_output=True, timeout=timeout)
+    if fault is not None:
+        full_env[fault_child.FAULT] = json.dumps(fault)
+    folder = Path(tempfile.mkdtemp(prefix="trainer-test-"))
+    out, err = folder / "stdout", folder / "stderr"
+    if os.environ.get("TRAINER_TEST_PLAIN") == "1":
+        program = [str(FAULT_CHILD)] if fault is not None else ["-m", "trainer"]
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            job = subprocess.Popen([sys.executable, *program, *args], cwd=cwd, env=full_env, stdout=stdout,
+                                   stderr=stderr, stdin=subprocess.DEVNULL)
+    else:
+        job = WARM.start([launcher.TRAINER_MAIN, *args], cwd, {**full_env, cli_template.STDOUT: str(out),
+                                                                 cli_template.STDERR: str(err)})
+    return CliProcess(["trainer", *args], job, folder)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None,
+            check: bool = False, fault: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` in `cwd` to its end (start_cli)."""
+    proc = start_cli(args, cwd, env, fault).finish(timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+class CliProcess:
+    """A `trainer` command running in the background, asked like a
+    subprocess.Popen; its output goes to files (a long run's lines would fill
+    a pipe nobody reads yet and stall it)."""
+
+    def __init__(self, args: list[str], job, folder: Path):
+        self.args, self.job, self.folder = args, job, folder
+        self.pid = job.pid
+        self.read = 0  # how much of stderr readline() has returned
+
+    @property
+    def returncode(self) -> int | None:
+        return self.job.returncode
+
+    def poll(self) -> int | None:
+        with WARM.lock:
+            return self.job.poll()
+
+    def wait(self, timeout: float = 240) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+        while self.poll() is None:
+            time.sleep(0.01)
+
+    def output(self) -> tuple[str, str]:
+        return tuple(_text(self.folder / name) for name in ("stdout", "stderr"))
+
+    def readline(self) -> str:
+        """The next whole line of stderr; "" once the process has ended without one."""
+        while True:
+            rest = _text(self.folder / "stderr")[self.read:]
+            if "\n" in rest:
+                line = rest[:rest.index("\n") + 1]
+                self.read += len(line)
+                return line
+            if self.poll() is not None:
+                return ""
+            time.sleep(0.01)
+
+    def finish(self, timeout: float = 240) -> subprocess.CompletedProcess:
+        self.wait(timeout)
+        out, err = self.output()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return subprocess.CompletedProcess(self.args, self.returncode, out, err)
+
+
+class WarmTrainer:
+    """This test process's template (one per pytest worker, started on first
+    use), and the lock that keeps two threads of side_by_side off its socket
+    at once."""
+
+    def __init__(self):
+        self.template: forkserver.Template | None = None
+        self.lock = threading.Lock()
+
+    def start(self, argv: list[str], cwd: Path, env: dict) -> forkserver.ForkedJob:
+        threads = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else 1
+        with self.lock:
+            title = " ".join([sys.executable, "-m", "trainer", *argv[1:]])  # what `ps` shows for the command line
+            return self._template().start(argv, env, str(cwd), threads, title, None)
+
+    def _template(self) -> forkserver.Template:
+        if self.template is None or not self.template.alive():
+            ours, theirs = socket.socketpair()
+            process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_template.py")),
+                                        str(theirs.fileno())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                                       preexec_fn=lambda: die_with_parent(signal.SIGKILL))
+            theirs.close()
+            self.template = forkserver.Template(ours, process.pid, process)
+        return self.template
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+WARM = WarmTrainer()
+FAULT_CHILD = Path(__file__).resolve().with_name("fault_child.py")
 
 
 def run_dirs(base: Path) -> list[Path]:
@@ -123,9 +245,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, str, int]]:
 
 def call_main(main, capsys, *args) -> tuple[int, str, str]:
     """A command's main() in-process: (exit code, stdout, stderr)."""
-    code = 0
     try:
-        main([str(a) for a in args])
+        code = main([str(a) for a in args]) or 0  # console scripts exit with what main returns
     except SystemExit as e:
         code = int(e.code or 0)
     out = capsys.readouterr()

@@ -1,11 +1,18 @@
-"""The CLI end to end, as a user runs it: a subprocess on synthetic data."""
+"""The CLI end to end, as a user runs it: a process of its own on synthetic
+data (forked from the tests' warm template; the installed commands
+themselves once, below)."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import hparams_plugin_data, metrics, run_cli, run_dirs, side_by_side, tiny
+from helpers import hparams_plugin_data, metrics, run_cli, run_dirs, side_by_side, start_cli, tiny
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +124,26 @@ def test_conv_model_and_adam_from_the_command_line(synthetic_root, tmp_path):
 
 
 def test_two_runs_in_the_same_second_get_two_directories(synthetic_root, tmp_path):
-    import subprocess
-    import sys
-    import os
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "trainer", *tiny(synthetic_root, "data.subset=64")]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [start_cli(tiny(synthetic_root, "data.subset=64"), tmp_path) for _ in range(2)]
     for p in procs:
-        assert p.wait(timeout=240) == 0, p.stderr.read()
+        done = p.finish()
+        assert done.returncode == 0, done.stderr
     assert len(run_dirs(tmp_path)) == 2
+
+
+def test_the_installed_commands_run_as_a_user_types_them(synthetic_root, tmp_path):
+    """The other CLI tests fork their `trainer` from a warm template; this one
+    starts the console scripts pip installed, as a shell does."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    trained = subprocess.run([str(bin_dir / "trainer"), *tiny(synthetic_root, "data.subset=64")], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=240)
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert metrics(run_dir)["status"] == "completed"
+    listed = subprocess.run([str(bin_dir / "trainer-summary"), str(tmp_path / "outputs")], env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert listed.returncode == 0 and run_dir.name in listed.stdout, listed.stdout + listed.stderr
 
 
 # Bad commands, each one line naming the key and the fix: tests/test_bad_input.py.

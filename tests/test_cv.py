@@ -3,12 +3,9 @@ data, the numbers recomputed from the runs' own files."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import compose_cfg, check_before_data, metrics, one_line_error, run_cli, snapshot, tiny
+from helpers import CliProcess, compose_cfg, check_before_data, metrics, one_line_error, run_cli, snapshot, start_cli, tiny
 from trainer.core import data
 from trainer.core.errors import UserError
+from trainer.sweeps import summary
 
-FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
 # 96 images: each fold validates on 32 and trains on 64 (2 steps of 32).
 SMALL = ("data.subset=96", "model.hidden=[16]", "lr=0.05", "train.log_every_n_steps=1")
 
@@ -137,10 +134,8 @@ def test_curves_are_pictures_of_the_runs(cv_run):
 
 
 # ------------------------------------------------------------------ a failed fold, a stopped one
-def _fault(args: list[str], cwd: Path, **fault) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINER_TEST_FAULT": json.dumps(fault)}
-    return subprocess.Popen([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _fault(args: list[str], cwd: Path, **fault) -> CliProcess:
+    return start_cli(args, cwd, fault=fault)
 
 
 def test_a_failed_fold_is_reported_and_the_others_still_run(synthetic_root, tmp_path):
@@ -148,8 +143,7 @@ def test_a_failed_fold_is_reported_and_the_others_still_run(synthetic_root, tmp_
     # Calls 3 and 4 are fold 2's two steps: its loss becomes NaN.
     proc = _fault(tiny(synthetic_root, *SMALL, "epochs=1", "cv.folds=3", f"hydra.run.dir={run_dir}"), tmp_path,
                   nan_at_calls=[3])
-    out, err = proc.communicate(timeout=240)
-    line = one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    line = one_line_error(proc.finish())
     assert "fold 2 diverged" in line, line
     record = metrics(run_dir)
     assert record["status"] == "failed" and record["final"]["cv/n"] == 2
@@ -167,12 +161,12 @@ def test_an_interrupted_cross_validation_resumes_where_it_stopped(synthetic_root
     deadline = time.monotonic() + 180
     for fold_2_logged in (False, True):
         while not (run_dir / "fold_2" / "metrics.json").is_file() or (fold_2_logged and not ready.exists()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            assert proc.poll() is None and time.monotonic() < deadline, proc.finish().stderr[-2000:]
             time.sleep(0.05)
         ready.unlink(missing_ok=True)
     fold_1 = snapshot(run_dir / "fold_1")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = proc.finish(timeout=120).stderr
     assert proc.returncode == 130
     record = metrics(run_dir)
     assert record["status"] == "interrupted" and f"resume={run_dir}" in record["error"]
@@ -235,11 +229,11 @@ def test_jobs_that_differ_only_in_seed_form_groups(synthetic_root, tmp_path):
     # trainer-summary rebuilds the same groups from the files alone.
     (sweep / "summary.json").unlink()
     (sweep / "curves.png").unlink()
-    subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep), "--quiet"], check=True, timeout=120)
+    assert summary.main([str(sweep), "--quiet"]) == 0
     assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]
     assert (sweep / "curves.png").is_file()
     # A job continued after an interrupt records how (resume=...): it is still the same job of its group.
     first = sweep / doc["groups"][0]["jobs"][0] / ".hydra" / "overrides.yaml"
     first.write_text(first.read_text() + f"- resume='{first.parent.parent}/checkpoints/last.ckpt'\n")
-    subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep), "--quiet"], check=True, timeout=120)
+    assert summary.main([str(sweep), "--quiet"]) == 0
     assert json.loads((sweep / "summary.json").read_text())["groups"] == doc["groups"]

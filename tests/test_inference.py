@@ -8,9 +8,6 @@ where the exit status and the stderr line are the point.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -52,14 +49,6 @@ def test_split(synthetic_root):
     return data.load("fashion_mnist", synthetic_root, train=False)
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, text=True,
-                          capture_output=True, timeout=120)
-
-
-
-
 def one_error_line(stderr: str, prog: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
@@ -68,10 +57,10 @@ def one_error_line(stderr: str, prog: str) -> str:
 
 
 # ------------------------------------------------------------------ eval
-def test_eval_reproduces_the_runs_final_test_metrics(run_dir, test_split):
-    proc = run_module("trainer.cli.evaluate", run_dir, "--checkpoint", "last", "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
-    assert "Per-class accuracy" in proc.stdout and "Confusion matrix" in proc.stdout
+def test_eval_reproduces_the_runs_final_test_metrics(run_dir, test_split, capsys):
+    code, out, err = call_main(evaluate.main, capsys, run_dir, "--checkpoint", "last", "--device", "cpu")
+    assert code == 0, err
+    assert "Per-class accuracy" in out and "Confusion matrix" in out
     report = json.loads((run_dir / "checkpoints" / "last.eval-test.json").read_text())
     final = metrics(run_dir)["final"]
 
@@ -186,15 +175,15 @@ def test_predict_names_the_classes_of_png_files(run_dir, test_split, tmp_path, c
     assert err.count("\n") == 1 and str(negative) in err and "add --invert" in err, err
 
 
-def test_predict_rejects_a_file_that_is_not_an_image(run_dir, tmp_path):
+def test_predict_rejects_a_file_that_is_not_an_image(run_dir, tmp_path, capsys):
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(good)
     bad = tmp_path / "x.png"
     bad.write_text("not a picture\n")
-    proc = run_module("trainer.cli.predict", run_dir, good, bad)
-    assert proc.returncode == 1
-    assert str(bad) in one_error_line(proc.stderr, "trainer-predict")
-    assert "Traceback" not in proc.stderr
+    code, _, err = call_main(predict.main, capsys, run_dir, good, bad)
+    assert code == 1
+    assert str(bad) in one_error_line(err, "trainer-predict")
+    assert "Traceback" not in err
 
 
 def test_predict_errors_are_one_line(run_dir, tmp_path, capsys):

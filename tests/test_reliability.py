@@ -14,14 +14,13 @@ import shutil
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import metrics, one_line_error, run_cli, snapshot, tiny
+from helpers import CliProcess, metrics, one_line_error, run_cli, snapshot, start_cli, tiny
 from trainer.core import checkpoint
 
 # Every moving part whose state must survive a kill: shuffling, per-sample
@@ -40,26 +39,17 @@ def config(root: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 # ------------------------------------------------------------------ the child
-# tests/fault_child.py runs `python -m trainer` with one fault patched in
-# (TRAINER_TEST_FAULT, JSON; its docstring lists them).
-FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
+# tests/fault_child.py patches one fault into the `trainer` process (its docstring lists them).
+def start(args: list[str], cwd: Path, **fault) -> CliProcess:
+    return start_cli(args, cwd, fault=fault)
 
 
-def start(args: list[str], cwd: Path, **fault) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200",
-           "TRAINER_TEST_FAULT": json.dumps(fault)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def finish(proc: CliProcess, timeout: float = 240) -> subprocess.CompletedProcess:
+    return proc.finish(timeout)
 
 
 def run_child(args: list[str], cwd: Path, **fault) -> subprocess.CompletedProcess:
-    return finish(start(args, cwd, **fault))
+    return run_cli(args, cwd, fault=fault)
 
 
 def ok(proc: subprocess.CompletedProcess) -> None:
@@ -156,13 +146,12 @@ def signal_run(root: Path, run_dir: Path, cwd: Path, *signums: int, **fault) -> 
     seen, notices = "", 0
     for i, signum in enumerate(signums):
         while notices < i:
-            line = proc.stderr.readline()
+            line = proc.readline()
             assert line, f"the run ended before its notice for signal {i}:\n{seen}"
             seen += line
             notices += "finishing this step" in line
         proc.send_signal(signum)
-    done = finish(proc)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, seen + done.stderr)
+    return finish(proc)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

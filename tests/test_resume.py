@@ -12,8 +12,6 @@ import pytest
 from helpers import metrics, one_line_error, run_all, run_cli, snapshot, tiny
 from trainer.core import checkpoint
 
-FAULT_CHILD = Path(__file__).resolve().parent / "fault_child.py"
-
 
 def base(root: Path, run_dir: Path, *extra: str) -> list[str]:
     return tiny(root, "model.hidden=[32]", "data.subset=128", f"hydra.run.dir={run_dir}", *extra)
@@ -166,14 +164,7 @@ def test_a_run_that_diverges_before_any_checkpoint_says_so(synthetic_root, tmp_p
 
 
 def _run_fault(args: list[str], cwd: Path, **fault):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TRAINER_TEST_FAULT": json.dumps(fault)}
-    return subprocess.run([sys.executable, str(FAULT_CHILD), *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=240)
+    return run_cli(args, cwd, fault=fault)
 
 
 def test_a_run_written_before_the_modules_moved_resumes(finished, tmp_path):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ optuna = pytest.importorskip("optuna", minversion="5")
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from helpers import metrics, snapshot, tiny  # noqa: E402
+from helpers import metrics, run_cli, snapshot, tiny  # noqa: E402
 from test_sweep_lifecycle import finish, job_pids, start, training, wait_until  # noqa: E402
 from trainer.core.errors import UserError  # noqa: E402
 from trainer.sweeps import pruning, search_space, study as studies  # noqa: E402
@@ -101,7 +99,7 @@ def test_pruners_by_name():
 
 # ------------------------------------------------------------- end to end
 def search_cmd(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "trainer", "-m", *tiny(root, *SMALL), "hparams_search=optuna",
+    return ["-m", *tiny(root, *SMALL), "hparams_search=optuna",
             "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
@@ -169,8 +167,7 @@ def test_sigterm_then_resume_auto_continues_the_study(synthetic_root, tmp_path):
     assert not job_pids(str(sweep_dir)), "a trial of the stopped search is still running"
 
     more = [a if a != "hydra.sweeper.n_trials=2" else "hydra.sweeper.n_trials=3" for a in args]
-    resumed = subprocess.run(search_cmd(synthetic_root, sweep_dir, *more, "resume=auto"), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = run_cli(search_cmd(synthetic_root, sweep_dir, *more, "resume=auto"), tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert snapshot(first) == before  # not trained again, not touched
     trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()

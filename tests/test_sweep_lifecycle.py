@@ -8,11 +8,10 @@ import os
 import pytest
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from helpers import metrics, one_line_error, run_cli, snapshot, tiny
+from helpers import CliProcess, metrics, one_line_error, run_cli, snapshot, start_cli, tiny
 from trainer.sweeps.plan import job_number
 
 # One step an epoch (32 samples, batch 32), each ending in a checkpoint and a record: about 35 ms
@@ -21,10 +20,10 @@ SMALL = ("data.subset=32", "data.test_subset=32", "model.hidden=[16]", "checkpoi
 
 
 def sweep_cmd(root: Path, sweep_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "trainer", "-m", *tiny(root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return ["-m", *tiny(root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
-STARTED: list[subprocess.Popen] = []
+STARTED: list[CliProcess] = []
 
 
 @pytest.fixture(autouse=True)
@@ -36,32 +35,24 @@ def _no_sweep_left_behind():
         proc = STARTED.pop()
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    """The sweep in the background, its output in files: a long job's lines
-    would fill a pipe nobody reads yet and stall it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    out, err = open(cwd / "sweep.out", "w"), open(cwd / "sweep.err", "w")
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, stdout=out, stderr=err)
-    proc.logs = (cwd / "sweep.out", cwd / "sweep.err")
+def start(args: list[str], cwd: Path) -> CliProcess:
+    """The sweep in the background."""
+    proc = start_cli(args, cwd)
     STARTED.append(proc)
     return proc
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc.wait(timeout=timeout)
-    out, err = (path.read_text() for path in proc.logs)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def finish(proc: CliProcess, timeout: float = 240) -> subprocess.CompletedProcess:
+    return proc.finish(timeout)
 
 
 def jobs(sweep_dir: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and job_number(p.name) is not None}
 
 
-def wait_until(condition, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_until(condition, what: str, proc: CliProcess, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, f"the sweep ended before {what}: {finish(proc).stderr[-2000:]}"

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import hparams_plugin_data, metrics, run_cli, tiny
+from helpers import call_main, hparams_plugin_data, metrics, run_cli, tiny
+from trainer.sweeps import summary as summary_command
 from trainer.sweeps.plan import job_number
 
 SMALL = ("data.subset=128", "model.hidden=[32]")
@@ -36,10 +35,10 @@ def summary(sweep_dir: Path) -> dict:
     return json.loads((sweep_dir / "summary.json").read_text())
 
 
-def trainer_summary(sweep_dir: Path) -> subprocess.CompletedProcess:
-    """`trainer-summary <dir>` (the console script's module)."""
-    return subprocess.run([sys.executable, "-m", "trainer.sweeps.summary", str(sweep_dir)], text=True, capture_output=True,
-                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+def trainer_summary(sweep_dir: Path, capsys) -> subprocess.CompletedProcess:
+    """`trainer-summary <dir>` (the console script's main, in-process)."""
+    code, out, err = call_main(summary_command.main, capsys, sweep_dir)
+    return subprocess.CompletedProcess(["trainer-summary", str(sweep_dir)], code, out, err)
 
 
 def hparams_session(run_dir: Path) -> dict:
@@ -126,14 +125,14 @@ def test_the_table_is_printed(failed_sweep):
     assert "summary.csv, summary.md, summary.json" in proc.stdout
 
 
-def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path):
+def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path, capsys):
     _, sweep_dir = failed_sweep
     copy = tmp_path / "copy"
     shutil.copytree(sweep_dir, copy)
     expected = summary(copy)
     for name in ("summary.csv", "summary.md", "summary.json"):
         (copy / name).unlink()
-    proc = trainer_summary(copy)
+    proc = trainer_summary(copy, capsys)
     assert proc.returncode == 1 and "failed jobs: 1_lr=-1" in proc.stderr, proc.stderr
     rebuilt = summary(copy)
     assert rebuilt.pop("sweep_dir") == str(copy.resolve())
@@ -144,7 +143,7 @@ def test_trainer_summary_rebuilds_the_same_summary(failed_sweep, tmp_path):
     assert rebuilt == expected
 
 
-def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path):
+def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path, capsys):
     """Job 2 killed after its first epoch, one more planned job never started:
     both are rows, and neither is a failure (resume=auto continues them)."""
     _, sweep_dir = failed_sweep
@@ -156,7 +155,7 @@ def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path):
     plan = json.loads((copy / "sweep.json").read_text())
     plan["jobs"].append({"num": 4, "overrides": ["lr=0.2"]})
     (copy / "sweep.json").write_text(json.dumps(plan))
-    proc = trainer_summary(copy)
+    proc = trainer_summary(copy, capsys)
     assert proc.returncode == 1, proc.stderr  # jobs 1 and 3 did fail
     rows = {r["job"]: r for r in summary(copy)["rows"]}
     assert {j: r["status"] for j, r in rows.items()} == {"0_lr=0.01": "completed", "1_lr=-1": "failed",

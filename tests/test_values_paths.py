@@ -8,8 +8,6 @@ import gzip
 import math
 import os
 import re
-import shutil
-import sys
 import warnings
 from pathlib import Path
 

@@ -173,19 +173,19 @@ def test_resume_auto_with_another_world_size(ddp_runs):
 
 # ------------------------------------------------------------------ submitit
 def test_submitit_local_sweep_and_summary(synthetic_root, tmp_path):
-    """Three jobs under hydra/launcher=submitit_local (each its own process),
+    """Two jobs under hydra/launcher=submitit_local (each its own process),
     then the summary the parent builds from the job folders."""
     sweep = tmp_path / "sweep"
     proc = run_cli(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                    *tiny(synthetic_root, "device=cpu", "resume=auto"), "lr=0.01,0.02,0.05",
+                    *tiny(synthetic_root, "device=cpu", "resume=auto"), "lr=0.01,0.05",
                     f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep / ".submitit").is_dir()  # the jobs really ran under submitit
     summary = json.loads((sweep / "summary.json").read_text())
-    assert summary["jobs"] == 3 and summary["counts"]["completed"] == 3
+    assert summary["jobs"] == 2 and summary["counts"]["completed"] == 2
     rows = {row["job"]: row for row in summary["rows"]}
     # Folders named by what varies, also when each job composes its own config in a submitit process.
-    assert sorted(rows) == ["0_lr=0.01", "1_lr=0.02", "2_lr=0.05"]
+    assert sorted(rows) == ["0_lr=0.01", "1_lr=0.05"]
     for job, row in rows.items():
         record = metrics(sweep / job)
         assert record["status"] == "completed"

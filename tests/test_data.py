@@ -93,6 +93,14 @@ def test_torchvision_dataset_object(synthetic_root):
     assert img.shape == (28, 28) and isinstance(label, int)
 
 
+def test_load_decodes_the_files_as_torchvision_does(synthetic_root):
+    for train in (True, False):
+        images, labels = data.load("fashion_mnist", synthetic_root, train=train)
+        ds = data.torchvision_dataset("fashion_mnist", synthetic_root, train=train)
+        assert images.dtype == ds.data.dtype and torch.equal(images, ds.data)
+        assert labels.dtype == ds.targets.dtype and torch.equal(labels, ds.targets)
+
+
 def test_dataset_table():
     assert set(data.DATASETS) == {"mnist", "fashion_mnist"}
     assert data.DATASETS["fashion_mnist"].classes[0] == "T-shirt/top"

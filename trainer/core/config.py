@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
-from trainer.core import data, display, engine, models, pipeline, runtime, schedules, vision_models
+from trainer.core import data, display, engine, models, pipeline, runtime, schedules
 from trainer.core.errors import UserError
 
 MISSING = "???"  # OmegaConf's mark for a value the YAML must give
@@ -41,7 +41,8 @@ def greater_than(low, default=MISSING, hint: str = ""):
 
 
 def one_of(choices, default=MISSING):
-    return field(default=default, metadata={"choices": tuple(choices)})
+    """`choices`: the values, or a function that returns them when a value is checked."""
+    return field(default=default, metadata={"choices": choices if callable(choices) else tuple(choices)})
 
 
 def each_at_least(low, default_factory, *, min_items: int = 0, hint: str = ""):
@@ -103,10 +104,18 @@ class ConvConfig:
     num_classes: int = 10
 
 
+def torchvision_archs() -> tuple[str, ...]:
+    # Imported here, not at the top: vision_models imports torchvision, which is
+    # half of every command's start-up, and only model=torchvision needs it.
+    from trainer.core import vision_models
+
+    return vision_models.ARCHS
+
+
 @dataclass
 class TorchvisionConfig:
     _target_: str = "trainer.core.vision_models.torchvision_model"
-    arch: str = one_of(vision_models.ARCHS, "resnet18")
+    arch: str = one_of(torchvision_archs, "resnet18")
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 28
@@ -348,6 +357,7 @@ def _check_value(key: str, value, low, high, meta, shown=None) -> None:
     """One value against its field's rule; `shown` is the whole list for a list's item."""
     text = display.typed(value if shown is None else shown)
     choices = meta.get("choices")
+    choices = choices() if callable(choices) else choices
     if choices is not None and value not in choices:
         raise UserError(f"{key}={text} is not valid; choose one of: {', '.join(map(str, choices))}", key=key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -2,10 +2,12 @@
 
 `prepare` makes sure `<root>/<folder>/raw/` holds the four decompressed IDX
 files in torchvision's own layout, trying in order: the files already there,
-known local copies (`search_paths`), then torchvision's download. `load` and
-`torchvision_dataset` hand the files to torchvision's MNIST/FashionMNIST
-classes after checking the IDX headers themselves, because torchvision's own
-failures are bare asserts that do not say which file is bad.
+known local copies (`search_paths`), then torchvision's download. `load`
+decodes the IDX files itself (as torchvision does, without importing it:
+seconds of start-up); `torchvision_dataset` hands them to torchvision's
+MNIST/FashionMNIST classes for the classic pipeline. Both check the IDX
+headers first, because torchvision's own failures are bare asserts that do
+not say which file is bad.
 
 Every user-facing failure is a one-line `DataError` naming the file and the fix.
 
@@ -461,43 +463,63 @@ def _read_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
 
 def torchvision_dataset(name: str, root, train: bool, transform=None):
     """torchvision's MNIST/FashionMNIST object for `root` (never downloads),
-    after checking the split's files so that failures name the file."""
+    after checking the split's files so that failures name the file (for the
+    classic DataLoader pipeline; `load` decodes the files itself)."""
     info = dataset_info(name)
-    raw = Path(root).expanduser() / info.folder / "raw"
-    images, labels = _split_files(raw, train)
-    n_images = _read_header(images, IMAGE_MAGIC, 3)[0]
-    n_labels = _read_header(labels, LABEL_MAGIC, 1)[0]
-    if n_images != n_labels:
-        raise DataError(f"{images} has {n_images} images but {labels} has {n_labels} labels: "
-                        f"they must come from the same dataset. Delete both and run again so they are fetched again.")
+    images, labels = _checked_split(info, root, train)
     try:
         ds = info.torchvision_class(os.fspath(Path(root).expanduser()), train=train,
                                     transform=transform, download=False)
     except Exception as e:  # torchvision fails with bare asserts / RuntimeError
         raise DataError(f"torchvision could not parse {images} / {labels}: {type(e).__name__}: {e}. "
                         f"Delete them and run again so they are fetched again.") from e
-    bad = (ds.targets < 0) | (ds.targets >= len(info.classes))
+    _check_labels(labels, ds.targets, info)
+    return ds
+
+
+def _checked_split(info: DatasetInfo, root, train: bool) -> tuple[Path, Path]:
+    """The split's two files, their headers checked and their counts equal."""
+    images, labels = _split_files(Path(root).expanduser() / info.folder / "raw", train)
+    n_images = _read_header(images, IMAGE_MAGIC, 3)[0]
+    n_labels = _read_header(labels, LABEL_MAGIC, 1)[0]
+    if n_images != n_labels:
+        raise DataError(f"{images} has {n_images} images but {labels} has {n_labels} labels: "
+                        f"they must come from the same dataset. Delete both and run again so they are fetched again.")
+    return images, labels
+
+
+def _check_labels(path: Path, targets: torch.Tensor, info: DatasetInfo) -> None:
+    bad = (targets < 0) | (targets >= len(info.classes))
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise _bad(labels, f"label {int(ds.targets[i])} at index {i} is outside 0..{len(info.classes) - 1}")
-    return ds
+        raise _bad(path, f"label {int(targets[i])} at index {i} is outside 0..{len(info.classes) - 1}")
+
+
+def _decode(path: Path, magic: int, ndim: int) -> torch.Tensor:
+    """An IDX file's items as uint8, as torchvision decodes them, without
+    importing torchvision (seconds of every run's start-up)."""
+    dims = _read_header(path, magic, ndim)
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8, offset=4 + 4 * ndim).view(*dims)
 
 
 def load(name: str, root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [N, 28, 28] and int64 labels [N] of one split, decoded
     once per process while its files stay the same. Callers never write into
     them (they are shared: with later runs, and with forked sweep jobs)."""
-    raw = Path(root).expanduser() / dataset_info(name).folder / "raw"
+    info = dataset_info(name)
+    raw = Path(root).expanduser() / info.folder / "raw"
     try:
         key = tuple(_identity(path) for path in _split_files(raw, train))
-    except OSError:  # missing: torchvision_dataset says which file and how to get it
+    except OSError:  # missing: _checked_split says which file and how to get it
         key = None
     if key in _DECODED:
         return _DECODED[key]
-    ds = torchvision_dataset(name, root, train)
+    images, labels = _checked_split(info, root, train)
+    decoded = _decode(images, IMAGE_MAGIC, 3), _decode(labels, LABEL_MAGIC, 1).long()
+    _check_labels(labels, decoded[1], info)
     if key is not None:
-        _DECODED[key] = ds.data, ds.targets
-    return ds.data, ds.targets
+        _DECODED[key] = decoded
+    return decoded
 
 
 def preload(name: str, root, search_paths: Iterable[str] = (), verify: bool = True) -> bool:

@@ -10,6 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import WARM
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_trainer():
+    """The warm process each CLI test's `trainer` is forked from (helpers.start_cli),
+    started here by the main thread: it imports while the first tests run."""
+    WARM.ready()
+
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -155,6 +155,10 @@ class WarmTrainer:
         self.template: forkserver.Template | None = None
         self.lock = threading.Lock()
 
+    def ready(self) -> None:
+        with self.lock:
+            self._template()
+
     def start(self, argv: list[str], cwd: Path, env: dict) -> forkserver.ForkedJob:
         threads = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else 1
         with self.lock:
@@ -162,6 +166,9 @@ class WarmTrainer:
             return self._template().start(argv, env, str(cwd), threads, title, None)
 
     def _template(self) -> forkserver.Template:
+        """Started by the main thread (conftest's session fixture): the template
+        dies with the thread that started it (PR_SET_PDEATHSIG is per thread),
+        and side_by_side's threads end after each test."""
         if self.template is None or not self.template.alive():
             ours, theirs = socket.socketpair()
             process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_template.py")),

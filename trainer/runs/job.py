@@ -35,9 +35,10 @@ EXIT_FAILED = 1
 log = logging.getLogger("trainer")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """Where and as what a job runs: what Hydra knows about it, as plain values."""
+    """Where and as what a job runs: what Hydra knows about it, as plain values.
+    Finished when built: a fold or a refit is a new Job (dataclasses.replace)."""
 
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
@@ -77,7 +78,7 @@ class Job:
         return f"Run: {groups}" + (f" ({' '.join(given)})" if given else "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     status: str                  # completed | failed | diverged | interrupted | pruned
     error: str | None

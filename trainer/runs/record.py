@@ -192,6 +192,11 @@ class RunRecord:
         self.data["history"].append(row)
         self.write()
 
+    def note_device(self, device: str, device_name: str | None) -> None:
+        """The device the run trained on, once known (a cross-validation's
+        config may say `auto`: its folds say which); written with the next moment."""
+        self.data.update(device=device, device_name=device_name)
+
     def note_timing(self, timing: dict) -> None:
         """How long things took; written with the next moment."""
         self.data["timing"].update(timing, ended_at=_now())

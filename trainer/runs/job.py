@@ -201,7 +201,7 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
     changes = resume.check_record(run_dir, previous, as_dict(config))
     if previous.get("status") != "completed":
         return None
-    trained = int((previous.get("final") or {}).get("epochs") or 0)
+    trained = int(previous["trained"]["epochs"] or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
     resume.check_epochs(config.epochs, trained)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more

@@ -58,8 +58,8 @@ def _run_folds(config: TrainerConfig, job: Job, record, output: Output) -> Outco
     worst = worst_value(config.early_stopping.mode)
     output.say(job.header())
     record.start(monitor="cv/mean", mode=config.early_stopping.mode, eval_split="val", device=config.device,
-                 device_name=None, history=[], resumed=bool(config.resume), tensorboard=config.tracking.tensorboard,
-                 purge_step=None, model_summary="")
+                 device_name=None, history=[], best={}, resumed=bool(config.resume),
+                 tensorboard=config.tracking.tensorboard, purge_step=None, model_summary="")
     output.say(f"Cross-validation: {config.cv.folds} folds of the training set, in {job.run_dir}")
     brief = Output(output.console, brief=True)  # a few lines per fold
     results = []

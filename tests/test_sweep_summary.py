@@ -1,4 +1,4 @@
-"""trainer.sweeps.summary: a sweep's summary, rebuilt from hand-made job folders."""
+"""trainer.sweeps.summary (rows, ranking, tables): a sweep's summary, rebuilt from hand-made job folders."""
 from __future__ import annotations
 
 import csv
@@ -13,10 +13,11 @@ from rich.console import Console
 from trainer.runs.folder import RunFolder
 from trainer.runs.record import RunRecord, best_of
 from trainer.sweeps import summary
-from trainer.sweeps.summary import collect, main, render_table, sort_rows, summarize, write_summary
 from trainer.sweeps.callback import SweepCallback
-from trainer.sweeps.ranking import ranked_by, sweep_settings
-from trainer.sweeps.rows import COLUMNS
+from trainer.sweeps.ranking import ranked_by, sort_rows, sweep_settings
+from trainer.sweeps.rows import COLUMNS, collect
+from trainer.sweeps.summary import main, summarize, write_summary
+from trainer.sweeps.tables import render_table
 
 
 # ------------------------------------------------------------------ helpers

@@ -14,7 +14,7 @@ import pytest
 import trainer
 from helpers import metrics, run_cli, snapshot, tiny
 from trainer.runs.folder import MARKER, RunFolder, read_json
-from trainer.runs.record import read, upgrade
+from trainer.runs.record import RunRecord, read, upgrade
 
 
 def run(root: Path, folder: Path, *overrides: str) -> dict:
@@ -52,6 +52,22 @@ def test_a_validation_split_is_stated_not_guessed(synthetic_root, tmp_path):
     ({"monitor": "val/acc"}, "fold_2", {"monitor": "cv/mean"}, {"kind": "fold", "cv": {"fold": 2}}),
     ({"monitor": "test/acc"}, "refit", {"monitor": "cv/mean"}, {"kind": "refit", "cv": {"fold": None}}),
     ({"monitor": "val/loss"}, "fold_1", None, {"kind": "run", "eval_split": "val"}),  # not inside a CV
+    # The first format: the monitor as declared, val/acc, with the epochs evaluated on test.
+    ({"monitor": "val/acc", "status": "completed", "best": {"epoch": 2, "test/acc": 0.8},
+      "final": {"epochs": 2, "train_seconds": 3.0},
+      "history": [{"epoch": 1, "test/acc": 0.6}, {"epoch": 2, "test/acc": 0.8}]},
+     "run", None, {"monitor": "test/acc", "eval_split": "test", "best": {"epoch": 2, "value": 0.8},
+                   "trained": {"epochs": 2, "train_seconds": 3.0}}),
+    # A run that never finished recorded no best: its best epoch so far, by its mode, and how far it got.
+    ({"monitor": "val/acc", "mode": "max", "status": "running", "history": [
+        {"epoch": 1, "test/acc": 0.5, "epoch_seconds": 1.0}, {"epoch": 2, "test/acc": 0.7, "epoch_seconds": 2.0},
+        {"epoch": 3, "test/acc": 0.6, "epoch_seconds": 1.5}]},
+     "run", None, {"monitor": "test/acc", "best": {"epoch": 2, "value": 0.7},
+                   "trained": {"epochs": 3, "train_seconds": 4.5}}),
+    ({"monitor": "val/loss", "status": "failed",
+      "history": [{"epoch": 1, "val/loss": 0.5}, {"epoch": 2, "val/loss": 0.7}]},
+     "run", None, {"eval_split": "val", "best": {"epoch": 1, "value": 0.5}, "trained": {"epochs": 2}}),
+    ({"monitor": "test/acc", "hparams": {"kind": "refit"}}, "x", None, {"kind": "refit"}),  # as its HParams said
 ])
 def test_older_records_are_upgraded_for_the_readers(tmp_path, record, name, parent, want):
     folder = tmp_path / "parent" / name
@@ -64,6 +80,22 @@ def test_older_records_are_upgraded_for_the_readers(tmp_path, record, name, pare
             assert {k: got[key][k] for k in value} == value, (key, got[key])
         else:
             assert got[key] == value, (key, got[key])
+
+
+def test_the_record_states_the_best_epoch_and_how_far_it_got_as_the_epochs_go(tmp_path):
+    run = RunRecord(RunFolder(tmp_path / "run"), overrides=[], hparams={}, config={})
+    resumed_best = {"epoch": 1, "test/acc": 0.6, "value": 0.6}
+    run.start(monitor="test/acc", mode="max", eval_split="test", device="cpu", device_name=None,
+              history=[{"epoch": 1, "test/acc": 0.6, "epoch_seconds": 2.0}], best=resumed_best, resumed=False,
+              tensorboard=False, purge_step=None, model_summary="")
+    started = read(run.run_dir)
+    assert (started["best"], started["trained"]) == (resumed_best, {"epochs": 1, "train_seconds": 2.0})
+    run.epoch({"epoch": 2, "test/acc": 0.8, "epoch_seconds": 1.0}, is_best=True)
+    run.epoch({"epoch": 3, "test/acc": 0.7, "epoch_seconds": 1.0})
+    m = read(run.run_dir)
+    assert m["best"] == {"epoch": 2, "test/acc": 0.8, "value": 0.8}
+    assert m["trained"] == {"epochs": 3, "train_seconds": 4.0} and m["status"] == "running"
+    run.close()
 
 
 # ------------------------------------------------------- folders not ours

@@ -1,4 +1,4 @@
-"""trainer.sweeps.summary: a sweep's summary, rebuilt from hand-made job folders."""
+"""trainer.sweeps.summary (rows, ranking, tables): a sweep's summary, rebuilt from hand-made job folders."""
 from __future__ import annotations
 
 import csv
@@ -10,9 +10,14 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from trainer.runs.folder import RunFolder
+from trainer.runs.record import RunRecord, best_of
 from trainer.sweeps import summary
-from trainer.sweeps.summary import collect, main, render_table, sort_rows, summarize, write_summary
 from trainer.sweeps.callback import SweepCallback
+from trainer.sweeps.ranking import ranked_by, sort_rows, sweep_settings
+from trainer.sweeps.rows import COLUMNS, collect
+from trainer.sweeps.summary import main, summarize, write_summary
+from trainer.sweeps.tables import render_table
 
 
 # ------------------------------------------------------------------ helpers
@@ -27,7 +32,10 @@ def make_job(root: Path, name: str, overrides: list[str], status: str | None = "
              acc: float = 0.9, loss: float = 0.3, error: str | None = None, monitor: str | None = "val/acc",
              mode: str | None = "max", val: bool = False, final: bool | None = None, epochs: int = 2,
              train_seconds: bool = True) -> Path:
-    """A job folder as a multirun leaves it. status=None: only .hydra (never started)."""
+    """A job folder as a multirun of the first record format left it (the monitor as
+    declared, val/acc, even where the epochs were evaluated on test): every test
+    here reads it through trainer.runs.record.upgrade. status=None: only .hydra
+    (never started)."""
     job = root / name
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -110,23 +118,23 @@ def test_collect_rows_and_statuses(mixed_sweep):
     assert jobs["4"]["error"] and "metrics.json" in jobs["4"]["error"]
     assert jobs["4"]["overrides"] == "optimizer=adamw lr=0.01"  # from .hydra alone
     assert Path(jobs["0"]["path"]) == (mixed_sweep / "0").resolve()
-    assert all(list(r) == list(summary.COLUMNS) for r in rows)
+    assert all(list(r) == list(COLUMNS) for r in rows)
 
 
-def test_fallback_val_acc_to_test_acc(mixed_sweep):
-    """monitor val/acc without a val split: the best value is test/acc's."""
+def test_an_old_record_monitoring_val_acc_without_a_val_split_is_read_as_test_acc(mixed_sweep):
+    """monitor val/acc without a val split watched test/acc: the upgraded record says so, as a record of today does."""
     jobs = _by_job(collect(mixed_sweep))
-    assert jobs["1"]["monitor"] == "val/acc"
+    assert (jobs["1"]["monitor"], jobs["1"]["eval_split"], jobs["1"]["best_metric"]) == ("test/acc", "test", "test/acc")
     assert jobs["1"]["best_value"] == pytest.approx(0.91)
     assert jobs["0"]["best_value"] == pytest.approx(0.80)
-    assert summary.ranked_by(list(jobs.values()), "val/acc") == "test/acc"
+    assert ranked_by(list(jobs.values()), "val/acc") == "test/acc"
 
 
 def test_val_split_uses_val_acc(tmp_path):
     make_job(tmp_path, "0", ["data.val_split=0.1"], acc=0.93, val=True)
     (row,) = collect(tmp_path)
     assert row["val/acc"] == pytest.approx(0.93) and row["best_value"] == pytest.approx(0.93)
-    assert summary.ranked_by([row], "val/acc") == "val/acc"
+    assert ranked_by([row], "val/acc") == "val/acc"
 
 
 def test_seconds_from_history_without_train_seconds(tmp_path):
@@ -152,10 +160,12 @@ def test_unreadable_metrics_is_incomplete(tmp_path):
 
 
 def test_monitor_and_mode_from_jobs(mixed_sweep, tmp_path):
-    assert summary.sweep_settings(collect(mixed_sweep)) == ("val/acc", "max")
-    make_job(tmp_path, "0", ["lr=1"], monitor="val/loss", mode="min")
-    assert summary.sweep_settings(collect(tmp_path)) == ("val/loss", "min")
-    assert summary.sweep_settings([]) == ("val/acc", "max")
+    assert sweep_settings(collect(mixed_sweep)) == ("test/acc", "max")  # no val split: the epochs were on test
+    make_job(tmp_path / "a", "0", ["lr=1"], monitor="val/loss", mode="min")
+    assert sweep_settings(collect(tmp_path / "a")) == ("test/loss", "min")
+    make_job(tmp_path / "b", "0", ["lr=1"], monitor="val/loss", mode="min", val=True)
+    assert sweep_settings(collect(tmp_path / "b")) == ("val/loss", "min")
+    assert sweep_settings([]) == ("val/acc", "max")
 
 
 # --------------------------------------------------------------------- sort
@@ -170,8 +180,8 @@ def test_sort_min_with_loss_monitor(tmp_path):
     make_job(tmp_path, "2", ["lr=0.3"], acc=0.85, loss=0.40, monitor="val/loss", mode="min")
     make_job(tmp_path, "3", ["lr=9"], "diverged", error="loss is nan at step 3", final=False)
     rows = collect(tmp_path)
-    monitor, mode = summary.sweep_settings(rows)
-    assert (monitor, mode) == ("val/loss", "min")
+    monitor, mode = sweep_settings(rows)
+    assert (monitor, mode) == ("test/loss", "min")  # no val split: the epochs were on test
     ranked = sort_rows(rows, monitor, mode)
     assert [r["job"] for r in ranked] == ["0", "2", "1", "3"]
     assert [r["best_value"] for r in ranked[:3]] == pytest.approx([0.20, 0.40, 0.60])
@@ -197,7 +207,7 @@ def test_summary_files_agree(mixed_sweep):
 
     document = json.loads((mixed_sweep / "summary.json").read_text())
     assert document["sweep_dir"] == str(mixed_sweep.resolve())
-    assert document["monitor"] == "val/acc" and document["mode"] == "max"
+    assert document["monitor"] == "test/acc" and document["mode"] == "max"
     assert document["counts"]["completed"] == 2 and document["counts"]["failed"] == 1
     assert document["counts"]["incomplete"] == 1 and document["counts"]["missing"] == 1
     assert [r["job"] for r in document["rows"]] == ["1", "0", "2", "3", "4"]
@@ -485,3 +495,57 @@ def test_a_narrow_console_still_shows_every_error(tmp_path):
     text = console.file.getvalue()
     assert "1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in " ".join(text.split())
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+# ------------------------------------------------- records of today and of old
+def _today(root: Path, name: str, overrides: list[str], status: str = "completed", *, acc: float = 0.9,
+           loss: float = 0.3, monitor: str = "val/acc", mode: str = "max", val: bool = False, epochs: int = 2) -> Path:
+    """The job make_job writes, recorded by today's writer (trainer.runs.record.RunRecord)."""
+    split = "val" if val else "test"
+    history = _history(epochs, acc, loss, split)
+    watched = monitor.replace("val/", f"{split}/")
+    run = RunRecord(RunFolder(root / name), overrides=overrides, hparams={}, config={})
+    run.start(monitor=watched, mode=mode, eval_split=split, device="cpu", device_name=None, history=[], best={},
+              resumed=False, tensorboard=False, purge_step=None, model_summary="")
+    run.note_timing({"startup_seconds": 3.1})
+    for row in history:  # each epoch of _history is better than the one before
+        run.epoch(row, is_best=True)
+    if status == "completed":
+        final = {"test/acc": acc, "test/loss": loss, "train/loss": loss - 0.1, "train/acc": acc + 0.02,
+                 "epochs": epochs, "best_epoch": epochs, "train_seconds": 12.3,
+                 **({"val/acc": acc, "val/loss": loss} if val else {})}
+        run.finish(final, best_of(history[-1], watched))
+    else:
+        run.close()  # killed: metrics.json still says running
+    return root / name
+
+
+@pytest.mark.parametrize("job", [
+    dict(overrides=["lr=0.1"]),
+    dict(overrides=["lr=0.1"], val=True, acc=0.93),
+    dict(overrides=["lr=0.1"], monitor="val/loss", mode="min"),
+    dict(overrides=["lr=0.1"], monitor="val/loss", mode="min", val=True),
+    dict(overrides=["lr=0.2"], status="running", epochs=1, acc=0.7),
+    dict(overrides=["lr=0.2"], status="running", epochs=3, monitor="val/loss", mode="min", val=True),
+])
+def test_an_old_record_summarises_as_the_same_run_recorded_today(tmp_path, job):
+    old = make_job(tmp_path / "old", "0", **{**job, "final": job.get("status", "completed") == "completed"})
+    new = _today(tmp_path / "new", "0", **job)
+    (old_row,), (new_row,) = collect(old.parent), collect(new.parent)
+    # Today's writer also times drawing curves.png; everything else reads the same.
+    differ = {key: (old_row[key], new_row[key]) for key in COLUMNS
+              if key not in ("path", "pictures_seconds") and old_row[key] != new_row[key]}
+    assert differ == {}
+    assert new_row["best_value"] is not None and new_row["epochs"] == job.get("epochs", 2)
+
+
+def test_a_row_states_what_the_record_states_not_what_its_history_adds_up_to(tmp_path):
+    job = _today(tmp_path, "0", ["lr=0.1"], "running", epochs=2)
+    data = json.loads((job / "metrics.json").read_text())
+    # As a resumed run's record says it: the best epoch and the time of every attempt, one epoch of history here.
+    data.update(best={**data["best"], "epoch": 1, "value": 0.5}, trained={"epochs": 2, "train_seconds": 9.0},
+                history=data["history"][1:])
+    (job / "metrics.json").write_text(json.dumps(data))
+    (row,) = collect(tmp_path)
+    assert (row["best_epoch"], row["best_value"], row["epochs"], row["seconds"]) == (1, 0.5, 2, 9.0)
+    assert row["error"].startswith("stopped after epoch 2 ")

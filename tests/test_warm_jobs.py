@@ -18,6 +18,7 @@ from trainer.core import data
 from trainer.sweeps import forkserver
 from trainer.sweeps.launcher import plan_line, threads_per_job
 from trainer.sweeps.plan import job_number
+from trainer.sweeps.tables import time_line
 
 
 @pytest.mark.parametrize("argv, wanted", [
@@ -125,8 +126,6 @@ def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic
 
 
 def test_the_summary_says_where_the_sweep_s_time_went():
-    from trainer.sweeps.summary import time_line
-
     rows = [{"startup_seconds": 0.25, "fit_seconds": 5.5, "final_eval_seconds": 0.25, "pictures_seconds": 0.5},
             {"startup_seconds": 0.25, "fit_seconds": 4.5, "final_eval_seconds": None, "pictures_seconds": 0.25},
             {"status": "missing"}]

@@ -39,19 +39,13 @@ def run(cfg: DictConfig) -> float:
     +inf for a minimised monitor) so the sweep goes on.
     """
     hc = HydraConfig.get()
-    job = Job(run_dir=Path(hc.runtime.output_dir),
-              # As typed, unresolved: the record re-applies them on resume.
-              overrides=list(OmegaConf.to_container(hc.overrides.task, resolve=False)),
-              choices=dict(hc.runtime.choices), multirun=hc.mode == RunMode.MULTIRUN,
-              # A job of trainer's own launcher runs as a plain run in a process of its own.
-              in_sweep=hc.mode == RunMode.MULTIRUN or os.environ.get("TRAINER_SWEEP_JOB") == "1",
-              hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})), belongs=_sweep_of(hc))
     try:
         config = hydra_glue.typed(cfg)
-        job.epoch_end = _search_reporter(config.epochs, config.early_stopping.monitor)
     except UserError as e:
+        job = _job(hc)
         outcome = refuse(job, str(e))
     else:
+        job = _job(hc, epoch_end=_search_reporter(config.epochs, config.early_stopping.monitor))
         outcome = orchestrate.run(config, job)
     if outcome.status != "completed":
         if distributed.is_main() or outcome.status != "interrupted":  # torchrun: rank 0 alone says where to resume
@@ -61,6 +55,18 @@ def run(cfg: DictConfig) -> float:
         if outcome.status == "interrupted" or not job.multirun:
             sys.exit(outcome.exit_code)
     return outcome.value
+
+
+def _job(hc, epoch_end=None) -> Job:
+    """The job as Hydra knows it, with `epoch_end` (a search's pruning reports) when its config could be read."""
+    return Job(run_dir=Path(hc.runtime.output_dir),
+               # As typed, unresolved: the record re-applies them on resume.
+               overrides=list(OmegaConf.to_container(hc.overrides.task, resolve=False)),
+               choices=dict(hc.runtime.choices), multirun=hc.mode == RunMode.MULTIRUN,
+               # A job of trainer's own launcher runs as a plain run in a process of its own.
+               in_sweep=hc.mode == RunMode.MULTIRUN or os.environ.get("TRAINER_SWEEP_JOB") == "1",
+               hydra_yaml=OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})), belongs=_sweep_of(hc),
+               epoch_end=epoch_end)
 
 
 def _sweep_of(hc) -> dict:

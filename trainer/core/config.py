@@ -486,6 +486,11 @@ def _has_momentum(c) -> bool:
     return isinstance(c.optimizer, WITH_MOMENTUM)
 
 
+def _has_hidden_layers(model: ModelConfig) -> bool:
+    """A conv stack always has (model.channels holds at least one); an MLP where model.hidden is not empty."""
+    return isinstance(model, ConvConfig) or (isinstance(model, MLPConfig) and bool(model.hidden))
+
+
 @dataclass(frozen=True)
 class Applies:
     """A key that does something only with certain other choices: set to
@@ -513,10 +518,8 @@ APPLIES_ONLY = (
     Applies("optimizer.dampening", "optimizer.momentum above 0", lambda c: c.optimizer.momentum > 0),
     Applies("optimizer.nesterov", "optimizer.momentum above 0 and optimizer.dampening=0",
             lambda c: c.optimizer.momentum > 0 and c.optimizer.dampening == 0),
-    Applies("model.dropout", "hidden layers (model.hidden not empty)",
-            lambda c: bool(getattr(c.model, "hidden", None) or getattr(c.model, "channels", None)), off=(0,)),
-    Applies("model.batchnorm", "hidden layers (model.hidden not empty)",
-            lambda c: bool(getattr(c.model, "hidden", None) or getattr(c.model, "channels", None))),
+    Applies("model.dropout", "hidden layers (model.hidden not empty)", lambda c: _has_hidden_layers(c.model), off=(0,)),
+    Applies("model.batchnorm", "hidden layers (model.hidden not empty)", lambda c: _has_hidden_layers(c.model)),
     Applies("model.head_dropout", "a hidden head layer (model.head_hidden not empty)",
             lambda c: bool(c.model.head_hidden), off=(0,)),
     Applies("model.pool", "a pooled block (model.pool_every at most the number of model.channels)",
@@ -536,16 +539,25 @@ APPLIES_ONLY = (
 
 def check_applies(config: TrainerConfig, table=APPLIES_ONLY) -> None:
     """Refuse (one line) a key set to do something that its other choices ignore."""
+    groups = fields_of(config)
     for rule in table:
         group, _, name = rule.key.rpartition(".")
-        node = getattr(config, group)
-        if not dataclasses.is_dataclass(node) or not hasattr(node, name):
+        node = groups[group]
+        declared = fields_of(node)
+        if name not in declared:
             continue  # this choice of the group has no such key
-        value = getattr(node, name)
+        value = declared[name]
         if value in rule.off or value == _default(type(node), name) or rule.when(config):
             continue
         raise UserError(f"{rule.key}={display.typed(value)} only applies with {rule.needs}; remove it, or set that too",
                         key=rule.key)
+
+
+def fields_of(node) -> dict[str, Any]:
+    """A config node's own fields by name, one level deep: what its dataclass
+    declares, whichever member of a group's union it is (model=torchvision
+    has no `dropout`). Anything that is not a config dataclass is refused."""
+    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
 
 
 def _default(cls, name: str):
@@ -613,7 +625,7 @@ def _node(cls: type, values, prefix: str):
             value = _upgraded(value)
         kwargs[f.name] = value
     node = cls(**kwargs)
-    unset = [f.name for f in dataclasses.fields(node) if getattr(node, f.name) == MISSING]
+    unset = [name for name, value in fields_of(node).items() if value == MISSING]
     if unset:
         raise UserError(f"its saved config has no {prefix}{unset[0]}; use a checkpoint written by trainer")
     return node

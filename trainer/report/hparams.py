@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.core import display
-from trainer.core.config import GROUPS
+from trainer.core.config import GROUPS, TrainerConfig, fields_of
 from trainer.report.tracking import tag
 
 SESSION_SUFFIX = ".hparams"
@@ -49,20 +49,23 @@ def results_markdown(final: dict) -> str:
     return "\n".join(["| result | value |", "| --- | ---: |", *rows])
 
 
-def of(config, choices: dict, kind: str | None = None) -> dict:
+# The group keys a session shows, where the group's choice has them (model=conv has no `hidden`).
+GROUP_KEYS = {"optimizer": ("weight_decay", "momentum"), "model": ("dropout", "hidden", "channels"),
+              "loss": ("label_smoothing",)}
+
+
+def of(config: TrainerConfig, choices: dict, kind: str | None = None) -> dict:
     """A run's hparams: its kind, the group choices and the main knobs (metrics.json keeps them too)."""
     hp: dict[str, Any] = {"kind": kind or kind_of(config)}
     hp.update({g: choices.get(g) for g in GROUPS})
     hp["experiment"] = choices.get("experiment") or "none"
-    for key in ("lr", "batch_size", "epochs", "seed", "precision", "pipeline"):
-        hp[key] = getattr(config, key)
-    for group, keys in (("optimizer", ("weight_decay", "momentum")), ("model", ("dropout", "hidden", "channels")),
-                        ("loss", ("label_smoothing",))):
-        node = getattr(config, group)
-        for key in keys:
-            if hasattr(node, key):
-                value = getattr(node, key)
-                hp[f"{group}.{key}"] = str(list(value)) if isinstance(value, list) else value
+    hp.update(lr=config.lr, batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+              precision=config.precision, pipeline=config.pipeline)
+    groups = fields_of(config)
+    for group, keys in GROUP_KEYS.items():
+        node = fields_of(groups[group])
+        hp.update({f"{group}.{key}": str(list(node[key])) if isinstance(node[key], list) else node[key]
+                   for key in keys if key in node})
     if config.cv.folds:
         hp["cv.folds"] = config.cv.folds
     if config.cv.fold:
@@ -70,7 +73,7 @@ def of(config, choices: dict, kind: str | None = None) -> dict:
     return hp
 
 
-def kind_of(config) -> str:
+def kind_of(config: TrainerConfig) -> str:
     """run, cv (the cross-validation's own run) or fold; a refit says so itself."""
     return "fold" if config.cv.fold else "cv" if config.cv.folds else "run"
 

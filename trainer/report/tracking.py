@@ -196,7 +196,7 @@ class Tracker:
                 parts.append(f"{key} {display.metric(key, row[key])}")
         parts.append(f"{display.duration(row['epoch_seconds'])}  {row['samples_per_second']:,.0f} samples/s")
         self.output.say("  ".join(parts) + ("  *" if is_best else ""))
-        self.record.epoch(row)
+        self.record.epoch(row, is_best)
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -29,6 +29,7 @@ from torch import nn
 from trainer.core import capture, data, display, distributed, runtime, schedules
 
 from trainer.runs import resume
+from trainer.runs.record import best_of
 from trainer.core.config import (CVConfig, DataConfig, LossConfig, ModelConfig, OptimizerConfig, TrainerConfig,
                                  TorchvisionConfig, TransformConfig, as_dict, from_dict)
 from trainer.report.dashboards import Dashboards
@@ -225,7 +226,7 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     if saved:
         _restore(trainer, saved, changes, config.lr)
     record.start(monitor=monitor, mode=es.mode, eval_split=eval_split(splits.val is not None), device=str(device),
-                 device_name=runtime.device_name(device), history=trainer.history,
+                 device_name=runtime.device_name(device), history=trainer.history, best=_best(trainer, monitor),
                  resumed=saved is not None, tensorboard=config.tracking.tensorboard and main,
                  purge_step=trainer.position.global_step + 1 if saved else None,
                  model_summary=f"{parts.model}\nParameters: {parameter_count(parts.model):,}")
@@ -235,6 +236,12 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
                  "warm-up steps" if graph else eager_because)
     return Run(config, run_dir, device, parts.model, trainer, record, output, tracker, dashboards, monitor,
                saved[0] if saved else None, changes, step_note)
+
+
+def _best(trainer: Trainer, monitor: str) -> dict:
+    """The best epoch so far as the record states it ({} before one): early stopping's, whose rules decide it."""
+    es = trainer.schedule.early_stopping
+    return best_of(trainer.history[es.best_epoch - 1], monitor) if es.best_epoch else {}
 
 
 def _after_epoch(dashboards: Dashboards | None, epoch_end, monitor: str, history):
@@ -336,13 +343,10 @@ def fit(run: Run) -> float:
     finally:
         run.record.note_timing(_timing(trainer, t0, run.dashboards, drawn_before))
     es = trainer.schedule.early_stopping
-    best = {"epoch": es.best_epoch, run.monitor: es.best}
-    if es.best_epoch:
-        best.update({k: v for k, v in trainer.history[es.best_epoch - 1].items() if "/" in k})
     final["best_epoch"] = es.best_epoch
     if distributed.is_main():
         _say_finish(run, final)  # into trainer.log too, before the record closes it
-        run.record.finish(final, best)
+        run.record.finish(final, _best(trainer, run.monitor))
     distributed.teardown()
     return float(es.best) if es.best is not None else float("nan")
 

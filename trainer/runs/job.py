@@ -35,9 +35,10 @@ EXIT_FAILED = 1
 log = logging.getLogger("trainer")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """Where and as what a job runs: what Hydra knows about it, as plain values."""
+    """Where and as what a job runs: what Hydra knows about it, as plain values.
+    Finished when built: a fold or a refit is a new Job (dataclasses.replace)."""
 
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
@@ -77,7 +78,7 @@ class Job:
         return f"Run: {groups}" + (f" ({' '.join(given)})" if given else "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     status: str                  # completed | failed | diverged | interrupted | pruned
     error: str | None
@@ -200,7 +201,7 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
     changes = resume.check_record(run_dir, previous, as_dict(config))
     if previous.get("status") != "completed":
         return None
-    trained = int((previous.get("final") or {}).get("epochs") or 0)
+    trained = int(previous["trained"]["epochs"] or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
     resume.check_epochs(config.epochs, trained)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more

@@ -1,6 +1,7 @@
 """The run record: every file that says what a run is and what happened to it.
 
-    metrics.json          status, error, overrides, hparams, monitor, history, final, best, timing
+    metrics.json          status, error, overrides, hparams, kind, monitor, mode, eval_split, device, where
+                          it belongs, history, best (so far), trained (epochs and seconds so far), final, timing
     .hydra/config.yaml    the config, resolved (no ${...} left)
     .hydra/overrides.yaml the overrides a plain `resume=<run>` re-applies
     .hydra/hydra.yaml     Hydra's own settings for the job
@@ -27,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from trainer.core.engine import direction, monitored
 from trainer.core.files import atomic_write
 from trainer.core.process import process_start_time
 from trainer.report import figures, hparams
@@ -35,7 +37,9 @@ from trainer.runs.folder import KINDS, RunFolder, read_json, worst_value
 
 log = logging.getLogger("trainer")
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
-FORMAT = 2  # metrics.json states kind, eval_split, best.value, the device used and where the run belongs
+# 2: metrics.json states kind, eval_split, best.value, the device used and where the run belongs;
+# 3: `best` as the epochs go, and `trained` (epochs and their seconds so far).
+FORMAT = 3
 
 
 def read(run_dir: Path) -> dict | None:
@@ -47,42 +51,99 @@ def read(run_dir: Path) -> dict | None:
 
 def upgrade(data: dict, run_dir: Path) -> dict:
     """The facts a record of an older run left to be guessed, stated as a
-    record of today states them: kind, eval_split, best.value, the device
-    without its description, where a fold or refit belongs."""
+    record of today states them: kind and where a fold or refit belongs,
+    eval_split and the monitor as watched (val/acc meant test/acc without a
+    validation split), the best epoch so far, how far it trained, the device
+    without its description. The only place these are worked out."""
     if data.get("format") == FORMAT:
         return data
     data = dict(data)
-    monitor = data.get("monitor") or ""
-    parent = run_dir.parent
-    in_cv = (read_json(parent / "metrics.json") or {}).get("monitor") == "cv/mean"
-    if monitor == "cv/mean":
-        kind = "cv"
-    elif in_cv and run_dir.name.startswith("fold_"):
-        kind = "fold"
-    elif in_cv and run_dir.name == "refit":
-        kind = "refit"
-    else:
-        kind = "run"
+    kind = _kind(data, run_dir)
     data.setdefault("kind", kind)
     if kind in ("fold", "refit"):
         fold = run_dir.name.removeprefix("fold_")
-        data.setdefault("cv", {"dir": str(parent), "fold": int(fold) if fold.isdigit() else None})
-    data.setdefault("eval_split", "val" if monitor.startswith(("val/", "cv/")) else "test" if monitor else None)
-    best = dict(data.get("best") or {})
-    if monitor and "value" not in best:
-        best["value"] = best.get(monitor)
-    data["best"] = best
+        data.setdefault("cv", {"dir": str(run_dir.parent), "fold": int(fold) if fold.isdigit() else None})
+    epochs = _epochs(data.get("history"))
+    monitor = data.get("monitor") if isinstance(data.get("monitor"), str) else None
+    data.setdefault("eval_split", _eval_split(epochs, monitor or ""))
+    data["monitor"] = monitored(monitor, data["eval_split"] == "val") if monitor else None
+    data["best"] = _best(data, epochs)
+    data.setdefault("trained", trained(epochs, _dict(data.get("final"))))
     device = str(data.get("device") or "")
     if " (" in device:
         data["device"], _, name = device.partition(" (")
         data.setdefault("device_name", name.rstrip(")"))
+    data["format"] = FORMAT
     return data
+
+
+def _kind(data: dict, run_dir: Path) -> str:
+    """run, cv, fold or refit, for a record that does not say: its HParams
+    kind, else where it is (fold_2/ or refit/ inside a cross-validation)."""
+    said = _dict(data.get("hparams")).get("kind")
+    if said in KINDS:
+        return said
+    in_cv = (read_json(run_dir.parent / "metrics.json") or {}).get("monitor") == "cv/mean"
+    if data.get("monitor") == "cv/mean":
+        return "cv"
+    if in_cv and (run_dir.name.startswith("fold_") or run_dir.name == "refit"):
+        return "fold" if run_dir.name.startswith("fold_") else "refit"
+    return "run"
+
+
+def _epochs(history) -> list[dict]:
+    """The rows of trained epochs (a cross-validation's rows are its folds)."""
+    return [row for row in history if isinstance(row, dict) and "epoch" in row] if isinstance(history, list) else []
+
+
+def _eval_split(epochs: list[dict], monitor: str) -> str | None:
+    """Where the per-epoch evaluation ran: the split the epochs hold, else the monitor's."""
+    for split in ("val", "test"):
+        if any(key.startswith(f"{split}/") for row in epochs for key in row):
+            return split
+    return "val" if monitor.startswith(("val/", "cv/")) else "test" if monitor else None
+
+
+def _best(data: dict, epochs: list[dict]) -> dict:
+    """The record's best as stated, with its value; a run that never finished had none: its best epoch so far."""
+    monitor, best = data["monitor"], dict(_dict(data.get("best")))
+    if monitor and monitor not in best and data.get("status") != "completed":
+        mode = data.get("mode") or direction(monitor)
+        scored = [row for row in epochs if _finite(row.get(monitor))]
+        if scored:
+            return best_of((min if mode == "min" else max)(scored, key=lambda row: row[monitor]), monitor)
+    if monitor and "value" not in best:
+        best["value"] = best.get(monitor)
+    return best
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def best_of(row: dict, monitor: str) -> dict:
+    """The record's `best`: the best epoch's number, its metrics, and the monitored value."""
+    return {"epoch": row["epoch"], **{k: v for k, v in row.items() if "/" in k}, "value": row.get(monitor)}
+
+
+def trained(epochs: list[dict], final: dict | None = None) -> dict:
+    """How far a run got: the epochs it trained and their seconds (from its
+    final numbers where it has them: a cross-validation's are its folds')."""
+    final = final or {}
+    seconds = [row.get("epoch_seconds") for row in epochs]
+    counted = {"epochs": epochs[-1]["epoch"] if epochs else None,
+               "train_seconds": sum(s for s in seconds if _finite(s)) if epochs else None}
+    return {key: final.get(key, value) for key, value in counted.items()}
 
 
 def sweep_value(data: dict) -> float:
     """What a job returns to its sweeper: its best monitored value, or the
     worst possible one by its mode when it did not complete. Never NaN."""
-    value = (data.get("best") or {}).get(data.get("monitor"))
+    value = (data.get("best") or {}).get("value")
     if data.get("status") != "completed" or not isinstance(value, (int, float)) or math.isnan(value):
         return worst_value(data.get("mode"))
     return float(value)
@@ -163,17 +224,17 @@ class RunRecord:
             "format": FORMAT, "kind": folder.kind, "status": "running", "error": None, "overrides": overrides,
             "hparams": hparams, "monitor": None, "mode": None, "eval_split": None, "device": None,
             "device_name": None, "sweep": None, "cv": None, **(belongs or {}),
-            "final": {}, "best": {}, "history": [], "timing": {},
+            "final": {}, "best": {}, "trained": trained([]), "history": [], "timing": {},
         }
 
     # ------------------------------------------------------------- moments
     def start(self, *, monitor: str, mode: str, eval_split: str, device: str, device_name: str | None,
-              history: list[dict], resumed: bool, tensorboard: bool, purge_step: int | None,
+              history: list[dict], best: dict, resumed: bool, tensorboard: bool, purge_step: int | None,
               model_summary: str) -> None:
         """Every check has passed: from here on the run's files are ours to write.
-        A resumed run starts with the history its checkpoint holds."""
+        A resumed run starts with the history its checkpoint holds, and its best epoch so far."""
         self.data.update(monitor=monitor, mode=mode, eval_split=eval_split, device=device, device_name=device_name,
-                         history=list(history))
+                         history=list(history), best=dict(best), trained=trained(_epochs(history)))
         if resumed and self.previous is not None:  # keep the first attempt's start-up timing
             self.data["timing"] = dict(self.previous.get("timing") or {})
             self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
@@ -188,9 +249,19 @@ class RunRecord:
         if tensorboard:
             self._open_tensorboard(purge_step, model_summary)
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, row: dict, is_best: bool = False) -> None:
+        """One more row of the history: an epoch (the best so far, when `is_best`), or a cross-validation's fold."""
         self.data["history"].append(row)
+        if "epoch" in row:
+            self.data["trained"] = trained(_epochs(self.data["history"]))
+            if is_best:
+                self.data["best"] = best_of(row, self.data["monitor"])
         self.write()
+
+    def note_device(self, device: str, device_name: str | None) -> None:
+        """The device the run trained on, once known (a cross-validation's
+        config may say `auto`: its folds say which); written with the next moment."""
+        self.data.update(device=device, device_name=device_name)
 
     def note_timing(self, timing: dict) -> None:
         """How long things took; written with the next moment."""
@@ -199,7 +270,8 @@ class RunRecord:
     def finish(self, final: dict, best: dict) -> None:
         """Every other file first, metrics.json's `completed` last: a reader
         that sees a run completed sees all of its files complete."""
-        self.data.update(final=final, best={**best, "value": best.get(self.data["monitor"])})
+        self.data.update(final=final, best={**best, "value": best.get(self.data["monitor"])},
+                         trained=trained(_epochs(self.data["history"]), final))
         if self.writer is not None:
             self.writer.flush()  # an error of TensorBoard's writer thread (a full disk) fails the run here, in one line
             self._final_scalars(final)
@@ -238,7 +310,7 @@ class RunRecord:
         fresh = not self.started and self.previous is None and self.record_refusals and self.folder.usable()
         if self.started or fresh:
             if final:
-                self.data["final"] = final
+                self.data.update(final=final, trained=trained(_epochs(self.data["history"]), final))
             try:
                 if fresh and self.main:
                     self.folder.claim()

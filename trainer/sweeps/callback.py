@@ -29,6 +29,8 @@ from trainer.runs.folder import RunFolder
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN, duplicates_error
 from trainer.core.process import forward, wait_for_children
 from trainer.sweeps import summary
+from trainer.sweeps.ranking import counts as count_statuses, failure_line
+from trainer.sweeps.rows import collect, find_jobs
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
@@ -95,7 +97,7 @@ class SweepCallback(Callback):
         self.ended = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
-        line = summary.failure_line(rows or [], details=True)
+        line = failure_line(rows or [], details=True)
         if line:
             say(line)
             raise SystemExit(1)
@@ -120,10 +122,10 @@ def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     if "resume=auto" in overrides:
         _refuse_another_plan(sweep_dir, overrides)
         return
-    jobs = summary.find_jobs(sweep_dir)
+    jobs = find_jobs(sweep_dir)
     if not jobs:
         return
-    counts = summary.counts(summary.collect(sweep_dir))
+    counts = count_statuses(collect(sweep_dir))
     held = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     say(f"error: {sweep_dir} already holds {display.plural(len(jobs), 'job')} ({held}); continue the "
         "sweep with the same arguments and resume=auto (finished jobs are kept, the others continue or start), "

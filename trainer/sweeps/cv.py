@@ -58,8 +58,8 @@ def _run_folds(config: TrainerConfig, job: Job, record, output: Output) -> Outco
     worst = worst_value(config.early_stopping.mode)
     output.say(job.header())
     record.start(monitor="cv/mean", mode=config.early_stopping.mode, eval_split="val", device=config.device,
-                 device_name=None, history=[], resumed=bool(config.resume), tensorboard=config.tracking.tensorboard,
-                 purge_step=None, model_summary="")
+                 device_name=None, history=[], best={}, resumed=bool(config.resume),
+                 tensorboard=config.tracking.tensorboard, purge_step=None, model_summary="")
     output.say(f"Cross-validation: {config.cv.folds} folds of the training set, in {job.run_dir}")
     brief = Output(output.console, brief=True)  # a few lines per fold
     results = []
@@ -76,7 +76,9 @@ def _run_folds(config: TrainerConfig, job: Job, record, output: Output) -> Outco
                      f"{saved}continue the cross-validation with resume={job.run_dir}")
             record.fail("interrupted", error)
             return Outcome("interrupted", error, worst, job.run_dir, outcome.signum)
-    record.data.update(_device_used(job.run_dir / "fold_1"))
+    used = read(job.run_dir / "fold_1") or {}
+    if used.get("device"):  # the device the folds trained on (the CV's config may say `auto`)
+        record.note_device(used["device"], used.get("device_name"))
     final = statistics_of(results, config.cv.folds)
     refit = _refit(config, job, output) if config.cv.refit else None
     if refit is not None and refit.status != "completed":
@@ -98,12 +100,6 @@ def _inner_job(job: Job, name: str, kind: str, fold: int | None, overrides: list
     """A fold or the refit: a run folder inside the CV's, belonging to it."""
     return Job(job.run_dir / name, [*job.overrides, *overrides], job.choices, job.multirun, in_sweep=True,
                hydra_yaml=job.hydra_yaml, kind=kind, belongs={"cv": {"dir": str(job.run_dir), "fold": fold}})
-
-
-def _device_used(fold_dir: Path) -> dict:
-    """The device the folds trained on (the CV's config may say `auto`)."""
-    data = read(fold_dir) or {}
-    return {key: data[key] for key in ("device", "device_name") if data.get(key)}
 
 
 def _refit_stopped(record, refit: Outcome, final: dict, worst: float, job: Job) -> Outcome:

@@ -70,7 +70,7 @@ def _epochs_of(run_dir: Path) -> list[list[dict]]:
     cross-validation, each fold's (drawn as their mean and band)."""
     data = record.read(run_dir) or {}
     own = [row for row in data.get("history") or [] if "epoch" in row]
-    if own or data.get("monitor") != "cv/mean":
+    if own or data.get("kind") != "cv":
         return [own] if own else []
     folds = sorted(run_dir.glob("fold_*"), key=lambda p: _job_order(p.name.replace("fold_", "")))
     return [h for h in (_epochs_of(fold)[0] if _epochs_of(fold) else [] for fold in folds) if h]
@@ -102,7 +102,7 @@ def describe(group: dict) -> str:
 
 def label(group: dict, shared: set[str]) -> str:
     """What sets a group apart: its overrides, less those every job has."""
-    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared and not _elsewhere(k)]
+    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared and not elsewhere(k)]
     text = " ".join(display.override(o) for o in own)
     where = f"{group['where']}: " if group.get("where", ".") != "." else ""
     if group.get("folds"):
@@ -110,7 +110,7 @@ def label(group: dict, shared: set[str]) -> str:
     return where + (text or "(defaults)")
 
 
-def _elsewhere(key: str) -> bool:
+def elsewhere(key: str) -> bool:
     """Where things are or how they are logged, not what the group is."""
     return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
 
@@ -160,8 +160,7 @@ def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[
     bands = [(name, histories) for name, histories in bands if histories]
     if not (lines or bands):
         return False
-    split = "val" if any("val/acc" in h for _, hs in bands for run in hs for h in run) or \
-        any("val/acc" in h for _, run in lines for h in run) else "test"
+    split = "val" if any(row.get("eval_split") == "val" for row in rows if runs.get(row["job"])) else "test"
     lines = [(name, run) for name, run in lines if any(f"{split}/acc" in h for h in run)]  # one split on one axis
     absent = [f"{row['job']} ({row.get('status')})" for row in rows if not runs.get(row["job"])]
     note = f"no curve (no epoch finished): {', '.join(absent)}" if absent else ""

@@ -200,6 +200,16 @@ def _groups(base: str) -> dict:
     return {g["name"]: g for g in groups}
 
 
+def _by_folder(groups: dict, logdir: Path) -> dict:
+    """The rows by their run's folder under the logdir; each row's Trial ID names that folder first."""
+    out = {}
+    for name, group in groups.items():
+        (session,) = group["sessions"]
+        assert name == f"{Path(session['name']).name} in {(logdir / session['name']).parent.absolute()}", name
+        out[session["name"]] = group
+    return out
+
+
 def test_hparams_over_outputs_compares_every_sweep_run_and_fold(tmp_path):
     """`tensorboard --logdir outputs` over two sweeps, a cross-validation and its
     folds: one experiment, built by TensorBoard from every session, in which lr,
@@ -219,7 +229,7 @@ def test_hparams_over_outputs_compares_every_sweep_run_and_fold(tmp_path):
     _session(out / "runs/cv/fold_1", {**base, "kind": "fold", "cv.folds": 2, "cv.fold": 1}, acc_val=0.8)
     with _tensorboard(out) as url:
         experiment = _post(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
-        rows = _groups(url)
+        rows = _by_folder(_groups(url), out)
     infos = {i["name"]: i for i in experiment["hparamInfos"]}
     assert {name for name, i in infos.items() if i.get("differs")} >= {"lr", "optimizer", "seed", "status", "kind"}
     assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64" and infos["lr"]["domainInterval"]["maxValue"] == 0.003
@@ -240,7 +250,7 @@ def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
     groups = _post(f"{base}/data/plugin/hparams/session_groups", {
         "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})["sessionGroups"]
-    by_name = {g["name"]: g["hparams"] for g in groups}
+    by_name = {g["name"].split(" in ")[0]: g["hparams"] for g in groups}  # the Trial ID: the job's folder first
     assert sorted(by_name) == sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())  # all 4 jobs
     assert {n: h["status"] for n, h in by_name.items()} == {
         "0_lr=0.001,optimizer=sgd": "completed", "1_lr=-1,optimizer=sgd": "failed",

@@ -109,6 +109,7 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, 
     for old in Path(run_dir).glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
         old.unlink(missing_ok=True)
     _, start, _ = hparams_summary(shown(hparams, status, refused), {})
+    start = _named(start, trial_id(run_dir))
     writer = FileWriter(str(run_dir), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)
@@ -119,6 +120,28 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, 
             writer.add_summary(text("error", f"**{status}**: {error}"))
     finally:
         writer.close()
+
+
+def trial_id(folder: Path) -> str:
+    """The row's name in HParams (its Trial ID, a column 10em wide that shows
+    some 14 characters): the folder's own name first, `0_lr=0.001,optimizer=sgd`,
+    `fold_2`, `model=conv_2026-...`, then where it is. TensorBoard would show
+    the run's path under --logdir, which starts `sweeps/<sweep>/...` for every
+    job. Sessions with the same name are merged into one row, so the
+    folder's whole path keeps each one its own."""
+    folder = Path(folder).absolute()
+    return f"{folder.name} in {folder.parent}"
+
+
+def _named(start, name: str):
+    """The session-start summary torch wrote, with a group name (TensorBoard's Trial ID)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = start.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    data.session_start_info.group_name = name
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return start
 
 
 def _session_end(status: int):
@@ -143,6 +166,7 @@ def write_group_session(folder: Path, hparams: dict, metrics: dict[str, float], 
     for old in folder.glob("events.out.tfevents.*"):
         old.unlink(missing_ok=True)
     _, start, _ = hparams_summary({**shown(hparams, "completed"), "seed": seeds, "kind": "group"}, {})
+    start = _named(start, trial_id(folder))
     writer = FileWriter(str(folder), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)

@@ -103,7 +103,7 @@ def test_tensorboard_has_the_expected_tags(quick_run):
     ea.Reload()
     scalars = set(ea.Tags()["scalars"])
     for tag in ("loss/train", "acc/train", "loss/test", "acc/test", "lr", "perf/epoch_seconds",
-                "perf/samples_per_second", "perf/train_seconds"):
+                "perf/samples_per_second", "results/train_seconds"):
         assert tag in scalars, tag
     assert "hp_metric" not in scalars
     final = ea.Scalars("acc/test")[-1].value
@@ -118,8 +118,8 @@ def test_conv_model_and_adam_from_the_command_line(synthetic_root, tmp_path):
     run_cli(tiny(synthetic_root, "model=conv", "optimizer=adam", "lr=1e-3", "model.channels=[8,16]",
                  "model.head_hidden=[32]"), tmp_path, check=True)
     (run_dir,) = run_dirs(tmp_path)
-    # Named by what it changes, top-level keys first as typed (tiny()'s first), then the date and a suffix.
-    assert run_dir.name.startswith("epochs=1,batch_size=32,model=conv,optimizer=adam_and_"), run_dir.name
+    # Named by what it changes as typed (tiny()'s knobs first, data.root left out), then the date and a suffix.
+    assert run_dir.name.startswith("epochs=1,batch_size=32,train.log_every_n_steps=4_and_"), run_dir.name
     cfg = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "trainer.core.models.ConvNet" in cfg and "torch.optim.Adam" in cfg
     assert metrics(run_dir)["final"]["test/acc"] > 0.5  # synthetic classes are easy

@@ -21,7 +21,7 @@ STAMP, UNIQUE = "2026-12-05_11-02-56", "3831f0"
 @pytest.mark.parametrize("overrides, lead", [
     (["model=conv"], "model=conv"),
     (["model=conv", "optimizer=adam", "lr=1e-3"], "model=conv,optimizer=adam,lr=1e-3"),   # as typed
-    (["data.subset=500", "model=conv"], "model=conv,data.subset=500"),                  # top-level keys first
+    (["data.subset=500", "model=conv"], "data.subset=500,model=conv"),                  # as typed, not sorted
     (["lr=0.0030000001"], "lr=0.003"),                                                  # numbers rounded
     (["lr=0.1", "lr=0.01"], "lr=0.01"),                                                 # the value Hydra applied
     ([], "defaults"),

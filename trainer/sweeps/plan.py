@@ -73,15 +73,14 @@ def job_dir_name(num, dirname: str = "") -> str:
 
 
 def run_dir_name(overrides, stamp: str, unique: str) -> str:
-    """`model=conv,lr=0.01,data.subset=500_2026-12-05_11-02-56_3831f0`: what
-    the run's overrides change (group choices and top-level knobs first, as
-    typed, then dotted keys), then when it started and a random suffix (two
+    """`model=conv,lr=0.01_2026-12-05_11-02-56_3831f0`: what the run's
+    overrides change, in the order they were typed (what a person types first
+    is what the run is about), then when it started and a random suffix (two
     runs started in the same second never share a folder); `defaults_...`
     for a run that changes nothing (or only where things are: data.root,
     tracking.*)."""
-    items = [str(o) for o in overrides or []]
-    ordered = sorted(items, key=lambda o: "." in o.split("=", 1)[0])  # stable: as typed within each tier
-    return f"{_lead(_items(','.join(ordered), leave_out=elsewhere)) or 'defaults'}_{stamp}_{unique}"
+    items = _items(",".join(str(o) for o in overrides or []), leave_out=elsewhere)
+    return f"{_lead(items) or 'defaults'}_{stamp}_{unique}"
 
 
 def sweep_dir_name(varies, stamp: str, unique: str) -> str:

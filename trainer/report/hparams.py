@@ -15,7 +15,19 @@ each value keeps one type in every kind of run (run, cv, fold, refit, group)
 so no column turns into text in one folder and a number in another.
 
 Metrics are the last points of the runs' own curves (acc/test, loss/val, ...:
-see tracking.tag), so a run has no extra single-dot charts. Whole numbers
+see tracking.tag). A single number (cv/mean, cv/std, best epoch, time) can
+reach HParams only as a scalar event too: TensorBoard 2.21 reads a session's
+metrics with `read_last_scalars(plugin_name="scalars")`
+(plugins/hparams/backend_context.py, read_last_scalars), the same data that
+Time Series lists as cards (`list_scalars(plugin_name="scalars")` in
+plugins/metrics/metrics_plugin.py, _tags_impl), and neither has a way to
+mark a scalar as one for tables only. So those are one-point charts in the
+`results` group (sorted after acc and loss, so it starts collapsed), and a
+table in Text under `results` (results_markdown).
+
+Each row's name (the Trial ID, TensorBoard's session group name) is the
+run's folder name first, then where it is (trial_id): TensorBoard's own
+name would be the path under --logdir, cut after some 14 characters. Whole numbers
 (batch_size, epochs, seed) are shown as text, not as 64.000; a value the run
 was refused for (lr=-1) is left out of its session, so it cannot stretch a
 numeric axis of the parallel-coordinates view.

@@ -174,7 +174,7 @@ def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
                     "threads=1", "lr=0.01,0.05"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    assert re.fullmatch(r"lr_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", sweep_dir.name), sweep_dir.name
+    assert re.fullmatch(r"lr-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", sweep_dir.name), sweep_dir.name
     jobs = job_dirs(sweep_dir)
     assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=0.05"]
     assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]

@@ -206,7 +206,8 @@ def _by_folder(groups: dict, logdir: Path) -> dict:
     out = {}
     for name, group in groups.items():
         (session,) = group["sessions"]
-        assert name == f"{Path(session['name']).name} in {(logdir / session['name']).parent.absolute()}", name
+        parent = (logdir / session["name"]).parent.absolute()
+        assert name == f"{Path(session['name']).name} in {parent.name} ({parent.parent})", name
         out[session["name"]] = group
     return out
 

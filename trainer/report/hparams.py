@@ -137,12 +137,12 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, 
 def trial_id(folder: Path) -> str:
     """The row's name in HParams (its Trial ID, a column 10em wide that shows
     some 14 characters): the folder's own name first, `0_lr=0.001,optimizer=sgd`,
-    `fold_2`, `model=conv_2026-...`, then where it is. TensorBoard would show
+    `fold_2`, `model=conv-2026-...`, then its sweep's or run's and where that is. TensorBoard would show
     the run's path under --logdir, which starts `sweeps/<sweep>/...` for every
     job. Sessions with the same name are merged into one row, so the
     folder's whole path keeps each one its own."""
     folder = Path(folder).absolute()
-    return f"{folder.name} in {folder.parent}"
+    return f"{folder.name} in {folder.parent.name} ({folder.parent.parent})"
 
 
 def _named(start, name: str):

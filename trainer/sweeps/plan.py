@@ -1,6 +1,6 @@
 """A sweep's plan, the leaf its readers share: the file that lists the jobs
 (`sweep.json`), how run, sweep and job folders are named
-(`runs/model=conv_<date>_<time>_<random>`, `sweeps/lr,optimizer_<date>_...`,
+(`runs/model=conv-<date>_<time>_<random>`, `sweeps/lr,optimizer-<date>_...`,
 `3_optimizer=rmsprop`) and read back, and when two jobs are the same point
 (`seed=0` twice, `lr=1e-3` and `lr=0.001`).
 
@@ -19,8 +19,10 @@ PLAN = "sweep.json"
 # Where things are, not what a job is: never part of a job's folder name.
 NOT_IN_NAMES = ("data.root", "data.search_paths", "resume", "threads", "device")
 MAX_NAME = 80
-# A run's or a sweep's name before its date: whole items, shorter, so a path stays readable.
-MAX_LEAD = 48
+# A run's or a sweep's name before its date: whole items, and short enough that
+# `runs/<it>-` fits one line of TensorBoard's run list (some 37 characters;
+# a line breaks at a hyphen, not at a comma).
+MAX_LEAD = 32
 _ITEM = re.compile(r",(?=[\w.+~/-]+=)")  # a comma between key=value items (a list value has commas of its own)
 
 
@@ -53,17 +55,20 @@ def _capped(text: str, limit: int) -> str:
 
 
 def _lead(items: list[str]) -> str:
-    """Whole items while they fit in MAX_LEAD characters, then `_and_2_more`
-    (the date and random suffix after it keep the name unique)."""
+    """The items, or as many whole ones as fit in MAX_LEAD characters with
+    `_and_2_more` after them (the date and random suffix after it keep the
+    name unique; a single item too long is cut, with a hash of it)."""
+    text = ",".join(items)
+    if len(text) <= MAX_LEAD:
+        return text
     shown: list[str] = []
     for item in items:
-        if len(",".join([*shown, item])) > MAX_LEAD:
+        if len(",".join([*shown, item])) > MAX_LEAD - len("_and_99_more"):
             break
         shown.append(item)
-    if not shown and items:
-        return _capped(items[0], MAX_LEAD)  # one item longer than the limit: cut, with a hash of it
-    more = len(items) - len(shown)
-    return ",".join(shown) + (f"_and_{more}_more" if more else "")
+    if not shown:
+        return _capped(text, MAX_LEAD)
+    return f"{','.join(shown)}_and_{len(items) - len(shown)}_more"
 
 
 def job_dir_name(num, dirname: str = "") -> str:
@@ -73,21 +78,21 @@ def job_dir_name(num, dirname: str = "") -> str:
 
 
 def run_dir_name(overrides, stamp: str, unique: str) -> str:
-    """`model=conv,lr=0.01_2026-12-05_11-02-56_3831f0`: what the run's
+    """`model=conv,lr=0.01-2026-12-05_11-02-56_3831f0`: what the run's
     overrides change, in the order they were typed (what a person types first
     is what the run is about), then when it started and a random suffix (two
-    runs started in the same second never share a folder); `defaults_...`
+    runs started in the same second never share a folder); `defaults-...`
     for a run that changes nothing (or only where things are: data.root,
     tracking.*)."""
     items = _items(",".join(str(o) for o in overrides or []), leave_out=elsewhere)
-    return f"{_lead(items) or 'defaults'}_{stamp}_{unique}"
+    return f"{_lead(items) or 'defaults'}-{stamp}_{unique}"
 
 
 def sweep_dir_name(varies, stamp: str, unique: str) -> str:
-    """`lr,optimizer_2026-12-05_11-02-26_a1f159`: the keys the sweep varies,
+    """`lr,optimizer-2026-12-05_11-02-26_a1f159`: the keys the sweep varies,
     then the date and a random suffix."""
     keys = _lead([re.sub(r"[^\w.+\-]", "_", key) for key in sorted(varies)])
-    return f"{keys}_{stamp}_{unique}" if keys else f"{stamp}_{unique}"
+    return f"{keys}-{stamp}_{unique}" if keys else f"{stamp}_{unique}"
 
 
 def job_number(folder_name: str) -> int | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from trainer.core import display
 
 from trainer.runs import record
-from trainer.sweeps.plan import NOT_IN_NAMES, job_number, point
+from trainer.sweeps.plan import elsewhere, job_number, point
 from trainer.report import figures
 
 # Overrides that repeat an experiment rather than change it.
@@ -102,17 +102,12 @@ def describe(group: dict) -> str:
 
 def label(group: dict, shared: set[str]) -> str:
     """What sets a group apart: its overrides, less those every job has."""
-    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared and not _elsewhere(k)]
+    own = [f"{k}={v}" for k, v in group["overrides"].items() if f"{k}={v}" not in shared and not elsewhere(k)]
     text = " ".join(display.override(o) for o in own)
     where = f"{group['where']}: " if group.get("where", ".") != "." else ""
     if group.get("folds"):
         return f"{where}folds".strip()
     return where + (text or "(defaults)")
-
-
-def _elsewhere(key: str) -> bool:
-    """Where things are or how they are logged, not what the group is."""
-    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
 
 
 def _leaf(job: str) -> str:

@@ -35,7 +35,7 @@ from trainer.core import display
 from trainer.report import hparams
 from trainer.runs import record
 from trainer.sweeps import groups, study_listing
-from trainer.sweeps.plan import NOT_IN_NAMES, point
+from trainer.sweeps.plan import elsewhere, point
 from trainer.core.errors import UserError, report, say, warn
 from trainer.core.files import atomic_write, read_text
 from trainer.report.tracking import wide_console
@@ -563,12 +563,7 @@ def telling(row: dict, shared: set[str]) -> list[str]:
     or how they are logged (data.root, tracking.*)."""
     named = set(re.split(r",(?=[\w.+~/-]+=)", re.sub(r"^\d+_", "", Path(str(row.get("job", ""))).name)))
     return [o for o in (row.get("overrides") or "").split()
-            if o not in shared and display.override(o) not in named and not _elsewhere(o)]
-
-
-def _elsewhere(override: str) -> bool:
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
+            if o not in shared and display.override(o) not in named and not elsewhere(o.split("=", 1)[0])]
 
 
 def _counts_text(rows: list[dict]) -> str:

@@ -43,10 +43,10 @@ def test_a_long_single_override_is_cut_with_a_hash():
 
 
 @pytest.mark.parametrize("params, overrides, name", [
-    (None, ["optimizer=sgd,adam", "lr=1e-3,3e-3", "epochs=2"], "lr,optimizer"),
+    (None, ["optimizer=sgd,adam", "lr=1e-3,3e-3", "epochs=2"], "lr+optimizer"),   # no comma: it is typed back
     (None, ["seed=range(3)", "data.root=/x"], "seed"),
     ({"lr": "interval(1e-4, 1e-1)", "batch_size": "choice(32,64)"}, ["batch_size=64"], "lr"),  # pinned: not searched
-    ({"lr": "interval(1e-4, 1e-1)"}, ["optimizer=choice(sgd,adam)"], "lr,optimizer"),
+    ({"lr": "interval(1e-4, 1e-1)"}, ["optimizer=choice(sgd,adam)"], "lr+optimizer"),
     (None, ["epochs=1"], ""),                                                            # -m with one point
     (None, ["model.hidden=[32],[64]", "optimizer.weight_decay=0,1e-4", "train.grad_clip=0,1", "seed=0,1"],
      "model.hidden_and_3_more"),
@@ -74,7 +74,7 @@ def test_the_default_run_folder_says_what_the_run_changes():
 
 
 @pytest.mark.parametrize("folder, head", [
-    ("outputs/sweeps/lr,optimizer-2026-12-05_11-02-26_a1f159/0_lr=0.001,optimizer=sgd", "0_lr=0.001,optimizer=sgd in "),
+    ("outputs/sweeps/lr+optimizer-2026-12-05_11-02-26_a1f159/0_lr=0.001,optimizer=sgd", "0_lr=0.001,optimizer=sgd in "),
     ("outputs/runs/cv.folds=3-2026-12-05_11-02-42_4557b9/fold_2", "fold_2 in cv.folds=3-2026-12-05_11-02-42_4557b9 ("),
     ("outputs/runs/model=conv-2026-12-05_11-02-56_3831f0", "model=conv-2026-12-05_11-02-56_3831f0 in runs ("),
 ])
@@ -85,3 +85,12 @@ def test_an_hparams_row_is_named_by_its_folder_first(folder, head):
 def test_rows_of_folders_with_the_same_name_stay_apart():
     """TensorBoard merges sessions that share a Trial ID into one row (and averages them)."""
     assert trial_id(Path("outputs/sweeps/a/0_lr=0.001")) != trial_id(Path("outputs/sweeps/b/0_lr=0.001"))
+
+
+def test_a_sweep_folder_reads_back_as_one_folder():
+    """`hydra.sweep.dir=<it> resume=auto` continues a sweep: Hydra must not read the name as several values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    name = sweep_dir_name({"lr", "optimizer", "optimizer.weight_decay"}, STAMP, UNIQUE)
+    override = OverridesParser.create().parse_override(f"hydra.sweep.dir=outputs/sweeps/{name}")
+    assert not override.is_sweep_override() and override.value() == f"outputs/sweeps/{name}"

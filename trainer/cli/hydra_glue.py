@@ -47,7 +47,7 @@ def register() -> None:
     # GPU, cuda:(job number % visible GPUs). See docs/scaling.md.
     OmegaConf.register_new_resolver("trainer_gpu", _job_gpu)
     # Folder names that say what varies first (trainer.sweeps.plan): a run's
-    # `model=conv-<date>_<time>_<random>`, a sweep's `lr,optimizer-<date>_...`,
+    # `model=conv-<date>_<time>_<random>`, a sweep's `lr+optimizer-<date>_...`,
     # a sweep job's `3_optimizer=rmsprop`.
     OmegaConf.register_new_resolver("trainer_run_dir", run_dir_name)
     # Cached like `now`: Hydra copies the sweep's resolver cache into each job's

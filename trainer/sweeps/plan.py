@@ -1,6 +1,6 @@
 """A sweep's plan, the leaf its readers share: the file that lists the jobs
 (`sweep.json`), how run, sweep and job folders are named
-(`runs/model=conv-<date>_<time>_<random>`, `sweeps/lr,optimizer-<date>_...`,
+(`runs/model=conv-<date>_<time>_<random>`, `sweeps/lr+optimizer-<date>_...`,
 `3_optimizer=rmsprop`) and read back, and when two jobs are the same point
 (`seed=0` twice, `lr=1e-3` and `lr=0.001`).
 
@@ -54,21 +54,21 @@ def _capped(text: str, limit: int) -> str:
     return f"{text[:limit - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _lead(items: list[str]) -> str:
+def _lead(items: list[str], sep: str = ",") -> str:
     """The items, or as many whole ones as fit in MAX_LEAD characters with
     `_and_2_more` after them (the date and random suffix after it keep the
     name unique; a single item too long is cut, with a hash of it)."""
-    text = ",".join(items)
+    text = sep.join(items)
     if len(text) <= MAX_LEAD:
         return text
     shown: list[str] = []
     for item in items:
-        if len(",".join([*shown, item])) > MAX_LEAD - len("_and_99_more"):
+        if len(sep.join([*shown, item])) > MAX_LEAD - len("_and_99_more"):
             break
         shown.append(item)
     if not shown:
         return _capped(text, MAX_LEAD)
-    return f"{','.join(shown)}_and_{len(items) - len(shown)}_more"
+    return f"{sep.join(shown)}_and_{len(items) - len(shown)}_more"
 
 
 def job_dir_name(num, dirname: str = "") -> str:
@@ -89,9 +89,11 @@ def run_dir_name(overrides, stamp: str, unique: str) -> str:
 
 
 def sweep_dir_name(varies, stamp: str, unique: str) -> str:
-    """`lr,optimizer-2026-12-05_11-02-26_a1f159`: the keys the sweep varies,
-    then the date and a random suffix."""
-    keys = _lead([re.sub(r"[^\w.+\-]", "_", key) for key in sorted(varies)])
+    """`lr+optimizer-2026-12-05_11-02-26_a1f159`: the keys the sweep varies,
+    then the date and a random suffix. `+`, not a comma: the folder is typed
+    back as `hydra.sweep.dir=...` (resume=auto), where a comma would make it
+    a sweep of two folders."""
+    keys = _lead([re.sub(r"[^\w.\-]", "_", key) for key in sorted(varies)], sep="+")
     return f"{keys}-{stamp}_{unique}" if keys else f"{stamp}_{unique}"
 
 

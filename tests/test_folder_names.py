@@ -12,6 +12,7 @@ import pytest
 
 from trainer.cli import api
 from trainer.report.hparams import trial_id
+from trainer.runs.resume import quoted_folder
 from trainer.sweeps.callback import swept_keys
 from trainer.sweeps.plan import job_dir_name, job_number, run_dir_name, sweep_dir_name
 
@@ -94,3 +95,19 @@ def test_a_sweep_folder_reads_back_as_one_folder():
     name = sweep_dir_name({"lr", "optimizer", "optimizer.weight_decay"}, STAMP, UNIQUE)
     override = OverridesParser.create().parse_override(f"hydra.sweep.dir=outputs/sweeps/{name}")
     assert not override.is_sweep_override() and override.value() == f"outputs/sweeps/{name}"
+
+
+@pytest.mark.parametrize("arg, expected", [
+    ("hydra.run.dir=outputs/runs/model=conv,lr=0.01-2026", "hydra.run.dir='outputs/runs/model=conv,lr=0.01-2026'"),
+    ("hydra.sweep.dir=outputs/sweeps/s/0_lr=0.001,optimizer=sgd", "hydra.sweep.dir='outputs/sweeps/s/0_lr=0.001,optimizer=sgd'"),
+    ("hydra.run.dir='already quoted'", "hydra.run.dir='already quoted'"),
+    ("hydra.run.dir=outputs/${now:%H}", "hydra.run.dir=outputs/${now:%H}"),                # an interpolation: as typed
+    ("lr=0.01,0.1", "lr=0.01,0.1"),                                                      # not a folder: as typed
+])
+def test_a_folder_typed_back_is_one_value(arg, expected):
+    """`trainer hydra.run.dir=<the folder it printed> resume=auto` (a requeued job, torchrun)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert quoted_folder(arg) == expected
+    if arg.startswith("hydra.") and "${" not in arg:
+        assert not OverridesParser.create().parse_override(quoted_folder(arg)).is_sweep_override()

@@ -4,6 +4,7 @@ themselves once, below)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_tensorboard_has_the_expected_tags(quick_run):
     ea.Reload()
     scalars = set(ea.Tags()["scalars"])
     for tag in ("loss/train", "acc/train", "loss/test", "acc/test", "lr", "perf/epoch_seconds",
-                "perf/samples_per_second", "perf/train_seconds"):
+                "perf/samples_per_second", "results/train_seconds"):
         assert tag in scalars, tag
     assert "hp_metric" not in scalars
     final = ea.Scalars("acc/test")[-1].value
@@ -118,6 +119,8 @@ def test_conv_model_and_adam_from_the_command_line(synthetic_root, tmp_path):
     run_cli(tiny(synthetic_root, "model=conv", "optimizer=adam", "lr=1e-3", "model.channels=[8,16]",
                  "model.head_hidden=[32]"), tmp_path, check=True)
     (run_dir,) = run_dirs(tmp_path)
+    # Named by what it changes as typed (tiny()'s knobs first, data.root left out), then the date and a suffix.
+    assert re.fullmatch(r"epochs=1_and_10_more-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", run_dir.name), run_dir.name
     cfg = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "trainer.core.models.ConvNet" in cfg and "torch.optim.Adam" in cfg
     assert metrics(run_dir)["final"]["test/acc"] > 0.5  # synthetic classes are easy

@@ -168,10 +168,13 @@ def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path, caps
 
 # ------------------------------------------------------------------ launchers
 def test_joblib_runs_jobs_in_parallel_processes(synthetic_root, tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    proc = run_cli(sweep_args(synthetic_root, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                              "threads=1", "lr=0.01,0.05"), tmp_path)
+    """Into the default folder, named by what the sweep varies: each job, a
+    process of its own, finds the folder the sweep named."""
+    proc = run_cli(["-m", *tiny(synthetic_root, *SMALL), "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    "threads=1", "lr=0.01,0.05"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    assert re.fullmatch(r"lr-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", sweep_dir.name), sweep_dir.name
     jobs = job_dirs(sweep_dir)
     assert [p.name for p in jobs] == ["0_lr=0.01", "1_lr=0.05"]
     assert [metrics(j)["status"] for j in jobs] == ["completed", "completed"]

@@ -17,7 +17,8 @@ pytest.importorskip("tensorboard")
 
 LR = 0.02
 # The HParams metrics a run without a validation split has (trainer.report.hparams.METRICS, as tags).
-METRIC_TAGS = ("acc/test", "loss/test", "acc/train", "loss/train_epoch", "perf/best_epoch", "perf/train_seconds")
+METRIC_TAGS = ("acc/test", "loss/test", "acc/train", "loss/train_epoch", "results/best_epoch",
+               "results/train_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_hparams_metrics_are_the_last_points_of_the_curves(tb_run):
         assert math.isfinite(ea.Scalars(tag)[-1].value), tag
     assert ea.Scalars("acc/test")[-1].value == pytest.approx(final["test/acc"], abs=1e-6)
     assert ea.Scalars("loss/test")[-1].value == pytest.approx(final["test/loss"], rel=1e-5)
-    assert ea.Scalars("perf/best_epoch")[-1].value == final["best_epoch"]
+    assert ea.Scalars("results/best_epoch")[-1].value == final["best_epoch"]
     assert "hp_metric" not in scalars and not any(t.startswith("final/") for t in scalars)
     assert "epoch" not in scalars  # a step-to-epoch line is no curve to compare
 
@@ -178,7 +179,7 @@ def test_hparams_opens_on_what_the_sweep_varies(tensorboard_on_a_sweep):
     assert sorted({i["name"]: i for i in infos}["optimizer"]["domainDiscrete"]) == ["adam", "sgd"]
     # Only metrics a job has: no validation split here, so no val/ columns.
     tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
-    assert {"acc/test", "loss/test", "acc/train", "perf/train_seconds"} <= set(tags), tags
+    assert {"acc/test", "loss/test", "acc/train", "results/train_seconds"} <= set(tags), tags
     assert not [t for t in tags if t.endswith("/val")], tags
 
 
@@ -200,6 +201,17 @@ def _groups(base: str) -> dict:
     return {g["name"]: g for g in groups}
 
 
+def _by_folder(groups: dict, logdir: Path) -> dict:
+    """The rows by their run's folder under the logdir; each row's Trial ID names that folder first."""
+    out = {}
+    for name, group in groups.items():
+        (session,) = group["sessions"]
+        parent = (logdir / session["name"]).parent.absolute()
+        assert name == f"{Path(session['name']).name} in {parent.name} ({parent.parent})", name
+        out[session["name"]] = group
+    return out
+
+
 def test_hparams_over_outputs_compares_every_sweep_run_and_fold(tmp_path):
     """`tensorboard --logdir outputs` over two sweeps, a cross-validation and its
     folds: one experiment, built by TensorBoard from every session, in which lr,
@@ -219,7 +231,7 @@ def test_hparams_over_outputs_compares_every_sweep_run_and_fold(tmp_path):
     _session(out / "runs/cv/fold_1", {**base, "kind": "fold", "cv.folds": 2, "cv.fold": 1}, acc_val=0.8)
     with _tensorboard(out) as url:
         experiment = _post(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
-        rows = _groups(url)
+        rows = _by_folder(_groups(url), out)
     infos = {i["name"]: i for i in experiment["hparamInfos"]}
     assert {name for name, i in infos.items() if i.get("differs")} >= {"lr", "optimizer", "seed", "status", "kind"}
     assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64" and infos["lr"]["domainInterval"]["maxValue"] == 0.003
@@ -240,13 +252,25 @@ def test_hparams_shows_every_job_with_its_status(tensorboard_on_a_sweep):
     groups = _post(f"{base}/data/plugin/hparams/session_groups", {
         "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})["sessionGroups"]
-    by_name = {g["name"]: g["hparams"] for g in groups}
+    by_name = {g["name"].split(" in ")[0]: g["hparams"] for g in groups}  # the Trial ID: the job's folder first
     assert sorted(by_name) == sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())  # all 4 jobs
     assert {n: h["status"] for n, h in by_name.items()} == {
         "0_lr=0.001,optimizer=sgd": "completed", "1_lr=-1,optimizer=sgd": "failed",
         "2_lr=0.001,optimizer=adam": "completed", "3_lr=-1,optimizer=adam": "failed"}
     assert "lr" not in by_name["1_lr=-1,optimizer=sgd"]  # the refused value is on no axis
     assert by_name["0_lr=0.001,optimizer=sgd"]["batch_size"] == "32"  # whole numbers read as such
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("cv/mean", "results/cv_mean"), ("cv/std", "results/cv_std"),
+    ("best_epoch", "results/best_epoch"), ("train_seconds", "results/train_seconds"),   # single numbers: one group
+    ("epoch_seconds", "perf/epoch_seconds"), ("samples_per_second", "perf/samples_per_second"),  # per-epoch curves
+    ("train/acc", "acc/train"), ("val/loss", "loss/val"), ("lr", "lr"),
+])
+def test_single_numbers_are_one_group_and_curves_stay_curves(key, expected):
+    from trainer.report.tracking import tag
+
+    assert tag(key) == expected
 
 
 def test_single_numbers_do_not_take_the_first_card_groups():

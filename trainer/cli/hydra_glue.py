@@ -22,7 +22,8 @@ from trainer.core import config as schema
 from trainer.core.distributed import job_gpu
 from trainer.core.errors import UserError, first_line, report
 from trainer.cli.hydra_errors import describe, is_lr_elsewhere, lr_elsewhere, suggest
-from trainer.sweeps.plan import job_dir_name
+from trainer.sweeps.callback import swept_keys
+from trainer.sweeps.plan import job_dir_name, run_dir_name, sweep_dir_name
 
 _registered = False
 
@@ -45,7 +46,15 @@ def register() -> None:
     # `device=${trainer_gpu:}`: parallel sweep jobs on one machine each take a
     # GPU, cuda:(job number % visible GPUs). See docs/scaling.md.
     OmegaConf.register_new_resolver("trainer_gpu", _job_gpu)
-    # A sweep job's folder: `3_optimizer=rmsprop` (trainer.sweeps.plan.job_dir_name).
+    # Folder names that say what varies first (trainer.sweeps.plan): a run's
+    # `model=conv-<date>_<time>_<random>`, a sweep's `lr+optimizer-<date>_...`,
+    # a sweep job's `3_optimizer=rmsprop`.
+    OmegaConf.register_new_resolver("trainer_run_dir", run_dir_name)
+    # Cached like `now`: Hydra copies the sweep's resolver cache into each job's
+    # config, whose own overrides (optimizer=sgd) no longer say what the sweep varies.
+    OmegaConf.register_new_resolver(
+        "trainer_sweep_dir", lambda task, params, stamp, unique: sweep_dir_name(swept_keys(params, task), stamp, unique),
+        use_cache=True)
     OmegaConf.register_new_resolver("trainer_job_dir", lambda num, dirname="": job_dir_name(num, dirname))
     # `trainer --help`: the groups a user can choose (config.yaml's hydra.help.template).
     OmegaConf.register_new_resolver("trainer_groups", choosable_groups)

@@ -15,7 +15,19 @@ each value keeps one type in every kind of run (run, cv, fold, refit, group)
 so no column turns into text in one folder and a number in another.
 
 Metrics are the last points of the runs' own curves (acc/test, loss/val, ...:
-see tracking.tag), so a run has no extra single-dot charts. Whole numbers
+see tracking.tag). A single number (cv/mean, cv/std, best epoch, time) can
+reach HParams only as a scalar event too: TensorBoard 2.21 reads a session's
+metrics with `read_last_scalars(plugin_name="scalars")`
+(plugins/hparams/backend_context.py, read_last_scalars), the same data that
+Time Series lists as cards (`list_scalars(plugin_name="scalars")` in
+plugins/metrics/metrics_plugin.py, _tags_impl), and neither has a way to
+mark a scalar as one for tables only. So those are one-point charts in the
+`results` group (sorted after acc and loss, so it starts collapsed), and a
+table in Text under `results` (results_markdown).
+
+Each row's name (the Trial ID, TensorBoard's session group name) is the
+run's folder name first, then where it is (trial_id): TensorBoard's own
+name would be the path under --logdir, cut after some 14 characters. Whole numbers
 (batch_size, epochs, seed) are shown as text, not as 64.000; a value the run
 was refused for (lr=-1) is left out of its session, so it cannot stretch a
 numeric axis of the parallel-coordinates view.
@@ -112,6 +124,7 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, 
     for old in Path(run_dir).glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
         old.unlink(missing_ok=True)
     _, start, _ = hparams_summary(shown(hparams, status, refused), {})
+    start = _named(start, trial_id(run_dir))
     writer = FileWriter(str(run_dir), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)
@@ -122,6 +135,28 @@ def write_session(run_dir: Path, hparams: dict, status: str, error: str | None, 
             writer.add_summary(text("error", f"**{status}**: {error}"))
     finally:
         writer.close()
+
+
+def trial_id(folder: Path) -> str:
+    """The row's name in HParams (its Trial ID, a column 10em wide that shows
+    some 14 characters): the folder's own name first, `0_lr=0.001,optimizer=sgd`,
+    `fold_2`, `model=conv-2026-...`, then its sweep's or run's and where that is. TensorBoard would show
+    the run's path under --logdir, which starts `sweeps/<sweep>/...` for every
+    job. Sessions with the same name are merged into one row, so the
+    folder's whole path keeps each one its own."""
+    folder = Path(folder).absolute()
+    return f"{folder.name} in {folder.parent.name} ({folder.parent.parent})"
+
+
+def _named(start, name: str):
+    """The session-start summary torch wrote, with a group name (TensorBoard's Trial ID)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    value = start.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    data.session_start_info.group_name = name
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return start
 
 
 def _session_end(status: int):
@@ -146,6 +181,7 @@ def write_group_session(folder: Path, hparams: dict, metrics: dict[str, float], 
     for old in folder.glob("events.out.tfevents.*"):
         old.unlink(missing_ok=True)
     _, start, _ = hparams_summary({**shown(hparams, "completed"), "seed": seeds, "kind": "group"}, {})
+    start = _named(start, trial_id(folder))
     writer = FileWriter(str(folder), filename_suffix=SESSION_SUFFIX)
     try:
         writer.add_summary(start)

@@ -28,16 +28,28 @@ from trainer.core import display, distributed
 log = logging.getLogger("trainer.console")
 
 
+# A run's single numbers, known once it ends (with a cross-validation's cv/mean and cv/std).
+SINGLE_NUMBERS = ("best_epoch", "train_seconds")
+
+
 def tag(key: str, per_step: bool = False) -> str:
     """The TensorBoard tag of a metrics.json key: train/acc -> acc/train,
-    val/loss -> loss/val, epoch_seconds -> perf/epoch_seconds, cv/mean ->
-    results/cv_mean. The training
-    loss is logged per step (loss/train) and as the epoch's mean (loss/train_epoch)."""
+    val/loss -> loss/val, epoch_seconds -> perf/epoch_seconds; the single
+    numbers in one group: cv/mean -> results/cv_mean, best_epoch ->
+    results/best_epoch. The training loss is logged per step (loss/train)
+    and as the epoch's mean (loss/train_epoch).
+
+    HParams reads a run's metrics only from scalar events (the last point of
+    a tag), and Time Series charts every scalar event, so a single number is
+    a one-point chart there too (trainer.report.hparams says why): all of
+    them in `results`, a group that sorts after acc and loss (TensorBoard
+    opens the first two groups) and that a tag filter leaves out
+    (`^(?!results/)`); the per-epoch `perf` curves stay curves."""
     split, _, metric = key.partition("/")
     if not metric:
-        return key if key == "lr" else f"perf/{key}"
-    if split == "cv":  # a cross-validation's mean and std over its folds: one number each, so a group
-        return f"results/cv_{metric}"  # that sorts after acc and loss (TensorBoard opens the first groups)
+        return key if key == "lr" else f"results/{key}" if key in SINGLE_NUMBERS else f"perf/{key}"
+    if split == "cv":  # a cross-validation's mean and std over its folds
+        return f"results/cv_{metric}"
     if key == "train/loss" and not per_step:
         return "loss/train_epoch"
     return f"{metric}/{split}"

@@ -33,10 +33,15 @@ AT_EPOCH_START = ("batch_size", "data.subset", "train.shuffle", "train.drop_last
 IGNORED = ("resume",)
 
 
+# A run's folder typed back as it was printed (`hydra.run.dir=<folder> resume=auto`).
+FOLDER_SETTINGS = ("hydra.run.dir=", "hydra.sweep.dir=")
+
+
 def expand(args: list[str]) -> list[str]:
     """`resume=<run dir or ckpt>` -> that run's own overrides, then the new
     ones, then where to write (the run's own folder). `resume=auto` is
     resolved later, in the job's own folder."""
+    args = [quoted_folder(a) for a in args]
     given = [a for a in args if a.startswith("resume=")]
     if not given or given[-1] == "resume=auto":
         return args
@@ -65,6 +70,19 @@ def expand(args: list[str]) -> list[str]:
     given_keys = {_key(a) for a in extra}  # a key given again replaces the run's own value
     kept = [o for o in previous if not o.startswith(("resume=", "hydra.run.dir=")) and _key(o) not in given_keys]
     return [*kept, *extra, f"resume={resume_to}", f"hydra.run.dir={quote(str(run_dir))}"]
+
+
+def quoted_folder(arg: str) -> str:
+    """`hydra.run.dir=<folder>` with the folder quoted for Hydra's grammar:
+    folder names hold `=` and `,` (`model=conv,lr=0.01-<date>_...`,
+    `0_lr=0.001,optimizer=sgd`), which Hydra would read as syntax (a comma
+    as a sweep). A value already quoted, or with an interpolation, stays as typed."""
+    if not arg.startswith(FOLDER_SETTINGS):
+        return arg
+    key, value = arg.split("=", 1)
+    if not value or value[0] in "'\"" or "${" in value:
+        return arg
+    return f"{key}={quote(value)}"
 
 
 def is_cross_validation(folder: Path) -> bool:

@@ -191,13 +191,17 @@ def _name_jobs_by_what_varies(config, overrides: list[str]) -> None:
 
 
 def _swept(config, overrides: list[str]) -> set[str]:
+    return swept_keys(config.hydra.sweeper.get("params"), overrides)
+
+
+def swept_keys(params, overrides) -> set[str]:
     """The keys a sweep varies: those given several values on the command
     line, and a search's own parameters (Optuna's hydra.sweeper.params)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides or []])
     fixed = {o.key_or_group for o in parsed if not o.is_sweep_override()}  # these pin a search's own parameter
-    searched = set(config.hydra.sweeper.get("params") or {}) - fixed
+    searched = set(params or {}) - fixed
     return {o.key_or_group for o in parsed if o.is_sweep_override()} | searched
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from trainer.core import display
 
 from trainer.runs import record
-from trainer.sweeps.plan import NOT_IN_NAMES, job_number, point
+from trainer.sweeps.plan import elsewhere, job_number, point
 from trainer.report import figures
 
 # Overrides that repeat an experiment rather than change it.
@@ -108,11 +108,6 @@ def label(group: dict, shared: set[str]) -> str:
     if group.get("folds"):
         return f"{where}folds".strip()
     return where + (text or "(defaults)")
-
-
-def elsewhere(key: str) -> bool:
-    """Where things are or how they are logged, not what the group is."""
-    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
 
 
 def _leaf(job: str) -> str:

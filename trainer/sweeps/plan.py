@@ -1,7 +1,13 @@
 """A sweep's plan, the leaf its readers share: the file that lists the jobs
-(`sweep.json`), how a job's folder is named (`3_optimizer=rmsprop`) and read
-back, and when two jobs are the same point (`seed=0` twice, `lr=1e-3` and
-`lr=0.001`)."""
+(`sweep.json`), how run, sweep and job folders are named
+(`runs/model=conv-<date>_<time>_<random>`, `sweeps/lr+optimizer-<date>_...`,
+`3_optimizer=rmsprop`) and read back, and when two jobs are the same point
+(`seed=0` twice, `lr=1e-3` and `lr=0.001`).
+
+Names say what varies first: TensorBoard names a run by its folder under
+--logdir and shows the first 14-17 characters of it (an HParams Trial ID
+column is 10em wide, an image card's run label at most 120 px), so the date
+and the random suffix, which only keep names apart, come last."""
 from __future__ import annotations
 
 import hashlib
@@ -13,19 +19,82 @@ PLAN = "sweep.json"
 # Where things are, not what a job is: never part of a job's folder name.
 NOT_IN_NAMES = ("data.root", "data.search_paths", "resume", "threads", "device")
 MAX_NAME = 80
+# A run's or a sweep's name before its date: whole items, and short enough that
+# `runs/<it>-` fits one line of TensorBoard's run list (some 37 characters;
+# a line breaks at a hyphen, not at a comma).
+MAX_LEAD = 32
+_ITEM = re.compile(r",(?=[\w.+~/-]+=)")  # a comma between key=value items (a list value has commas of its own)
+
+
+def elsewhere(key: str) -> bool:
+    """Where things are or how they are logged (data.root, tracking.*), not what a run is."""
+    key = key.lstrip("+~")
+    return key in NOT_IN_NAMES or key.startswith(("tracking.", "hydra."))
+
+
+def what_varies(dirname: str) -> str:
+    """`lr=0.001,optimizer=sgd` from Hydra's override_dirname, at most
+    MAX_NAME characters (a hash of the rest keeps it unique)."""
+    return _capped(",".join(_items(dirname)), MAX_NAME)
+
+
+def _items(dirname: str, leave_out=lambda key: False) -> list[str]:
+    """The key=value items: numbers rounded, the last value of a key set twice
+    (the one Hydra applied), no key `leave_out` names, no characters a folder
+    name should not hold (`/` in a value)."""
+    items = {item.split("=", 1)[0]: item for item in _ITEM.split(str(dirname or "")) if item}
+    kept = [item for key, item in items.items() if not leave_out(key)]
+    rounded = (re.sub(r"(?<==)-?\d+\.\d+(?:e-?\d+)?", lambda m: display.value(float(m.group(0))), i) for i in kept)
+    return [re.sub(r"[^\w.,=+\-\[\]]", "_", item) for item in rounded]
+
+
+def _capped(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _lead(items: list[str], sep: str = ",") -> str:
+    """The items, or as many whole ones as fit in MAX_LEAD characters with
+    `_and_2_more` after them (the date and random suffix after it keep the
+    name unique; a single item too long is cut, with a hash of it)."""
+    text = sep.join(items)
+    if len(text) <= MAX_LEAD:
+        return text
+    shown: list[str] = []
+    for item in items:
+        if len(sep.join([*shown, item])) > MAX_LEAD - len("_and_99_more"):
+            break
+        shown.append(item)
+    if not shown:
+        return _capped(text, MAX_LEAD)
+    return f"{sep.join(shown)}_and_{len(items) - len(shown)}_more"
 
 
 def job_dir_name(num, dirname: str = "") -> str:
-    """`3_optimizer=rmsprop`: the job number, then what varies (numbers
-    rounded, no characters a folder name should not hold, kept short)."""
-    # key=value items (a list value has commas of its own); the last of a key is the one Hydra applied
-    items = {item.split("=", 1)[0]: item for item in re.split(r",(?=[\w.+~/-]+=)", str(dirname or "")) if item}
-    text = ",".join(items.values())
-    text = re.sub(r"(?<==)-?\d+\.\d+(?:e-?\d+)?", lambda m: display.value(float(m.group(0))), text)
-    text = re.sub(r"[^\w.,=+\-\[\]]", "_", text)
-    if len(text) > MAX_NAME:
-        text = f"{text[:MAX_NAME - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    """`3_optimizer=rmsprop`: the job number, then what varies."""
+    text = what_varies(dirname)
     return f"{num}_{text}" if text else str(num)
+
+
+def run_dir_name(overrides, stamp: str, unique: str) -> str:
+    """`model=conv,lr=0.01-2026-12-05_11-02-56_3831f0`: what the run's
+    overrides change, in the order they were typed (what a person types first
+    is what the run is about), then when it started and a random suffix (two
+    runs started in the same second never share a folder); `defaults-...`
+    for a run that changes nothing (or only where things are: data.root,
+    tracking.*)."""
+    items = _items(",".join(str(o) for o in overrides or []), leave_out=elsewhere)
+    return f"{_lead(items) or 'defaults'}-{stamp}_{unique}"
+
+
+def sweep_dir_name(varies, stamp: str, unique: str) -> str:
+    """`lr+optimizer-2026-12-05_11-02-26_a1f159`: the keys the sweep varies,
+    then the date and a random suffix. `+`, not a comma: the folder is typed
+    back as `hydra.sweep.dir=...` (resume=auto), where a comma would make it
+    a sweep of two folders."""
+    keys = _lead([re.sub(r"[^\w.\-]", "_", key) for key in sorted(varies)], sep="+")
+    return f"{keys}-{stamp}_{unique}" if keys else f"{stamp}_{unique}"
 
 
 def job_number(folder_name: str) -> int | None:

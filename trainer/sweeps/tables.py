@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from trainer.core import display
 from trainer.sweeps import groups
+from trainer.sweeps.plan import elsewhere
 from trainer.sweeps.ranking import DEFAULT_MONITOR, counts, ranked_by, shared_overrides, sweep_settings
 from trainer.sweeps.rows import COLUMNS, COMPLETED, METRICS, TIME_PARTS
 
@@ -99,7 +100,7 @@ def telling(row: dict, shared: set[str]) -> list[str]:
     named = set(re.split(r",(?=[\w.+~/-]+=)", re.sub(r"^\d+_", "", Path(str(row.get("job", ""))).name)))
     return [o for o in (row.get("overrides") or "").split()
             if o not in shared and display.override(o) not in named
-            and not groups.elsewhere(o.split("=", 1)[0].lstrip("+~"))]
+            and not elsewhere(o.split("=", 1)[0].lstrip("+~"))]
 
 
 def counts_text(rows: list[dict]) -> str:

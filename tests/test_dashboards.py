@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -68,10 +69,10 @@ def image_steps(acc: EventAccumulator, tag: str) -> list[int]:
     return [event.step for event in acc.Images(tag)] if tag in acc.Tags()["images"] else []
 
 
-def board(writer, model, batches, images=1, histograms=1, graph=False) -> Dashboards:
+def board(writer, model, batches, images=1, histograms=1, graph=False, run="3_optimizer=rmsprop") -> Dashboards:
     """Dashboards drawing into `writer` (the run record holds it in a run)."""
     return Dashboards(SimpleNamespace(writer=writer), model, batches, class_names=CLASSES,
-                      images_every_n_epochs=images, histograms_every_n_epochs=histograms, graph=graph)
+                      images_every_n_epochs=images, histograms_every_n_epochs=histograms, graph=graph, run=run)
 
 
 def run(tmp_path, model, *, images=1, histograms=1, epochs=(1,), graph=False, batches=None):
@@ -193,6 +194,27 @@ def test_every_figure_fits_the_default_card(tmp_path):
         image = decode(acc, tag)
         assert image.mode == "RGB" and image.size == (440, 210), (tag, image.size)
     assert figures.FONT * figures.DPI / 72 >= 11  # TensorBoard's own axis labels are 11 px
+
+
+def test_each_figure_names_its_run():
+    """An image card labels its picture with the start of the run's path
+    (the sweep's folder, the same for every job): the picture names its run,
+    in its top line, a long name cut to fit."""
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
+    conv = torch.randn(8, 1, 3, 3)
+    drawings = {"samples": lambda run: figures.samples(x, y, CLASSES, run),
+                "misclassified": lambda run: figures.misclassified(x[:3], [1, 2, 3], [0, 0, 0], CLASSES, run),
+                "confusion": lambda run: figures.confusion_matrix(torch.eye(10, dtype=torch.long) * 5, CLASSES, run),
+                "filters": lambda run: figures.conv_filters(conv, run),
+                "feature maps": lambda run: figures.feature_maps(x[0], conv, torch.rand(8, 26, 26), run)}
+    for name, draw in drawings.items():
+        plain, named = draw(""), draw("3_optimizer=rmsprop")
+        assert named.shape == plain.shape == (210, 440, 3), name
+        top = named[:14].astype(int)
+        assert (top.max(axis=2) < 128).any(), f"{name}: no dark text in the top line"
+        assert not np.array_equal(plain, named), name
+    long = "0_" + ",".join(f"k{i}=v{i}" for i in range(20))
+    assert np.array_equal(figures.conv_filters(conv, long), figures.conv_filters(conv, long[:80]))
 
 
 def test_misclassified_capped_and_captioned(tmp_path):

@@ -53,7 +53,7 @@ class Dashboards:
 
     def __init__(self, record, model: nn.Module, test_batches, *, class_names: Sequence[str],
                  images_every_n_epochs: int, histograms_every_n_epochs: int, precision: str = "fp32",
-                 graph: bool = True):
+                 graph: bool = True, run: str = ""):
         self.record = record
         self.model = unwrap(model)  # a DDP forward would wait for the other ranks
         self.test_batches = test_batches
@@ -64,6 +64,7 @@ class Dashboards:
         self.graph = graph
         self.sample: Tensor | None = None
         self.seconds = 0.0  # spent drawing: the run's timing reports it apart from training
+        self.run = run  # the run's folder name: each figure names its run
 
     @property
     def writer(self):
@@ -90,7 +91,7 @@ class Dashboards:
         if self.writer is None:
             return
         if self.images_every > 0:
-            self.writer.add_image("samples/inputs", figures.samples(x, y, self.class_names), 0, dataformats="HWC")
+            self.writer.add_image("samples/inputs", figures.samples(x, y, self.class_names, self.run), 0, dataformats="HWC")
         if self.graph:
             self._graph(x)
         if self.images_every > 0:
@@ -138,11 +139,11 @@ class Dashboards:
         conv = first_conv(self.model)
         if conv is None or self.sample is None:
             return
-        self.writer.add_image("model/conv_filters", figures.conv_filters(conv.weight), step, dataformats="HWC")
+        self.writer.add_image("model/conv_filters", figures.conv_filters(conv.weight, self.run), step, dataformats="HWC")
         sample = self.sample.to(conv.weight.device)
         maps = self._feature_maps(conv, sample)
         if maps is not None:
-            self.writer.add_image("model/feature_maps", figures.feature_maps(sample[0], conv.weight, maps[0]),
+            self.writer.add_image("model/feature_maps", figures.feature_maps(sample[0], conv.weight, maps[0], self.run),
                                   step, dataformats="HWC")
 
     def _feature_maps(self, conv: nn.Conv2d, sample: Tensor) -> Tensor | None:
@@ -173,10 +174,10 @@ class Dashboards:
             return  # an empty test split: nothing to draw
         x, pred, true = result.wrong if result.wrong is not None else (torch.empty(0), torch.empty(0), torch.empty(0))
         self.writer.add_image("predictions/misclassified",
-                              figures.misclassified(x, pred.tolist(), true.tolist(), self.class_names), step,
+                              figures.misclassified(x, pred.tolist(), true.tolist(), self.class_names, self.run), step,
                               dataformats="HWC")
         confusion = result.confusion.cpu()
-        self.writer.add_image("predictions/confusion_matrix", figures.confusion_matrix(confusion, self.class_names),
+        self.writer.add_image("predictions/confusion_matrix", figures.confusion_matrix(confusion, self.class_names, self.run),
                               step, dataformats="HWC")
         self.writer.add_text("predictions/confusion_matrix", figures.confusion_markdown(confusion, self.class_names),
                              step)

@@ -28,6 +28,7 @@ SAMPLE_COUNT, SAMPLE_COLUMNS = 8, 4  # the notes' TestDisplay: 8 images, 4 colum
 MAX_MISCLASSIFIED, MISCLASSIFIED_COLUMNS = 12, 6  # 6 x 2, two caption lines each
 GRID_COLUMNS = 16                 # filters and feature maps: 2 rows of 16
 FONT = 8
+RUN_CHARS = 36  # of a run's name in a figure's top line: with the longest title it stays inside 440 px
 
 
 def _figure(height_in: float = HEIGHT_IN):
@@ -73,13 +74,25 @@ def _grid_axes(fig, count: int, columns: int):
     return axes
 
 
+def _headline(fig, text: str, run: str) -> None:
+    """The figure's top line: the run's folder name, then what the figure
+    shows. A TensorBoard image card labels its picture with only the start of
+    the run's path (about 17 characters: the same for every job of a sweep),
+    so the picture names its run itself."""
+    if len(run) > RUN_CHARS:
+        run = run[:RUN_CHARS - 1] + "…"
+    line = " · ".join(part for part in (run, text) if part)
+    if line:
+        fig.suptitle(line, fontsize=FONT)
+
+
 def message(text: str) -> np.ndarray:
     fig = _figure(0.6)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT)
     return _pixels(fig)
 
 
-def samples(x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
+def samples(x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str], run: str = "") -> np.ndarray:
     """The notes' TestDisplay: 8 inputs, 4 a row, each titled with its class."""
     n = min(SAMPLE_COUNT, len(x))
     if n == 0:
@@ -88,11 +101,12 @@ def samples(x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str]) -> np.
     for ax, image, label in zip(_grid_axes(fig, n, SAMPLE_COLUMNS), x[:n], y[:n].tolist()):
         ax.imshow(_image(image), cmap="gray")
         ax.set_title(_name(class_names, int(label)), fontsize=FONT, pad=2)
+    _headline(fig, "", run)
     return _pixels(fig)
 
 
 def misclassified(x: torch.Tensor, preds: Sequence[int], targets: Sequence[int],
-                  class_names: Sequence[str]) -> np.ndarray:
+                  class_names: Sequence[str], run: str = "") -> np.ndarray:
     """Wrong test predictions, 6 a row: what the model said (red) over the truth."""
     n = min(MAX_MISCLASSIFIED, len(x))
     if n == 0:
@@ -102,11 +116,11 @@ def misclassified(x: torch.Tensor, preds: Sequence[int], targets: Sequence[int],
         ax.imshow(_image(image), cmap="gray")
         ax.set_title(_name(class_names, int(p)), fontsize=FONT, color="#c81e1e", pad=1)
         ax.set_xlabel(_name(class_names, int(t)), fontsize=FONT, labelpad=1)
-    fig.suptitle("predicted (red, above) and true class (below)", fontsize=FONT)
+    _headline(fig, "predicted (red, above) and true class (below)", run)
     return _pixels(fig)
 
 
-def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
+def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], run: str = "") -> np.ndarray:
     """Rows: true class (named, with its number), columns: predicted (by
     number, so the matrix is wide rather than tall). Cells shaded by the share
     of their row (per-class recall), counts written in them."""
@@ -127,10 +141,11 @@ def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str]) -> np.nda
     total, correct = int(counts.sum()), int(np.trace(counts))
     ax.set_title(f"true class (rows) · accuracy {100 * correct / max(total, 1):.2f}% on {total} images",
                  fontsize=FONT)
+    _headline(fig, "", run)
     return _pixels(fig)
 
 
-def conv_filters(weight: torch.Tensor) -> np.ndarray:
+def conv_filters(weight: torch.Tensor, run: str = "") -> np.ndarray:
     """The first conv layer's kernels (input channel 0) on one shared, signed
     colour scale: red excites, blue inhibits, white is 0."""
     kernels = _numpy(weight[:, 0])
@@ -142,12 +157,11 @@ def conv_filters(weight: torch.Tensor) -> np.ndarray:
     for ax, kernel in zip(axes, kernels):
         shown = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.colorbar(shown, ax=list(axes), shrink=0.9, aspect=15).ax.tick_params(labelsize=FONT)
-    fig.suptitle(f"{n} filters of the first conv layer ({kernels.shape[-1]}x{kernels.shape[-2]})",
-                 fontsize=FONT)
+    _headline(fig, f"{n} filters of the first conv layer ({kernels.shape[-1]}x{kernels.shape[-2]})", run)
     return _pixels(fig)
 
 
-def feature_maps(image: torch.Tensor, weight: torch.Tensor, maps: torch.Tensor) -> np.ndarray:
+def feature_maps(image: torch.Tensor, weight: torch.Tensor, maps: torch.Tensor, run: str = "") -> np.ndarray:
     """The notes' "input | weight | output" for filter 0, then every output
     channel's feature map of that input (image [C, H, W], maps [O, H', W'])."""
     all_maps = _numpy(maps)
@@ -167,6 +181,7 @@ def feature_maps(image: torch.Tensor, weight: torch.Tensor, maps: torch.Tensor) 
     for ax, values in zip(_grid_axes(right, len(all_maps), columns), all_maps):
         ax.imshow(values, cmap="gray")
     right.suptitle(f"all {len(all_maps)} feature maps of this input", fontsize=FONT)
+    _headline(fig, "", run)
     return _pixels(fig)
 
 

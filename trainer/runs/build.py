@@ -306,7 +306,7 @@ def _dashboards(config: TrainerConfig, record, model: nn.Module, test_batches) -
     t = config.tracking
     return Dashboards(record, model, test_batches, class_names=data.dataset_info(config.data.name).classes,
                       images_every_n_epochs=t.images_every_n_epochs, histograms_every_n_epochs=t.histograms_every_n_epochs,
-                      precision=config.precision, graph=t.graph and not config.compile)
+                      precision=config.precision, graph=t.graph and not config.compile, run=record.run_dir.name)
 
 
 def _restore(trainer: Trainer, saved: tuple[Path, dict], changes: dict, lr: float) -> None:

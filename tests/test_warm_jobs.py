@@ -27,8 +27,13 @@ from trainer.sweeps.plan import job_number
     (["-m", "optimizer=sgd,adam"], False),                                   # the basic launcher: one process
     (["hydra/launcher=joblib"], False),                                      # not a sweep
     (["-m", "hydra/launcher=submitit_local"], False),
+    (["-m", "hparams_search=optuna"], True),                                  # an Optuna search's trials
+    (["--multirun", "hydra/sweeper=trainer_optuna", "lr=interval(1e-4, 1e-1)"], True),
+    (["-m", "hparams_search=optuna", "hydra.sweeper.warm=false"], False),     # its trials as plain processes
+    (["-m", "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.warm=false"], True),  # not its switch
+    (["hparams_search=optuna"], False),
 ])
-def test_the_template_is_forked_only_for_a_warm_sweep_on_the_process_launcher(argv, wanted):
+def test_the_template_is_forked_only_for_a_warm_sweep_or_search(argv, wanted):
     assert forkserver.wanted(argv) is wanted
 
 
@@ -87,12 +92,12 @@ def test_the_template_never_initialises_cuda(synthetic_root):
     assert forkserver.cuda_untouched() and not torch.cuda.is_initialized()
 
 
-def _job_numbers(sweep_dir: Path) -> dict[str, dict]:
+def job_records(sweep_dir: Path) -> dict[str, dict]:
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p.name) is not None)
     return {p.name: metrics(p) for p in jobs}
 
 
-def _without_timing(record: dict) -> tuple:
+def without_timing(record: dict) -> tuple:
     timed = {"epoch_seconds", "samples_per_second", "train_seconds"}
     history = [{k: v for k, v in row.items() if k not in timed} for row in record["history"]]
     final = {k: v for k, v in record["final"].items() if k not in timed}
@@ -113,10 +118,10 @@ def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic
         assert proc.returncode == 0, proc.stderr[-3000:]
         how = "each forked from one warm process" if warm == "true" else "each a fresh process"
         assert "Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; " + how in proc.stdout, proc.stdout
-        records[warm] = _job_numbers(sweep_dir)
+        records[warm] = job_records(sweep_dir)
     assert list(records["true"]) == ["0_optimizer=sgd", "1_optimizer=adam"]
     for name, forked in records["true"].items():
-        assert _without_timing(forked) == _without_timing(records["false"][name]), name
+        assert without_timing(forked) == without_timing(records["false"][name]), name
         assert forked["status"] == "completed"
         timing = forked["timing"]
         assert {"startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds"} <= set(timing)

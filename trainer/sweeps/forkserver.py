@@ -51,21 +51,30 @@ from trainer.report import figures
 TEMPLATE_COMMAND = [sys.executable, "-m", "trainer.cli.template"]
 # What a job imports lazily, imported once by the template so that each forked
 # job finds it in place: dataset classes, TensorBoard's writer, matplotlib (for
-# curves.png), the Optuna sweeper and submitit plugins Hydra's discovery imports.
+# curves.png), Optuna (a search's trial reports its epochs to the study), the
+# Optuna sweeper and submitit plugins Hydra's discovery imports.
 WARM_MODULES = ("torchvision.datasets", "torch.utils.tensorboard", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                "optuna",
                 "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
                 "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper")
 _LAUNCHER_CHOICES = ("hydra/launcher=joblib", "hydra/launcher=local")
+# trainer's Optuna sweeper, chosen by its preset or by name: its trials are warm jobs too.
+_SEARCH_CHOICES = ("hparams_search=optuna", "hydra/sweeper=trainer_optuna")
 
 _early: "Template | None" = None
 
 
 def wanted(argv: list[str]) -> bool:
-    """Whether a `trainer` command line is a sweep on trainer's process
-    launcher with warm jobs (the default; hydra.launcher.warm=false: plain
-    processes), so that its template can be forked before Hydra starts."""
-    multirun = "-m" in argv or "--multirun" in argv
-    return multirun and any(a in _LAUNCHER_CHOICES for a in argv) and "hydra.launcher.warm=false" not in argv
+    """Whether a `trainer` command line is a sweep with warm jobs, so that its
+    template can be forked before Hydra starts: an Optuna search
+    (hydra.sweeper.warm=false: plain processes), else a sweep on trainer's
+    process launcher (hydra.launcher.warm=false: plain processes). A search
+    runs its trials itself, whatever launcher is named."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return False
+    if any(a in _SEARCH_CHOICES for a in argv):
+        return "hydra.sweeper.warm=false" not in argv
+    return any(a in _LAUNCHER_CHOICES for a in argv) and "hydra.launcher.warm=false" not in argv
 
 
 def cuda_untouched() -> bool:

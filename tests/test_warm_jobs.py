@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hydra._internal.hydra import Hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+
 from helpers import metrics, run_cli, tiny
+from trainer.cli import hydra_glue
+from trainer.cli.main import main
 from trainer.core import data
 from trainer.sweeps import forkserver
 from trainer.sweeps.launcher import plan_line, threads_per_job
@@ -86,10 +93,36 @@ def test_a_verified_file_is_not_hashed_again_in_the_same_process(tmp_path, make_
 
 
 def test_the_template_never_initialises_cuda(synthetic_root):
-    """What the template does before its first fork: imports and the data."""
+    """What the template does before its first fork: imports, Hydra's first
+    compose (left uninitialised for the jobs), and the data."""
     forkserver._warm_up()
+    hydra_glue.warm_up()
+    assert not GlobalHydra.instance().is_initialized()
     assert data.preload("mnist", synthetic_root, verify=False)
     assert forkserver.cuda_untouched() and not torch.cuda.is_initialized()
+
+
+def test_a_sweep_job_composes_its_config_once(synthetic_root, tmp_path):
+    """`hydra.main` composes the config twice, once only to read hydra.mode; a
+    sweep job's command line is a run by construction, so it composes once
+    (half a warm job's start-up). In a forked child: Hydra's logging and its
+    patched class stay out of this test process."""
+    composed = tmp_path / "composed"
+    pid = os.fork()
+    if pid == 0:
+        real = Hydra.compose_config
+
+        def counted(self, *args, **kwargs):
+            with open(composed, "a") as f:
+                f.write(f"{kwargs.get('run_mode')}\n")
+            return real(self, *args, **kwargs)
+
+        Hydra.compose_config = counted
+        os.environ["TRAINER_SWEEP_JOB"] = "1"
+        sys.argv = ["trainer", *tiny(synthetic_root, "lr=-1"), f"hydra.run.dir={tmp_path / 'job'}"]
+        os._exit(forkserver._exit_status(main))
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1  # lr=-1 is refused after the compose
+    assert composed.read_text().split() == [str(RunMode.RUN)]
 
 
 def job_records(sweep_dir: Path) -> dict[str, dict]:

@@ -4,9 +4,13 @@ job. A job starts in a fraction of a second instead of paying seconds of
 imports and data loading, and is still a process of its own: one killed by
 the OOM killer fails alone, its exit code and signals are its own.
 
-    sweep process ──socket──> template (imported, Hydra never initialised, no CUDA)
+    sweep process ──socket──> template (imported, Hydra composed once and left
+                                 │          uninitialised, no CUDA)
                                  ├── fork: job 0  (runs `trainer <its overrides>`)
                                  └── fork: job 1
+
+The jobs are those of trainer's process launcher and the trials of its
+Optuna sweeper (both started by trainer.sweeps.launcher.JobRunner).
 
 The template is forked from the sweep process itself at its very start,
 before Hydra is initialised (`fork_early`, called by the `trainer` command),
@@ -176,9 +180,10 @@ class ForkedJob:
         return self.returncode
 
 
-def fork_early(entry: Callable[[], None]) -> None:
+def fork_early(entry: Callable[[], None], warm_up: Callable[[], None] | None = None) -> None:
     """Fork the template from this process now, before Hydra is initialised;
-    `early()` hands it to the sweep's launcher. The child never returns."""
+    `early()` hands it to the sweep's launcher. The child never returns.
+    `warm_up`: what the command line's layer pays once for every job (Hydra's first compose)."""
     global _early
     if not cuda_untouched() or threading.active_count() > 1:
         return  # forking now would copy a CUDA context or a half-held lock: spawn one later instead
@@ -187,7 +192,7 @@ def fork_early(entry: Callable[[], None]) -> None:
     if pid == 0:
         ours.close()
         os.setsid()
-        serve(theirs.detach(), entry)
+        serve(theirs.detach(), entry, warm_up)
     theirs.close()
     _early = Template(ours, pid)
 
@@ -200,7 +205,7 @@ def early() -> Template | None:
 
 
 # ---------------------------------------------------------- template side
-def serve(fd: int, entry: Callable[[], None]) -> None:
+def serve(fd: int, entry: Callable[[], None], warm_up: Callable[[], None] | None = None) -> None:
     """The template's loop: fork a job per request, report each job's end.
     Exits when the sweep closes the socket or dies."""
     die_with_parent(signal.SIGKILL)
@@ -214,6 +219,8 @@ def serve(fd: int, entry: Callable[[], None]) -> None:
     # forked pool deadlocks); each job sets its own number of threads.
     torch.set_num_threads(1)
     _warm_up()
+    if warm_up is not None:
+        warm_up()
     buffer = b""
     while True:
         ready, _, _ = select.select([sock], [], [], 0.05)

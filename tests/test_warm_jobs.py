@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from trainer.cli import hydra_glue
 from trainer.cli.main import main
 from trainer.core import data
 from trainer.sweeps import forkserver
+from trainer.sweeps import launcher
 from trainer.sweeps.launcher import plan_line, threads_per_job
 from trainer.sweeps.plan import job_number
 
@@ -62,6 +64,26 @@ def test_the_sweep_says_once_how_jobs_and_threads_add_up():
     assert "each a fresh process" in plan_line(2, 1, 2, warm=False)
     assert plan_line(2, 2, 8, warm=True).startswith(
         "Jobs: 2 at a time × 2 threads = 4 threads on 4 cores (the machine has 8 cores);")
+
+
+def test_a_signal_that_comes_while_a_job_starts_still_reaches_it(tmp_path, monkeypatch):
+    """SIGTERM arriving between a job's fork and its entry among the running
+    jobs (the handler cannot see it yet): the job is sent it when entered."""
+    runner, sent = launcher.JobRunner(2, warm=False), []
+    monkeypatch.setattr(launcher, "forward", lambda signum, pids: sent.append((signum, list(pids))))
+
+    class Started:
+        def __init__(self, pid):
+            self.pid, self.returncode = pid, None
+
+    def signalled_meanwhile(job):
+        runner.stop_signal = signal.SIGTERM  # what the signal handler sets
+        return Started(41 + job.num)
+
+    monkeypatch.setattr(runner, "_process", signalled_meanwhile)
+    runner.start(launcher.JobSpec(0, [], tmp_path / "0", []))
+    assert sent == [(signal.SIGTERM, [41])]
+    assert runner._pids_to_signal() == [41] and not runner.free()  # a second signal: the handler's to pass on
 
 
 def test_a_dataset_is_decoded_once_until_its_files_change(synthetic_root, tmp_path, make_idx_dataset):

@@ -68,12 +68,14 @@ def warm_up() -> None:
         GlobalHydra.instance().clear()
 
 
-def run_as_single_job() -> None:
-    """A sweep job's command line is a single run by construction (the sweep
-    wrote it, without hydra.mode), yet `hydra.main` composes the whole config
-    a second time only to read hydra.mode from it: in a warm job, half its
-    start-up. Hydra has no switch for this; its answer is made what it is for
-    every trainer config (no mode set), so Hydra runs the job as a run."""
+def skip_mode_probe() -> None:
+    """`hydra.main` composes the whole config a second time only to read
+    hydra.mode from it (in a warm sweep job, half its start-up). For a
+    command line that already says its mode it is told nothing: a sweep job
+    is a run by construction (its sweep wrote it, without hydra.mode), and
+    `-m` is a multirun whatever a config says. Hydra has no switch for this;
+    its answer is made what it is for every trainer config (no mode set), so
+    Hydra goes on exactly as before."""
     Hydra.get_mode = lambda self, config_name, overrides: None
 
 

@@ -1,6 +1,7 @@
 """trainer's Optuna sweeper (hparams_search=optuna): the search space, the
-study's budget, pruning, resume, killed trials, and one study shared by two
-processes on a real PostgreSQL server (tests/postgres.py)."""
+study's budget, pruning, resume, killed trials, trials forked warm with the
+numbers of plain processes, and one study shared by two processes on a real
+PostgreSQL server (tests/postgres.py)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from helpers import metrics, run_cli, snapshot, tiny  # noqa: E402
 from test_sweep_lifecycle import finish, job_pids, start, training, wait_until  # noqa: E402
+from test_warm_jobs import job_records, without_timing  # noqa: E402
 from trainer.core.errors import UserError  # noqa: E402
 from trainer.sweeps import pruning, search_space, study as studies  # noqa: E402
 
@@ -140,6 +142,8 @@ def test_a_killed_trial_fails_and_its_parameters_are_tried_again(synthetic_root,
     proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=2", "epochs=60"), tmp_path)
     wait_until(lambda: any(training(job) for job in jobs(sweep_dir).values()), "trial 0 trained an epoch", proc)
     (victim,) = job_pids(f"{sweep_dir}/0_")
+    template = parent(victim)
+    assert template != proc.pid and parent(template) == proc.pid  # forked from the sweep's warm template
     os.kill(victim, signal.SIGKILL)
     done = finish(proc, timeout=600)
     trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
@@ -149,6 +153,37 @@ def test_a_killed_trial_fails_and_its_parameters_are_tried_again(synthetic_root,
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the budget: the killed trial does not count
     assert "killed by SIGKILL" in metrics(Path(trials[0].user_attrs["dir"]))["error"]
     assert done.returncode == 1, done.stderr[-3000:]  # the summary still names the killed job
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_trial_forked_warm_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic_root, tmp_path):
+    """The same search with its trials forked from the warm template and as
+    plain `python -m trainer` processes: the same trials, every metric equal
+    (CPU, deterministic=true), each epoch reported to the study (the pruner);
+    a forked trial skips the imports a plain one pays at its start."""
+    records, outputs = {}, {}
+    for warm in ("true", "false"):
+        sweep_dir = tmp_path / f"warm-{warm}"
+        proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                                "hydra.sweeper.pruner=median", "epochs=2", "data.subset=256", "data.val_split=64",
+                                "device=cpu", "deterministic=true", "train.shuffle=true", "checkpoint.every_n_steps=0",
+                                f"hydra.sweeper.warm={warm}"), tmp_path)
+        outputs[warm] = finish(proc, timeout=600)
+        assert outputs[warm].returncode == 0, outputs[warm].stderr[-3000:]
+        records[warm] = job_records(sweep_dir)
+        trials = load(str(sweep_dir / studies.JOURNAL)).get_trials()
+        assert [sorted(t.intermediate_values) for t in trials] == [[1, 2], [1, 2]]
+    assert "each forked from one warm process that read the data once" in outputs["true"].stdout
+    assert "Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; each a fresh process" in outputs["false"].stdout
+    assert list(records["true"]) == list(records["false"]) and len(records["true"]) == 2
+    for name, forked in records["true"].items():
+        assert forked["status"] == "completed"
+        assert without_timing(forked) == without_timing(records["false"][name]), name
+    startup = {warm: [r["timing"]["startup_seconds"] for r in records[warm].values()] for warm in records}
+    assert max(startup["true"]) < min(startup["false"]), startup
 
 
 def test_sigterm_then_resume_auto_continues_the_study(synthetic_root, tmp_path):

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hydra._internal.hydra import Hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+
 from helpers import metrics, run_cli, tiny
+from trainer.cli import hydra_glue
+from trainer.cli.main import main
 from trainer.core import data
 from trainer.sweeps import forkserver
+from trainer.sweeps import launcher
 from trainer.sweeps.launcher import plan_line, threads_per_job
 from trainer.sweeps.plan import job_number
 from trainer.sweeps.tables import time_line
@@ -28,8 +37,13 @@ from trainer.sweeps.tables import time_line
     (["-m", "optimizer=sgd,adam"], False),                                   # the basic launcher: one process
     (["hydra/launcher=joblib"], False),                                      # not a sweep
     (["-m", "hydra/launcher=submitit_local"], False),
+    (["-m", "hparams_search=optuna"], True),                                  # an Optuna search's trials
+    (["--multirun", "hydra/sweeper=trainer_optuna", "lr=interval(1e-4, 1e-1)"], True),
+    (["-m", "hparams_search=optuna", "hydra.sweeper.warm=false"], False),     # its trials as plain processes
+    (["-m", "hparams_search=optuna", "hydra/launcher=joblib", "hydra.launcher.warm=false"], True),  # not its switch
+    (["hparams_search=optuna"], False),
 ])
-def test_the_template_is_forked_only_for_a_warm_sweep_on_the_process_launcher(argv, wanted):
+def test_the_template_is_forked_only_for_a_warm_sweep_or_search(argv, wanted):
     assert forkserver.wanted(argv) is wanted
 
 
@@ -51,6 +65,26 @@ def test_the_sweep_says_once_how_jobs_and_threads_add_up():
     assert "each a fresh process" in plan_line(2, 1, 2, warm=False)
     assert plan_line(2, 2, 8, warm=True).startswith(
         "Jobs: 2 at a time × 2 threads = 4 threads on 4 cores (the machine has 8 cores);")
+
+
+def test_a_signal_that_comes_while_a_job_starts_still_reaches_it(tmp_path, monkeypatch):
+    """SIGTERM arriving between a job's fork and its entry among the running
+    jobs (the handler cannot see it yet): the job is sent it when entered."""
+    runner, sent = launcher.JobRunner(2, warm=False), []
+    monkeypatch.setattr(launcher, "forward", lambda signum, pids: sent.append((signum, list(pids))))
+
+    class Started:
+        def __init__(self, pid):
+            self.pid, self.returncode = pid, None
+
+    def signalled_meanwhile(job):
+        runner.stop_signal = signal.SIGTERM  # what the signal handler sets
+        return Started(41 + job.num)
+
+    monkeypatch.setattr(runner, "_process", signalled_meanwhile)
+    runner.start(launcher.JobSpec(0, [], tmp_path / "0", []))
+    assert sent == [(signal.SIGTERM, [41])]
+    assert runner._pids_to_signal() == [41] and not runner.free()  # a second signal: the handler's to pass on
 
 
 def test_a_dataset_is_decoded_once_until_its_files_change(synthetic_root, tmp_path, make_idx_dataset):
@@ -82,18 +116,44 @@ def test_a_verified_file_is_not_hashed_again_in_the_same_process(tmp_path, make_
 
 
 def test_the_template_never_initialises_cuda(synthetic_root):
-    """What the template does before its first fork: imports and the data."""
+    """What the template does before its first fork: imports, Hydra's first
+    compose (left uninitialised for the jobs), and the data."""
     forkserver._warm_up()
+    hydra_glue.warm_up()
+    assert not GlobalHydra.instance().is_initialized()
     assert data.preload("mnist", synthetic_root, verify=False)
     assert forkserver.cuda_untouched() and not torch.cuda.is_initialized()
 
 
-def _job_numbers(sweep_dir: Path) -> dict[str, dict]:
+def test_a_sweep_job_composes_its_config_once(synthetic_root, tmp_path):
+    """`hydra.main` composes the config twice, once only to read hydra.mode; a
+    sweep job's command line is a run by construction, so it composes once
+    (half a warm job's start-up). In a forked child: Hydra's logging and its
+    patched class stay out of this test process."""
+    composed = tmp_path / "composed"
+    pid = os.fork()
+    if pid == 0:
+        real = Hydra.compose_config
+
+        def counted(self, *args, **kwargs):
+            with open(composed, "a") as f:
+                f.write(f"{kwargs.get('run_mode')}\n")
+            return real(self, *args, **kwargs)
+
+        Hydra.compose_config = counted
+        os.environ["TRAINER_SWEEP_JOB"] = "1"
+        sys.argv = ["trainer", *tiny(synthetic_root, "lr=-1"), f"hydra.run.dir={tmp_path / 'job'}"]
+        os._exit(forkserver._exit_status(main))
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1  # lr=-1 is refused after the compose
+    assert composed.read_text().split() == [str(RunMode.RUN)]
+
+
+def job_records(sweep_dir: Path) -> dict[str, dict]:
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p.name) is not None)
     return {p.name: metrics(p) for p in jobs}
 
 
-def _without_timing(record: dict) -> tuple:
+def without_timing(record: dict) -> tuple:
     timed = {"epoch_seconds", "samples_per_second", "train_seconds"}
     history = [{k: v for k, v in row.items() if k not in timed} for row in record["history"]]
     final = {k: v for k, v in record["final"].items() if k not in timed}
@@ -114,10 +174,10 @@ def test_a_forked_job_gives_the_numbers_of_a_plain_process_bit_for_bit(synthetic
         assert proc.returncode == 0, proc.stderr[-3000:]
         how = "each forked from one warm process" if warm == "true" else "each a fresh process"
         assert "Jobs: 2 at a time × 1 thread = 2 threads on 2 cores; " + how in proc.stdout, proc.stdout
-        records[warm] = _job_numbers(sweep_dir)
+        records[warm] = job_records(sweep_dir)
     assert list(records["true"]) == ["0_optimizer=sgd", "1_optimizer=adam"]
     for name, forked in records["true"].items():
-        assert _without_timing(forked) == _without_timing(records["false"][name]), name
+        assert without_timing(forked) == without_timing(records["false"][name]), name
         assert forked["status"] == "completed"
         timing = forked["timing"]
         assert {"startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds"} <= set(timing)

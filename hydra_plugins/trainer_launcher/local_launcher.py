@@ -19,12 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.runs import record
-from trainer.runs.resume import quote
 from trainer.sweeps import callback as sweep
-from trainer.sweeps.launcher import JobRunner, JobSpec
-
-_SWEEP_ONLY = ("hydra.mode=", "hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper", "hydra.sweep.",
-               "hydra.run.dir=", "hydra.job.num=")
+from trainer.sweeps.launcher import JobRunner, JobSpec, job_argv
 
 
 class LocalLauncher(Launcher):
@@ -46,7 +42,7 @@ class LocalLauncher(Launcher):
             configs.append(self._job_config(initial_job_idx + i, list(overrides)))
             jobs.append(self._spec(configs[-1], list(overrides)))
             if i == 0:
-                self.runner.prepare(jobs[0])
+                self.runner.prepare(jobs[0].dataset)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_signal = self.runner.run(jobs)
@@ -63,11 +59,8 @@ class LocalLauncher(Launcher):
     def _spec(self, config: DictConfig, overrides: list[str]) -> JobSpec:
         num = int(config.hydra.job.num)
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        # The sweep's own Hydra settings, but not the ones that would make the job a sweep again.
-        hydra_overrides = [o for o in OmegaConf.to_container(self.config.hydra.overrides.hydra)
-                           if not o.startswith(_SWEEP_ONLY)]
-        argv = [*overrides, *hydra_overrides, f"hydra.run.dir={quote(str(run_dir))}", f"hydra.job.num={num}"]
-        return JobSpec(num, overrides, run_dir, argv, _dataset(config), _threads(config))
+        argv = job_argv(overrides, list(OmegaConf.to_container(self.config.hydra.overrides.hydra)), run_dir, num)
+        return JobSpec(num, overrides, run_dir, argv, job_dataset(config), job_threads(config))
 
     def _result(self, job: JobSpec, config: DictConfig) -> JobReturn:
         data = record.read(job.run_dir) or {}
@@ -76,9 +69,10 @@ class LocalLauncher(Launcher):
                          task_name="trainer", status=JobStatus.COMPLETED, _return_value=record.sweep_value(data))
 
 
-def _dataset(config: DictConfig) -> dict | None:
+def job_dataset(config: DictConfig) -> dict | None:
     """The job's dataset, for the template to decode once; None when it
-    cannot be told here (the job then reads it itself, and says what is wrong)."""
+    cannot be told here (the job then reads it itself, and says what is wrong).
+    The Optuna sweeper asks it of the search's config too."""
     try:
         d = config.data
         return {"name": str(d.name), "root": os.path.abspath(os.path.expanduser(str(d.root))),
@@ -87,7 +81,8 @@ def _dataset(config: DictConfig) -> dict | None:
         return None
 
 
-def _threads(config: DictConfig) -> int:
+def job_threads(config: DictConfig) -> int:
+    """The job's `threads=` (0: its share of the cores)."""
     try:
         return int(config.threads or 0)
     except (OmegaConfBaseException, TypeError, ValueError):

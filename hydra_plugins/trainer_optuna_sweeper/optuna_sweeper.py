@@ -11,6 +11,7 @@ from typing import Any
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.trainer_launcher.local_launcher import job_dataset, job_threads
 from trainer.core.engine import direction as mode_of
 from trainer.core.errors import UserError
 from trainer.sweeps import search, search_space, study as studies
@@ -23,14 +24,15 @@ class OptunaSweeper(Sweeper):
     # A plain class: Hydra imports plugin modules in a way @dataclass cannot work with.
     def __init__(self, sampler: Any = None, direction: str | None = None, n_trials: int = 20, n_jobs: int = 1,
                  study_name: str = "trainer", storage: str | None = None, pruner: str = "none",
-                 heartbeat_interval: int = 10, grace_period: int = 60, params: Any = None,
+                 heartbeat_interval: int = 10, grace_period: int = 60, params: Any = None, warm: bool = True,
                  **unknown: Any) -> None:
         if unknown:
             raise UserError(f"hydra.sweeper has no key {', '.join(sorted(unknown))}; its keys: sampler, direction, "
-                            "n_trials, n_jobs, study_name, storage, pruner, heartbeat_interval, grace_period, params")
+                            "n_trials, n_jobs, study_name, storage, pruner, heartbeat_interval, grace_period, "
+                            "params, warm")
         self.sampler, self.direction, self.n_trials, self.n_jobs = sampler, direction, n_trials, n_jobs
         self.study_name, self.storage, self.pruner = study_name, storage, str(pruner).lower()
-        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.heartbeat_interval, self.grace_period, self.warm = heartbeat_interval, grace_period, bool(warm)
         self.params = _plain(params)
         self.sampler = _plain(sampler)
         self.config: DictConfig | None = None
@@ -50,7 +52,9 @@ class OptunaSweeper(Sweeper):
             n_trials=int(self.n_trials), n_jobs=int(self.n_jobs), space=search_space.parse(self.params, arguments),
             hydra_overrides=[str(o) for o in OmegaConf.to_container(config.hydra.overrides.hydra)],
             pruner=self.pruner, heartbeat_interval=int(self.heartbeat_interval or 0),
-            grace_period=int(self.grace_period or 0), resume="resume=auto" in arguments)
+            grace_period=int(self.grace_period or 0), resume="resume=auto" in arguments, warm=self.warm,
+            # The search's config is every trial's but for the searched keys: its data is theirs.
+            dataset=job_dataset(config), threads=job_threads(config))
         search.run(plan, self.sampler)
 
     def _direction(self, config: DictConfig) -> str:

@@ -95,7 +95,9 @@ def main() -> None:
     if forkserver.wanted(sys.argv[1:]):
         # Before Hydra starts: the sweep's jobs are forked from this copy of the
         # process, which has imported everything and never initialised Hydra.
-        forkserver.fork_early(entry=main)
+        forkserver.fork_early(entry=main, warm_up=hydra_glue.warm_up)
+    if os.environ.get("TRAINER_SWEEP_JOB") == "1" or "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]:
+        hydra_glue.skip_mode_probe()
     # Progress lines reach a pipe or log file as they happen, not in blocks.
     sys.stdout.reconfigure(line_buffering=True)
     hydra_glue.register()

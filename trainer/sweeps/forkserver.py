@@ -4,9 +4,13 @@ job. A job starts in a fraction of a second instead of paying seconds of
 imports and data loading, and is still a process of its own: one killed by
 the OOM killer fails alone, its exit code and signals are its own.
 
-    sweep process ──socket──> template (imported, Hydra never initialised, no CUDA)
+    sweep process ──socket──> template (imported, Hydra composed once and left
+                                 │          uninitialised, no CUDA)
                                  ├── fork: job 0  (runs `trainer <its overrides>`)
                                  └── fork: job 1
+
+The jobs are those of trainer's process launcher and the trials of its
+Optuna sweeper (both started by trainer.sweeps.launcher.JobRunner).
 
 The template is forked from the sweep process itself at its very start,
 before Hydra is initialised (`fork_early`, called by the `trainer` command),
@@ -51,21 +55,30 @@ from trainer.report import figures
 TEMPLATE_COMMAND = [sys.executable, "-m", "trainer.cli.template"]
 # What a job imports lazily, imported once by the template so that each forked
 # job finds it in place: dataset classes, TensorBoard's writer, matplotlib (for
-# curves.png), the Optuna sweeper and submitit plugins Hydra's discovery imports.
+# curves.png), Optuna (a search's trial reports its epochs to the study), the
+# Optuna sweeper and submitit plugins Hydra's discovery imports.
 WARM_MODULES = ("torchvision.datasets", "torch.utils.tensorboard", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                "optuna",
                 "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
                 "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper")
 _LAUNCHER_CHOICES = ("hydra/launcher=joblib", "hydra/launcher=local")
+# trainer's Optuna sweeper, chosen by its preset or by name: its trials are warm jobs too.
+_SEARCH_CHOICES = ("hparams_search=optuna", "hydra/sweeper=trainer_optuna")
 
 _early: "Template | None" = None
 
 
 def wanted(argv: list[str]) -> bool:
-    """Whether a `trainer` command line is a sweep on trainer's process
-    launcher with warm jobs (the default; hydra.launcher.warm=false: plain
-    processes), so that its template can be forked before Hydra starts."""
-    multirun = "-m" in argv or "--multirun" in argv
-    return multirun and any(a in _LAUNCHER_CHOICES for a in argv) and "hydra.launcher.warm=false" not in argv
+    """Whether a `trainer` command line is a sweep with warm jobs, so that its
+    template can be forked before Hydra starts: an Optuna search
+    (hydra.sweeper.warm=false: plain processes), else a sweep on trainer's
+    process launcher (hydra.launcher.warm=false: plain processes). A search
+    runs its trials itself, whatever launcher is named."""
+    if "-m" not in argv and "--multirun" not in argv:
+        return False
+    if any(a in _SEARCH_CHOICES for a in argv):
+        return "hydra.sweeper.warm=false" not in argv
+    return any(a in _LAUNCHER_CHOICES for a in argv) and "hydra.launcher.warm=false" not in argv
 
 
 def cuda_untouched() -> bool:
@@ -167,9 +180,10 @@ class ForkedJob:
         return self.returncode
 
 
-def fork_early(entry: Callable[[], None]) -> None:
+def fork_early(entry: Callable[[], None], warm_up: Callable[[], None] | None = None) -> None:
     """Fork the template from this process now, before Hydra is initialised;
-    `early()` hands it to the sweep's launcher. The child never returns."""
+    `early()` hands it to the sweep's launcher. The child never returns.
+    `warm_up`: what the command line's layer pays once for every job (Hydra's first compose)."""
     global _early
     if not cuda_untouched() or threading.active_count() > 1:
         return  # forking now would copy a CUDA context or a half-held lock: spawn one later instead
@@ -178,7 +192,7 @@ def fork_early(entry: Callable[[], None]) -> None:
     if pid == 0:
         ours.close()
         os.setsid()
-        serve(theirs.detach(), entry)
+        serve(theirs.detach(), entry, warm_up)
     theirs.close()
     _early = Template(ours, pid)
 
@@ -191,7 +205,7 @@ def early() -> Template | None:
 
 
 # ---------------------------------------------------------- template side
-def serve(fd: int, entry: Callable[[], None]) -> None:
+def serve(fd: int, entry: Callable[[], None], warm_up: Callable[[], None] | None = None) -> None:
     """The template's loop: fork a job per request, report each job's end.
     Exits when the sweep closes the socket or dies."""
     die_with_parent(signal.SIGKILL)
@@ -205,6 +219,8 @@ def serve(fd: int, entry: Callable[[], None]) -> None:
     # forked pool deadlocks); each job sets its own number of threads.
     torch.set_num_threads(1)
     _warm_up()
+    if warm_up is not None:
+        warm_up()
     buffer = b""
     while True:
         ready, _, _ = select.select([sock], [], [], 0.05)

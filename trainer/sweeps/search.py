@@ -1,9 +1,11 @@
 """An Optuna search as a sweep (trainer's Hydra sweeper, hparams_search=optuna).
 
 The study lives in its storage, created once before any trial starts. This
-process keeps `n_jobs` trials running, each a process of its own
-(`python -m trainer ... hydra.run.dir=<sweep>/<number>_<what it tried>`);
-a slot that frees asks the study for the next trial at once. The budget
+process keeps `n_jobs` trials running, each a job process of its own
+(`python -m trainer ... hydra.run.dir=<sweep>/<number>_<what it tried>`),
+started and watched as the launcher's jobs are (trainer.sweeps.launcher):
+forked from the warm template, or with `hydra.sweeper.warm=false` a plain
+process. A slot that frees asks the study for the next trial at once. The budget
 (`n_trials`) is the study's, whichever process or machine runs its trials.
 
 How a trial ends, in the study:
@@ -20,7 +22,6 @@ parameters again once.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
@@ -30,14 +31,14 @@ from pathlib import Path
 
 import yaml
 
-from trainer.core.errors import UserError, say, warn
+from trainer.core.errors import UserError, warn
 from trainer.core.files import write_text
-from trainer.core.process import forwarding_signals
 from trainer.runs import record
 from trainer.runs.build import call_target
 from trainer.runs.folder import RunFolder
 from trainer.sweeps import callback as sweep_callback
-from trainer.sweeps import processes, search_space, study as studies
+from trainer.sweeps import search_space, study as studies
+from trainer.sweeps.launcher import JobRunner, JobSpec, job_argv, stopping
 from trainer.sweeps.plan import job_dir_name
 
 ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_PRUNER = ("TRAINER_OPTUNA_STORAGE", "TRAINER_OPTUNA_STUDY",
@@ -60,6 +61,9 @@ class Search:
     heartbeat_interval: int = 10
     grace_period: int = 60
     resume: bool = False
+    warm: bool = True            # trials forked from the warm template; False: plain processes
+    dataset: dict | None = None  # the trials' data, for the template to decode once
+    threads: int = 0             # the trials' `threads=` (0: their share of the cores)
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Trial:
     trial: object                # optuna.trial.Trial
     run_dir: Path
     resumed: bool = False
-    process: object = None       # subprocess.Popen
+    process: object = None       # subprocess.Popen or forkserver.ForkedJob (JobRunner.start)
 
     @property
     def number(self) -> int:
@@ -87,7 +91,9 @@ def run(search: Search, sampler: dict | None = None) -> None:
     study = studies.create(storage, search.study_name, search.direction)
     study.sampler = make_sampler(sampler or {}, len(study.get_trials(deepcopy=False)), database)
     runner = Runner(search, study)
-    with forwarding_signals(runner.on_signal):
+    runner.jobs.prepare(search.dataset)
+    runner.jobs.announce(search.threads)
+    with runner.jobs.signals(stopping("the search's running trials", "trial")):
         beats = _Heartbeats(runner, storage, search.heartbeat_interval) if database else None
         try:
             runner.loop()
@@ -137,19 +143,24 @@ class Runner:
 
     def __init__(self, search: Search, study):
         self.search, self.study = search, study
+        self.jobs = JobRunner(search.n_jobs, warm=search.warm)
         self.running: list[Trial] = []
-        self.stop_signal = 0
         self.to_resume = resumable(study, search.sweep_dir) if search.resume else []
         self.ask_after = 0.0  # when the budget was spent: ask again now and then (a retry may come)
 
+    @property
+    def stop_signal(self) -> int:
+        return self.jobs.stop_signal
+
     def loop(self) -> None:
         while True:
-            while len(self.running) < self.search.n_jobs and not self.stop_signal:
+            while self.jobs.free():
                 trial = self.next_trial()
                 if trial is None:
                     break
                 self.start(trial)
-            for trial in [t for t in self.running if t.process.poll() is not None]:
+            for _, process in self.jobs.finished():
+                trial = next(t for t in self.running if t.process is process)
                 self.running.remove(trial)
                 self.conclude(trial)
             if not self.running and (self.stop_signal or time.monotonic() < self.ask_after):
@@ -190,17 +201,16 @@ class Runner:
         if self.search.pruner != "none":
             env = {ENV_STORAGE: self.search.storage, ENV_STUDY: self.search.study_name,
                    ENV_TRIAL: str(trial.trial._trial_id), ENV_PRUNER: self.search.pruner}
-        trial.process = processes.start(overrides, self.search.hydra_overrides, trial.run_dir, trial.number,
-                                        self.search.n_jobs, env)
+        argv = job_argv(overrides, self.search.hydra_overrides, trial.run_dir, trial.number)
+        trial.process = self.jobs.start(JobSpec(trial.number, overrides, trial.run_dir, argv, self.search.dataset,
+                                                self.search.threads, env))
         self.running.append(trial)
 
     def conclude(self, trial: Trial) -> None:
         """Tell the study how the trial ended (the run folder's record says)."""
         from optuna.trial import TrialState
 
-        code = trial.process.returncode
-        if code < 0:  # died by a signal: it never recorded an outcome
-            RunFolder(trial.run_dir).mark_killed([], -code)
+        code = trial.process.returncode  # below 0: killed by a signal, and so marked in its folder
         data = record.read(trial.run_dir) or {}
         status = "killed" if code < 0 else str(data.get("status") or "failed")
         if status == "interrupted":
@@ -226,13 +236,6 @@ class Runner:
 
         frozen = next(t for t in self.study.get_trials(deepcopy=True) if t.number == number)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, frozen)
-
-    def on_signal(self, signum: int) -> None:
-        first = not self.stop_signal
-        self.stop_signal = self.stop_signal or signum
-        if first:
-            say(f"{signal.Signals(signum).name} received: stopping the search's running trials "
-                "(each saves a checkpoint); no new trial starts")
 
 
 def resumable(study, sweep_dir: Path) -> list[Trial]:
@@ -268,7 +271,9 @@ class _Heartbeats:
     def _beat(self) -> None:
         while True:
             for trial in list(self.runner.running) + list(self.runner.to_resume):
-                if trial.process is None or trial.process.poll() is None:
+                # Its exit status as the main thread last saw it: a forked job's is read from
+                # the template's socket, which this thread must not read at the same time.
+                if trial.process is None or trial.process.returncode is None:
                     try:
                         self.storage.record_heartbeat(trial.trial._trial_id)
                     except Exception:  # noqa: BLE001 - a finished trial, or the server away for a moment

@@ -11,7 +11,6 @@ import torch
 from torchvision import models as tv
 
 from helpers import check_before_data, compose_cfg, run_cli, tiny
-from trainer.core import vision_models
 from trainer.core.checkpoint import load as load_checkpoint
 from trainer.core.config import validate
 from trainer.core.errors import UserError

@@ -6,7 +6,6 @@ The rules are pure functions tested in-process; one CLI test runs the same
 sweep forked and as plain processes and compares every number."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys

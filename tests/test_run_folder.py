@@ -3,16 +3,19 @@ trainer run is never written; metrics.json states what the run is; the
 Python API leaves no handler behind. Mostly in-process (trainer.run)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import trainer
 from helpers import metrics, run_cli, snapshot, tiny
+from trainer.core.errors import UserError
 from trainer.runs.folder import MARKER, RunFolder, read_json
 from trainer.runs.record import RunRecord, read, upgrade
 
@@ -197,3 +200,36 @@ def test_a_foreign_hydra_run_dir_is_refused_in_one_line(synthetic_root, tmp_path
     proc = run_cli([*tiny(synthetic_root), f"hydra.run.dir={folder}"], tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "not a trainer run folder" in proc.stderr
     assert snapshot(folder) == before
+
+
+def test_the_lock_ends_with_its_process_not_with_its_forked_children(tmp_path):
+    """A run killed while its DataLoader workers (forked children) still live
+    leaves its folder free at once: resume= right after kill -9 is not told
+    the folder is in use."""
+    folder = tmp_path / "run"
+    ready = tmp_path / "ready"
+    holder = os.fork()
+    if holder == 0:  # the run: locks, forks a worker that outlives it, dies
+        try:
+            RunFolder(folder).hold_lock()
+            worker = os.fork()
+            if worker == 0:
+                time.sleep(30)
+                os._exit(0)
+            ready.write_text(str(worker))
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    try:
+        while not ready.exists() or not ready.read_text():
+            time.sleep(0.01)
+        with pytest.raises(UserError, match="is in use by another trainer process"):
+            RunFolder(folder).hold_lock()
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+        RunFolder(folder).hold_lock().unlock()  # the worker still lives: the folder is free
+    finally:
+        for pid in (holder, int(ready.read_text() or 0) if ready.exists() else 0):
+            with contextlib.suppress(ProcessLookupError):
+                if pid:
+                    os.kill(pid, signal.SIGKILL)

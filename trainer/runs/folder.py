@@ -36,6 +36,24 @@ KINDS = ("run", "cv", "fold", "refit")
 # What a failed job returns to a sweep (an Optuna search): the worst there is, by the monitor's mode.
 WORST = {"max": -math.inf, "min": math.inf}
 
+# The run-folder locks this process holds. A process forked from it (a
+# DataLoader worker) would share each flock and keep the folder locked after
+# this process dies, until its own watchdog notices: it closes its copies
+# at once (closing releases nothing while this process holds the lock).
+_HELD: set[int] = set()
+
+
+def _forget_inherited_locks() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
 
 def worst_value(mode: str | None) -> float:
     return WORST.get(mode or "max", -math.inf)
@@ -192,7 +210,8 @@ class RunFolder:
     @contextlib.contextmanager
     def locked(self) -> Iterator["RunFolder"]:
         """One process per run folder: an flock on the folder itself (no file
-        is made), released when the process exits, however it exits."""
+        is made), released when the process exits, however it exits (its
+        forked children do not keep it)."""
         if not self.main:
             yield self
             return
@@ -218,6 +237,7 @@ class RunFolder:
                                 f"(or stop it) first, or choose another {self.setting}") from e
             raise
         self._lock_fd = fd
+        _HELD.add(fd)
 
     def hold_lock(self) -> "RunFolder":
         """Lock until this process exits (a sweep's folder, for the whole sweep)."""
@@ -225,7 +245,8 @@ class RunFolder:
         return self
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
+        if self._lock_fd in _HELD:  # not a copy a forked child was given (closed then)
+            _HELD.discard(self._lock_fd)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock_fd = None

@@ -139,8 +139,10 @@ def test_pruning_stops_trials_behind_the_others(synthetic_root, tmp_path):
 
 def test_a_killed_trial_fails_and_its_parameters_are_tried_again(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=2", "epochs=60"), tmp_path)
-    wait_until(lambda: any(training(job) for job in jobs(sweep_dir).values()), "trial 0 trained an epoch", proc)
+    # 200 epochs of about 35 ms: trial 0 is still training when it is found, on a loaded machine too.
+    proc = start(search_cmd(synthetic_root, sweep_dir, "hydra.sweeper.n_trials=2", "epochs=200"), tmp_path)
+    wait_until(lambda: any(training(job) for job in jobs(sweep_dir).values()) and job_pids(f"{sweep_dir}/0_"),
+               "trial 0 trained an epoch", proc)
     (victim,) = job_pids(f"{sweep_dir}/0_")
     template = parent(victim)
     assert template != proc.pid and parent(template) == proc.pid  # forked from the sweep's warm template

@@ -71,6 +71,15 @@ def test_a_failed_job_fails_the_sweep_and_is_named(failed_sweep):
     assert "Traceback" not in proc.stderr
 
 
+def test_each_job_of_a_sequential_sweep_times_its_own_start_up(failed_sweep):
+    """The basic launcher runs the jobs one after another in one process: a
+    later job's start-up begins when it does, not when the process did."""
+    _, sweep_dir = failed_sweep
+    first, later = (metrics(job)["timing"] for job in job_dirs(sweep_dir) if metrics(job)["status"] == "completed")
+    assert later["started_at"] >= first["ended_at"], (first, later)
+    assert later["startup_seconds"] < first["startup_seconds"] + first["fit_seconds"], (first, later)
+
+
 def test_every_job_has_its_own_folder_and_tensorboard_run(failed_sweep):
     from tensorboard.plugins.hparams import api_pb2
 

@@ -21,6 +21,7 @@ from omegaconf import open_dict, read_write
 
 from trainer.cli import hydra_glue
 from trainer.cli.hydra_errors import describe
+from trainer.core import process
 from trainer.core.errors import UserError
 from trainer.report.tracking import Output
 from trainer.runs import record, resume
@@ -69,6 +70,7 @@ def run(*overrides: str, run_dir: str | Path | None = None, quiet: bool = False)
     with read_write(task), open_dict(task):
         del task["hydra"]
     config = hydra_glue.typed(task)
+    process.started_before_any_job()  # the interpreter's age is not this run's start-up
     outcome = orchestrate.run(config, Job(run_dir=folder, overrides=list(overrides), choices=choices),
                               Output(quiet=quiet))
     result = record.read(folder)

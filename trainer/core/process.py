@@ -26,6 +26,29 @@ def process_start_time() -> float:
         return _IMPORTED_AT
 
 
+# When each job of this process began its start-up (job_start_time).
+_job_starts: list[float] = []
+
+
+def begin_job() -> None:
+    """A job of this process begins. The first began with the process (the
+    interpreter and its imports are its start-up; a forked sweep job's
+    process began at its fork); a later one (a sequential sweep's next job,
+    a fold of a cross-validation) begins now."""
+    _job_starts.append(time.time() if _job_starts else process_start_time())
+
+
+def started_before_any_job() -> None:
+    """This process was started for something else (trainer.run in a
+    notebook): its jobs begin when they are asked for, not with it."""
+    _job_starts.append(time.time())
+
+
+def job_start_time() -> float:
+    """When the running job of this process began its start-up."""
+    return _job_starts[-1] if _job_starts else process_start_time()
+
+
 class forwarding_signals:
     """While the sweep runs, SIGINT/SIGTERM go on to every running job (once
     per signal received) and `callback` learns of them. `jobs` lists the job

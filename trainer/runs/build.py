@@ -38,7 +38,7 @@ from trainer.core.engine import (Checkpointing, EarlyStopping, NullTracker, Safe
 from trainer.core.errors import ArgumentError, CheckpointError, UserError, first_line
 from trainer.core.models import parameter_count
 from trainer.core.pipeline import DeviceBatches, LoaderBatches
-from trainer.core.process import process_start_time
+from trainer.core.process import job_start_time
 from trainer.report.tracking import Output, Tracker
 
 
@@ -399,15 +399,15 @@ def _say_finish(run: Run, final: dict) -> None:
 
 
 def _timing(trainer: Trainer, t0: float, dashboards: Dashboards | None, drawn_before: float) -> dict:
-    """Where the job's time went: start-up (process start to the first step
-    done), fit (the epochs and their evaluation), the final evaluation, and
+    """Where the job's time went: start-up (the job's start, its process's
+    for the first job of a process, to the first step done), fit (the epochs and their evaluation), the final evaluation, and
     pictures (TensorBoard's graph, images and histograms; curves.png adds to it)."""
     pictures = dashboards.seconds if dashboards is not None else 0.0
     drawn_in_fit = pictures - drawn_before
     timing = {"fit_seconds": time.time() - t0 - trainer.final_eval_seconds - drawn_in_fit,
               "final_eval_seconds": trainer.final_eval_seconds, "pictures_seconds": pictures}
     if trainer.first_step_time:
-        timing["startup_seconds"] = trainer.first_step_time - process_start_time()
+        timing["startup_seconds"] = trainer.first_step_time - job_start_time()
         # The first step pays for torch.compile and lazy initialisation: warm-up, reported apart.
         timing["first_step_seconds"] = trainer.first_step_seconds
     if trainer.static_step is not None and trainer.static_step.capture_seconds is not None:

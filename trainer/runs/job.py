@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.core import display, distributed, paths
+from trainer.core import display, distributed, paths, process
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal, say
@@ -97,6 +97,7 @@ class Outcome:
 def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Outcome:
     """Run one job to its outcome; its record says the same. Every handler
     and hook it installs is restored when it returns (trainer.run in a notebook)."""
+    process.begin_job()
     output = output or Output(brief=job.in_sweep)
     record = job.record(config)
     with _process_hooks(), output.held():

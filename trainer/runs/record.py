@@ -30,7 +30,7 @@ import yaml
 
 from trainer.core.engine import direction, monitored
 from trainer.core.files import atomic_write
-from trainer.core.process import process_start_time
+from trainer.core.process import job_start_time
 from trainer.report import figures, hparams
 from trainer.report.tracking import tag
 from trainer.runs.folder import KINDS, RunFolder, read_json, worst_value
@@ -238,7 +238,7 @@ class RunRecord:
         if resumed and self.previous is not None:  # keep the first attempt's start-up timing
             self.data["timing"] = dict(self.previous.get("timing") or {})
             self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
-        self.data["timing"]["started_at"] = _now(process_start_time())  # this attempt's process
+        self.data["timing"]["started_at"] = _now(job_start_time())  # this attempt's start
         self.started = True
         if not self.main:
             return

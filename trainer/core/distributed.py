@@ -70,7 +70,11 @@ def setup(device: torch.device) -> None:
 
 
 def teardown() -> None:
+    """Leave the process group, every rank together: a rank that destroyed
+    it and exited while rank 0 still wrote the run's record was seen to abort
+    ("terminate called without an active exception"), failing the run."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -57,9 +57,9 @@ def test_trainer_log_holds_the_console_and_the_model(quick_run):
     assert log.startswith("Run: ") and "data.root=" in log.splitlines()[0]  # the header line too
 
 
-@pytest.mark.parametrize("bad", ["lr=-1", "epochs=-3", "cuda_graph=true"])
+@pytest.mark.parametrize("bad", ["lr=-1", "epochs=-3", "cuda_graph=true", "cv.folds=1", "cv.folds=3 lr=-1"])
 def test_a_refused_run_says_one_line_and_leaves_no_folder(synthetic_root, tmp_path, bad):
-    proc = run_cli([*tiny(synthetic_root, bad), "device=cpu"], tmp_path)
+    proc = run_cli([*tiny(synthetic_root, *bad.split()), "device=cpu"], tmp_path)
     assert proc.returncode == 1
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and proc.stderr.startswith("trainer: error: "), proc
     assert not (tmp_path / "outputs").exists()  # Hydra made the run folder; the refusal took it away

@@ -62,7 +62,7 @@ class Job:
                          hparams=hparams.of(config, self.choices, self.kind) if config is not None else {},
                          config=as_dict(config) if config is not None else {}, hydra_yaml=self.hydra_yaml,
                          belongs=self.belongs,
-                         record_refusals=self.in_sweep or self.kind != "run")
+                         record_refusals=self.in_sweep or self.kind in ("fold", "refit"))
 
     def header(self) -> str:
         """The line a job starts with: the group choices, then what was set on the command line
@@ -106,9 +106,17 @@ def execute(config: TrainerConfig, job: Job, output: Output | None = None) -> Ou
         if job.in_sweep:
             output.release()  # a sweep's job names itself first, even when it is refused
         outcome = _run(config, job, record, output)
-    if outcome.status != "completed" and not record.started and not job.in_sweep and job.kind == "run":
-        record.folder.remove_if_made_now()
+    if outcome.status != "completed":
+        leave_no_trace(job, record)
     return outcome
+
+
+def leave_no_trace(job: Job, record: RunRecord) -> None:
+    """A new run or cross-validation refused before it started leaves no
+    folder behind (a sweep's job keeps its record of why; a fold or refit is
+    part of its cross-validation's folder)."""
+    if not record.started and not job.in_sweep and job.kind in ("run", "cv"):
+        record.folder.remove_if_made_now()
 
 
 def _run(config: TrainerConfig, job: Job, record: RunRecord, output: Output) -> Outcome:

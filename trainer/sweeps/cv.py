@@ -28,7 +28,7 @@ from trainer.core.config import TrainerConfig, validate
 from trainer.core.errors import UserError, warn
 from trainer.report.tracking import Output
 from trainer.runs.folder import worst_value
-from trainer.runs.job import Job, Outcome, completed_already, execute, refuse_to_overwrite
+from trainer.runs.job import Job, Outcome, completed_already, execute, leave_no_trace, refuse_to_overwrite
 from trainer.runs.record import read
 from trainer.sweeps import summary
 
@@ -50,6 +50,7 @@ def run(config: TrainerConfig, job: Job, output: Output) -> Outcome:
             return _run_folds(config, cv_job, record, output)
     except UserError as e:
         record.fail("failed", str(e))
+        leave_no_trace(cv_job, record)
         return Outcome("failed", str(e), worst_value(config.early_stopping.mode), job.run_dir)
 
 

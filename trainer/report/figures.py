@@ -28,7 +28,6 @@ SAMPLE_COUNT, SAMPLE_COLUMNS = 8, 4  # the notes' TestDisplay: 8 images, 4 colum
 MAX_MISCLASSIFIED, MISCLASSIFIED_COLUMNS = 12, 6  # 6 x 2, two caption lines each
 GRID_COLUMNS = 16                 # filters and feature maps: 2 rows of 16
 FONT = 8
-RUN_CHARS = 36  # of a run's name in a figure's top line: with the longest title it stays inside 440 px
 
 
 def _figure(height_in: float = HEIGHT_IN):
@@ -78,12 +77,21 @@ def _headline(fig, text: str, run: str) -> None:
     """The figure's top line: the run's folder name, then what the figure
     shows. A TensorBoard image card labels its picture with only the start of
     the run's path (about 17 characters: the same for every job of a sweep),
-    so the picture names its run itself."""
-    if len(run) > RUN_CHARS:
-        run = run[:RUN_CHARS - 1] + "…"
-    line = " · ".join(part for part in (run, text) if part)
-    if line:
-        fig.suptitle(line, fontsize=FONT)
+    so the picture names its run itself; a long name is cut at its end (its
+    start tells jobs apart) until the line fits the figure's width."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    shown = run
+    title = fig.suptitle(_line(shown, run, text), fontsize=FONT)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    while shown and title.get_window_extent(renderer).width > fig.bbox.width - 2 * FONT:
+        shown = shown[:-1]
+        title.set_text(_line(shown, run, text))
+
+
+def _line(shown: str, run: str, text: str) -> str:
+    name = shown if shown == run else shown + "…"
+    return " · ".join(part for part in (name, text) if part)
 
 
 def message(text: str) -> np.ndarray:

@@ -196,6 +196,22 @@ def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("where", ["/", "home", "."])
+def test_the_root_home_and_current_folders_are_refused_as_sweep_folders(tmp_path, monkeypatch, capsys, where):
+    from trainer.sweeps.callback import refuse_a_used_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    folder = {"/": Path("/"), "home": tmp_path / "home", ".": Path(".")}[where]
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit):
+        refuse_a_used_folder(folder, ["seed=0,1"])
+    line = capsys.readouterr().err.strip()
+    assert "a sweep needs a folder of its own" in line and "\n" not in line, line
+    assert snapshot(tmp_path) == before
+
+
 def test_a_second_sweep_in_a_folder_in_use_is_refused(tmp_path, capsys):
     from trainer.runs.folder import RunFolder
     from trainer.sweeps.callback import SweepCallback

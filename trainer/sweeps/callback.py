@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from trainer.core import display
 from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
-from trainer.runs.folder import RunFolder
+from trainer.runs.folder import RunFolder, refused_by_name
 from trainer.sweeps.plan import NOT_IN_NAMES, PLAN, duplicates_error
 from trainer.core.process import forward, wait_for_children
 from trainer.sweeps import summary
@@ -115,8 +115,13 @@ def refuse_duplicate_points(planned: dict) -> None:
 
 def refuse_a_used_folder(sweep_dir: Path, overrides: list[str]) -> None:
     """Jobs already there would be trained again over their own files: only
-    `resume=auto` may continue a sweep."""
-
+    `resume=auto` may continue a sweep. The root, home and current folders
+    are refused by name, whatever they hold (as a run's are)."""
+    name = refused_by_name(sweep_dir)
+    if name:
+        say(f"error: hydra.sweep.dir={sweep_dir} is {name}; a sweep needs a folder of its own, "
+            "such as hydra.sweep.dir=outputs/sweeps/my_sweep")
+        raise SystemExit(1)
     if not sweep_dir.is_dir():
         return
     if "resume=auto" in overrides:

@@ -27,6 +27,9 @@ def test_the_refusal_names_the_duplicate_in_one_line():
     assert message.startswith("the sweep lists the same point twice: job 1 (seed=0) is job 0")
     assert "\n" not in message and "epochs" not in message
     assert duplicates_error([["seed=0"], ["seed=1"]]) is None
+    # Every job alike (lr=1e-2,0.01 optimizer=adam): the point itself, not "(defaults)", without data.root.
+    alike = duplicates_error([["lr=0.01", "optimizer=adam", "data.root=d"], ["lr=0.01", "optimizer=adam", "data.root=d"]])
+    assert alike.startswith("the sweep lists the same point twice: job 1 (lr=0.01 optimizer=adam) is job 0"), alike
 
 
 def _row(job: str, overrides: str, acc: float | None, status: str = "completed") -> dict:

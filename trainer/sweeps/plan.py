@@ -144,6 +144,8 @@ def duplicates_error(jobs: list[list[str]]) -> str | None:
     same = f" ({' '.join(differ)} is {' '.join(o for o in jobs[first] if o not in jobs[again])})" if differ else ""
     more = f", and {display.plural(len(found) - 1, 'more duplicate')}" if len(found) > 1 else ""
     common = set.intersection(*(set(job) for job in jobs))  # epochs=1 in every job tells none apart
-    shown = " ".join(o for o in jobs[again] if o not in common) or "(defaults)"
+    # Every job alike (lr=1e-3,0.001 is one point twice): its whole point names it.
+    point = [o for o in jobs[again] if not elsewhere(o.split("=", 1)[0].lstrip("+~"))]
+    shown = " ".join(o for o in point if o not in common) or " ".join(point) or "(defaults)"
     return (f"the sweep lists the same point twice: job {again} ({shown}) is job {first}{same}{more}; "
             "list each value once (every job would train the same run again)")

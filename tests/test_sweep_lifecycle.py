@@ -102,6 +102,9 @@ def test_a_killed_job_fails_alone_and_the_sweep_ends_with_its_summary(synthetic_
                            "epochs=100000,2,3,4"), tmp_path)
     wait_until(lambda: training(sweep_dir / "0_epochs=100000"), "job 0 trained an epoch", proc)
     (victim,) = [pid for pid in job_pids("0_epochs=100000") if pid != proc.pid]
+    # `ps` shows the job as its own command line, not the sweep's (epochs=100000,2,3,4).
+    shown = Path(f"/proc/{victim}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert " -m trainer " in shown and " epochs=100000 " in shown, shown
     os.kill(victim, signal.SIGKILL)
     done = finish(proc)
     assert done.returncode == 1, done.stderr[-3000:]

@@ -306,12 +306,14 @@ def _run_job(request: dict, sock: socket.socket, template: int, entry: Callable[
     for signum in (signal.SIGTERM, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python sets it at start
+    # The title before the environment changes: setproctitle finds the memory
+    # of the command line through the process's original environment.
+    _set_title(request["title"])
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     torch.set_num_threads(request["threads"])  # what OMP_NUM_THREADS would have set in a fresh process
     _fresh_random_state()
-    _set_title(request["title"])
     sys.argv = list(request["argv"])
     return _exit_status(entry)
 

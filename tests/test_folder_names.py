@@ -103,6 +103,7 @@ def test_a_sweep_folder_reads_back_as_one_folder():
     ("hydra.run.dir='already quoted'", "hydra.run.dir='already quoted'"),
     ("hydra.run.dir=outputs/${now:%H}", "hydra.run.dir=outputs/${now:%H}"),                # an interpolation: as typed
     ("lr=0.01,0.1", "lr=0.01,0.1"),                                                      # not a folder: as typed
+    ("hydra.run.dir=~/notes", f"hydra.run.dir='{Path.home()}/notes'"),                   # ~ as a shell expands it
 ])
 def test_a_folder_typed_back_is_one_value(arg, expected):
     """`trainer hydra.run.dir=<the folder it printed> resume=auto` (a requeued job, torchrun)."""

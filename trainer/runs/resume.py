@@ -13,6 +13,7 @@ can apply: a refused one is one line naming the key.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trainer.core import checkpoint, display, distributed, paths, schedules
@@ -82,7 +83,9 @@ def quoted_folder(arg: str) -> str:
     key, value = arg.split("=", 1)
     if not value or value[0] in "'\"" or "${" in value:
         return arg
-    return f"{key}={quote(value)}"
+    # ~ as a shell expands it: a shell leaves it alone after `hydra.run.dir=`,
+    # and Hydra would make a folder named ~ in the current one.
+    return f"{key}={quote(os.path.expanduser(value))}"
 
 
 def is_cross_validation(folder: Path) -> bool:

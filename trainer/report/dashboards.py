@@ -15,6 +15,7 @@ scores a run.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Sequence
@@ -73,17 +74,20 @@ class Dashboards:
     def start(self, x: Tensor, y: Tensor) -> None:
         """Before training: sample inputs (kept for the feature maps), the graph, the conv figures at step 0."""
         self.sample = x[:1]
-        t0 = time.perf_counter()
-        try:
+        with self._timed():
             self._start(x, y)
-        finally:
-            self.seconds += time.perf_counter() - t0
 
     def after_epoch(self, epoch: int, step: int) -> None:
         """After an epoch's evaluation: histograms and test-set images when due (global step `step`)."""
+        with self._timed():
+            self._after_epoch(epoch, step)
+
+    @contextlib.contextmanager
+    def _timed(self):
+        """Time spent drawing, which the run's timing reports apart from training."""
         t0 = time.perf_counter()
         try:
-            self._after_epoch(epoch, step)
+            yield
         finally:
             self.seconds += time.perf_counter() - t0
 

@@ -54,12 +54,13 @@ from trainer.report import figures
 
 TEMPLATE_COMMAND = [sys.executable, "-m", "trainer.cli.template"]
 # What a job imports lazily, imported once by the template so that each forked
-# job finds it in place: dataset classes, TensorBoard's writer, matplotlib (for
-# curves.png), Optuna (a search's trial reports its epochs to the study), the
-# Optuna sweeper and submitit plugins Hydra's discovery imports.
-WARM_MODULES = ("torchvision.datasets", "torch.utils.tensorboard", "matplotlib.figure", "matplotlib.backends.backend_agg",
-                "optuna",
-                "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+# job finds it in place: TensorBoard's writer, matplotlib (for curves.png),
+# Optuna (a search's trial reports its epochs to the study), the Optuna
+# sweeper and submitit plugins Hydra's discovery imports. Not torchvision:
+# only model=torchvision and pipeline=loader jobs use it, and its seconds of
+# import would delay every sweep's first job.
+WARM_MODULES = ("torch.utils.tensorboard", "matplotlib.figure", "matplotlib.backends.backend_agg", "optuna",
+                "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
                 "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper")
 _LAUNCHER_CHOICES = ("hydra/launcher=joblib", "hydra/launcher=local")
 # trainer's Optuna sweeper, chosen by its preset or by name: its trials are warm jobs too.

@@ -49,6 +49,10 @@ README_RUNS = {
     "quickstart": [],
     "conv": ["model=conv", "optimizer=adam", "lr=1e-3", "epochs=1", "data=mnist"],
     "optimizers": ["-m", "optimizer=sgd,adam,adamw,rmsprop,adagrad,adadelta", "epochs=2"],
+    # The speed runs' accuracy on the CPU, one torch thread (their times to accuracy are a GPU's).
+    "mnist_speedrun": ["-m", "experiment=mnist_speedrun", "seed=0,1,2,3,4", "threads=1"],
+    "mnist_speedrun_995": ["experiment=mnist_speedrun_995", "threads=1"],
+    "fashion_speedrun": ["experiment=fashion_speedrun", "threads=1"],
 }
 
 

@@ -6,17 +6,23 @@ The rules are pure functions tested in-process; one CLI test runs the same
 sweep forked and as plain processes and compares every number."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.hydra import Hydra
 from hydra.core.global_hydra import GlobalHydra
-from hydra.types import RunMode
+from hydra.types import HydraContext, RunMode
+from omegaconf import OmegaConf
+
+from hydra_plugins.trainer_launcher.local_launcher import LocalLauncher
 
 from helpers import metrics, run_cli, tiny
 from trainer.cli import hydra_glue
@@ -145,6 +151,61 @@ def test_a_sweep_job_composes_its_config_once(synthetic_root, tmp_path):
         os._exit(forkserver._exit_status(main))
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1  # lr=-1 is refused after the compose
     assert composed.read_text().split() == [str(RunMode.RUN)]
+
+
+FIRST_USE_SCRIPT = """
+import json, os, sys
+from trainer.cli import hydra_glue
+from trainer.cli.main import main
+from trainer.core import data
+from trainer.sweeps import forkserver
+root, run_dir = sys.argv[1:]
+forkserver._warm_up()
+hydra_glue.warm_up()
+data.preload("fashion_mnist", root, verify=False)
+before = set(sys.modules)
+os.environ["TRAINER_SWEEP_JOB"] = "1"
+sys.argv = ["trainer", f"data.root={root}", "data.verify=false", "data.download=false", "data.search_paths=[]",
+            "epochs=2", "data.subset=256", "data.val_split=64", "optimizer=adam", f"hydra.run.dir={run_dir}"]
+code = forkserver._exit_status(main)
+print(json.dumps([code, sorted(set(sys.modules) - before)]))
+"""
+
+
+def test_a_forked_job_imports_nothing_on_first_use(synthetic_root, tmp_path):
+    """What a job imports lazily (torch._dynamo with its first optimizer,
+    TensorBoard's HParams protos, PIL's format plugins, rich's emoji table)
+    is imported once by the template: a job forked from it, with the default
+    pictures, checkpoints and dashboards, imports nothing more. In a fresh
+    interpreter: this test process's own imports would hide what is missing."""
+    proc = subprocess.run([sys.executable, "-c", FIRST_USE_SCRIPT, str(synthetic_root), str(tmp_path / "job")],
+                          capture_output=True, text=True, timeout=300)
+    code, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert code == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert imported == []
+
+
+def test_a_sweep_composes_each_job_s_config_once():
+    """Hydra's sweeper composes every job's config to check a batch before it
+    launches it; trainer's launcher takes those configs rather than composing
+    each again (twice doubled the seconds before a sweep's first job)."""
+    composed = []
+
+    class Loader:  # Hydra's config loader, counting its composes
+        def load_sweep_config(self, master_config, sweep_overrides):
+            composed.append(tuple(sweep_overrides))
+            return OmegaConf.create({"hydra": {"job": {"num": 0}}, "lr": sweep_overrides[0]})
+
+    context = HydraContext(config_loader=Loader(), callbacks=None)
+    sweeper = BasicSweeper(max_batch_size=None)
+    local = LocalLauncher(n_jobs=1)
+    local.setup(hydra_context=context, task_function=None, config=OmegaConf.create({}))
+    sweeper.hydra_context, sweeper.config = context, OmegaConf.create({})
+    batch = [["lr=0.1"], ["lr=0.2"], ["lr=0.3"]]
+    sweeper.validate_batch_is_legal(batch)
+    configs = [local._job_config(i, overrides) for i, overrides in enumerate(batch)]
+    assert composed == [("lr=0.1",), ("lr=0.2",), ("lr=0.3",)]
+    assert [(c.lr, c.hydra.job.num) for c in configs] == [("lr=0.1", 0), ("lr=0.2", 1), ("lr=0.3", 2)]
 
 
 def job_records(sweep_dir: Path) -> dict[str, dict]:

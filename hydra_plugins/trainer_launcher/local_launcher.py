@@ -31,6 +31,8 @@ class LocalLauncher(Launcher):
         self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        # The sweeper's context is this one: its check of each batch now keeps the configs it composes.
+        hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -51,7 +53,7 @@ class LocalLauncher(Launcher):
         return [self._result(job, config) for job, config in zip(jobs, configs)]
 
     def _job_config(self, num: int, overrides: list[str]) -> DictConfig:
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        config = self.hydra_context.config_loader.take(self.config, overrides)
         with open_dict(config.hydra.job):
             config.hydra.job.num = num
         return config
@@ -67,6 +69,33 @@ class LocalLauncher(Launcher):
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         return JobReturn(overrides=job.overrides, cfg=task, hydra_cfg=config, working_dir=os.getcwd(),
                          task_name="trainer", status=JobStatus.COMPLETED, _return_value=record.sweep_value(data))
+
+
+class ComposedOnce:
+    """Hydra's config loader, keeping each job's config until the launcher takes it.
+
+    Hydra's sweeper composes every job's config of a batch to check it
+    (`validate_batch_is_legal`) and throws them away; the launcher would
+    compose each again, which doubled the seconds before a sweep's first job.
+    """
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+        self.composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        key = tuple(sweep_overrides)
+        if key not in self.composed:
+            self.composed[key] = self.loader.load_sweep_config(master_config, list(sweep_overrides))
+        return self.composed[key]
+
+    def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config, composed now or by the sweeper's check; forgotten here."""
+        config = self.composed.pop(tuple(sweep_overrides), None)
+        return config if config is not None else self.loader.load_sweep_config(master_config, list(sweep_overrides))
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
 
 
 def job_dataset(config: DictConfig) -> dict | None:

@@ -16,6 +16,7 @@ Each function takes tensors on any device and returns uint8 RGB [H, W, 3].
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ FONT = 8
 
 
 def _figure(height_in: float = HEIGHT_IN):
+    wait_for_warm_up()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
@@ -262,6 +264,7 @@ def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[lis
 
 
 def _curve_axes(title: str):
+    wait_for_warm_up()
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -318,3 +321,35 @@ def save_png(image: np.ndarray, path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
+
+
+# ---------------------------------------------------------------- warm-up
+_warming: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Pay matplotlib's first use now (its import, the font cache, the
+    renderer: a second or more) rather than when the first figure is wanted."""
+    import io
+
+    from PIL import Image
+
+    pixels = curves([{"epoch": 1, "train/loss": 1.0, "train/acc": 0.5, "test/loss": 1.0, "test/acc": 0.5}], "warm-up")
+    Image.fromarray(pixels).save(io.BytesIO(), format="PNG")  # PIL finds its format plugins on the first save
+
+
+def warm_up_meanwhile() -> None:
+    """warm_up() in a thread of its own, once: a sweep's process, idle while
+    its jobs run, readies its summary's curves.png, which is otherwise drawn
+    only after the last job, on the sweep's critical path."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(target=warm_up, name="figures-warm-up", daemon=True)
+        _warming.start()
+
+
+def wait_for_warm_up() -> None:
+    """Until the warm-up has ended: a figure drawn meanwhile waits for it
+    (matplotlib's state is not shared across threads), and so does a fork."""
+    if _warming is not None and _warming is not threading.current_thread():
+        _warming.join()

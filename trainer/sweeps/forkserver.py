@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import io
 import json
 import os
 import select
@@ -42,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from rich.console import Console
 
 try:  # optional (the `sweep` extra): without it `ps` shows each job with the template's command line
     import setproctitle
@@ -54,13 +56,19 @@ from trainer.report import figures
 
 TEMPLATE_COMMAND = [sys.executable, "-m", "trainer.cli.template"]
 # What a job imports lazily, imported once by the template so that each forked
-# job finds it in place: TensorBoard's writer, matplotlib (for curves.png),
+# job finds it in place (tests/test_warm_jobs.py checks that a job imports
+# nothing more): TensorBoard's writer and its HParams protos, torch.save's,
+# matplotlib (for curves.png), rich's tables, the loss module, Hydra's logging,
 # Optuna (a search's trial reports its epochs to the study), the Optuna
 # sweeper and submitit plugins Hydra's discovery imports. Not torchvision:
 # only model=torchvision and pipeline=loader jobs use it, and its seconds of
 # import would delay every sweep's first job.
-WARM_MODULES = ("torch.utils.tensorboard", "matplotlib.figure", "matplotlib.backends.backend_agg", "optuna",
-                "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper", "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+WARM_MODULES = ("torch.utils.tensorboard", "tensorboard.plugins.hparams.api_pb2",
+                "tensorboard.plugins.hparams.plugin_data_pb2", "tensorboard.plugins.hparams.metadata",
+                "torch.utils.serialization", "matplotlib.figure",
+                "matplotlib.backends.backend_agg", "rich.table", "optuna", "trainer.core.losses",
+                "hydra._internal.logging_config", "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper",
+                "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
                 "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper")
 _LAUNCHER_CHOICES = ("hydra/launcher=joblib", "hydra/launcher=local")
 # trainer's Optuna sweeper, chosen by its preset or by name: its trials are warm jobs too.
@@ -241,15 +249,20 @@ def serve(fd: int, entry: Callable[[], None], warm_up: Callable[[], None] | None
 
 
 def _warm_up() -> None:
-    """Pay once what every job would pay: the imports it makes on first use,
-    matplotlib's first drawing (fonts, the renderer) for curves.png, and the
-    first trace of a model for TensorBoard's graph (seconds, then 0.1 s)."""
+    """Pay once what every job would pay: the imports it makes on first use
+    (its first optimizer's too), matplotlib's first drawing (fonts, the
+    renderer) for curves.png, and the first trace of a model for
+    TensorBoard's graph (seconds, then 0.1 s)."""
     for name in WARM_MODULES:
         try:
             importlib.import_module(name)
         except ImportError:  # an optional plugin that is not installed
             pass
-    figures.curves([{"epoch": 1, "train/loss": 1.0, "train/acc": 0.5, "test/loss": 1.0, "test/acc": 0.5}], "warm-up")
+    figures.warm_up()
+    Console(file=io.StringIO()).print("warm-up")  # rich's first line loads its emoji table
+    # A job's first optimizer imports torch._dynamo (optimizers are wrapped for torch.compile): a second
+    # of every job's start-up, paid here once.
+    torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     try:
         # What SummaryWriter.add_graph runs, without a writer (whose thread must not exist at a fork).
         from torch.utils.tensorboard._pytorch_graph import graph

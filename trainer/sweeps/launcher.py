@@ -27,6 +27,7 @@ from pathlib import Path
 from trainer.core.display import JOB_LABEL, plural
 from trainer.core.errors import say
 from trainer.core.process import die_with_parent, forward, forwarding_signals
+from trainer.report import figures
 from trainer.runs.folder import RunFolder
 from trainer.runs.resume import quote
 from trainer.sweeps import forkserver
@@ -130,6 +131,10 @@ class JobRunner:
     def start(self, job: JobSpec):
         """Start the job; returns its process (a Popen, or a ForkedJob asked the same way)."""
         process = self._process(job)
+        if self.warm:
+            # Idle while its jobs run, the sweep process readies its summary's curves.png meanwhile (not
+            # with plain processes: a fork while a thread imports can deadlock the child before its exec).
+            figures.warm_up_meanwhile()
         self.running.append((job, process))
         if self.stop_signal and process.pid and process.pid not in self.signalled:
             forward(self.stop_signal, [process.pid])  # the signal came while it was being started
@@ -174,6 +179,7 @@ class JobRunner:
             except forkserver.TemplateGone as e:  # killed from outside: the sweep goes on without it
                 say(f"{e}; the remaining jobs start as fresh processes")
                 self.warm = False
+        figures.wait_for_warm_up()  # no other thread at a fork (see start)
         # Its own session: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once.
         return subprocess.Popen([*PLAIN_COMMAND, *job.argv], env=env, start_new_session=True,
                                 preexec_fn=die_with_parent)

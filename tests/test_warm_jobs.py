@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.hydra import Hydra
 from hydra.core.global_hydra import GlobalHydra
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 
@@ -197,12 +198,11 @@ def test_a_sweep_composes_each_job_s_config_once():
             return OmegaConf.create({"hydra": {"job": {"num": 0}}, "lr": sweep_overrides[0]})
 
     context = HydraContext(config_loader=Loader(), callbacks=None)
-    sweeper = BasicSweeper(max_batch_size=None)
     local = LocalLauncher(n_jobs=1)
     local.setup(hydra_context=context, task_function=None, config=OmegaConf.create({}))
-    sweeper.hydra_context, sweeper.config = context, OmegaConf.create({})
     batch = [["lr=0.1"], ["lr=0.2"], ["lr=0.3"]]
-    sweeper.validate_batch_is_legal(batch)
+    # Hydra's sweepers' own check, on a sweeper that shares the launcher's context (as the basic sweeper does)
+    Sweeper.validate_batch_is_legal(SimpleNamespace(hydra_context=context, config=OmegaConf.create({})), batch)
     configs = [local._job_config(i, overrides) for i, overrides in enumerate(batch)]
     assert composed == [("lr=0.1",), ("lr=0.2",), ("lr=0.3",)]
     assert [(c.lr, c.hydra.job.num) for c in configs] == [("lr=0.1", 0), ("lr=0.2", 1), ("lr=0.3", 2)]

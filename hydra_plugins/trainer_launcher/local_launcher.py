@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
@@ -31,20 +31,17 @@ class LocalLauncher(Launcher):
         self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        # The sweeper's context is this one: its check of each batch now keeps the configs it composes.
-        hydra_context.config_loader = ComposedOnce(hydra_context.config_loader)
+        # The sweeper's context is this one: its check of each batch now keeps the configs it composes,
+        # and the template reads the first job's data meanwhile.
+        hydra_context.config_loader = ComposedOnce(hydra_context.config_loader,
+                                                   first=lambda config: self.runner.prepare(job_dataset(config)))
         self.config, self.hydra_context = config, hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        # Every job's config is composed before any job starts (a bad value
-        # stops the sweep with nothing run); the first job's data is read by
-        # the warm template meanwhile.
-        configs, jobs = [], []
-        for i, overrides in enumerate(job_overrides):
-            configs.append(self._job_config(initial_job_idx + i, list(overrides)))
-            jobs.append(self._spec(configs[-1], list(overrides)))
-            if i == 0:
-                self.runner.prepare(jobs[0].dataset)
+        # Every job's config was composed before any job starts (a bad value
+        # stops the sweep with nothing run), by the sweeper's check.
+        configs = [self._job_config(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
+        jobs = [self._spec(config, list(overrides)) for config, overrides in zip(configs, job_overrides)]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_signal = self.runner.run(jobs)
@@ -79,14 +76,17 @@ class ComposedOnce:
     compose each again, which doubled the seconds before a sweep's first job.
     """
 
-    def __init__(self, loader) -> None:
-        self.loader = loader
+    def __init__(self, loader, first: Callable[[DictConfig], None]) -> None:
+        self.loader, self.first = loader, first  # `first`: called with the sweep's first composed config
         self.composed: dict[tuple[str, ...], DictConfig] = {}
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         key = tuple(sweep_overrides)
         if key not in self.composed:
             self.composed[key] = self.loader.load_sweep_config(master_config, list(sweep_overrides))
+            self.first, first = None, self.first
+            if first is not None:
+                first(self.composed[key])
         return self.composed[key]
 
     def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:

@@ -126,12 +126,14 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     exit 143. The same command with resume=auto then keeps the finished job
     as it is, continues the interrupted ones and starts the missing one."""
     sweep_dir = tmp_path / "sweep"
-    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "epochs=1,300,301,3")  # 3 at once, then 1
+    # 3 at once: job 0 ends and job 3 takes its slot; job 4 waits for a slot that never frees.
+    args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "epochs=1,300,301,302,3")
+    long_jobs = ("1_epochs=300", "2_epochs=301", "3_epochs=302")
     proc = start(sweep_cmd(synthetic_root, sweep_dir, *args), tmp_path)
     wait_until(lambda: (sweep_dir / "0_epochs=1" / "metrics.json").is_file()
                and metrics(sweep_dir / "0_epochs=1")["status"] == "completed"
-               and training(sweep_dir / "1_epochs=300", 2) and training(sweep_dir / "2_epochs=301", 2),
-               "job 0 completed and jobs 1 and 2 train", proc)
+               and all(training(sweep_dir / name, 2) for name in long_jobs),
+               "job 0 completed and jobs 1 to 3 train", proc)
     finished_before = snapshot(sweep_dir / "0_epochs=1")
     proc.send_signal(signal.SIGTERM)
     stopped = finish(proc)
@@ -142,19 +144,19 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
         time.sleep(0.1)
     assert not job_pids(str(sweep_dir)), "a process of the stopped sweep is still running"
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
-    assert statuses == {"0_epochs=1": "completed", "1_epochs=300": "interrupted", "2_epochs=301": "interrupted"}
+    assert statuses == {"0_epochs=1": "completed", **{name: "interrupted" for name in long_jobs}}
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]
-    assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 2, 1)
+    assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 3, 1)
     assert "resume=auto" in stopped.stderr
 
     # Reusing the folder without resume=auto: refused, nothing touched.
     before = snapshot(sweep_dir)
     refused = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}", *args], tmp_path)
     line = one_line_error(refused)
-    assert "already holds 3 jobs" in line and "resume=auto" in line, line
+    assert "already holds 4 jobs" in line and "resume=auto" in line, line
     assert snapshot(sweep_dir) == before
 
-    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=300", "2_epochs=301")}
+    epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in long_jobs}
     resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
                        *args, "resume=auto"],
                       tmp_path, timeout=600)
@@ -166,7 +168,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
         planned = int(name.rsplit("=", 1)[1])
         assert [h["epoch"] for h in record["history"]] == list(range(1, planned + 1))  # continued, not restarted
         assert done >= 2
-    assert metrics(sweep_dir / "3_epochs=3")["status"] == "completed"
+    assert metrics(sweep_dir / "4_epochs=3")["status"] == "completed"
 
 
 def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tmp_path):

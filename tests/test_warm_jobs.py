@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +30,7 @@ from hydra_plugins.trainer_launcher.local_launcher import LocalLauncher
 from helpers import metrics, run_cli, tiny
 from trainer.cli import hydra_glue
 from trainer.cli.main import main
-from trainer.core import data
+from trainer.core import data, process
 from trainer.sweeps import forkserver
 from trainer.sweeps import launcher
 from trainer.sweeps.launcher import plan_line, threads_per_job
@@ -206,6 +208,77 @@ def test_a_sweep_composes_each_job_s_config_once():
     configs = [local._job_config(i, overrides) for i, overrides in enumerate(batch)]
     assert composed == [("lr=0.1",), ("lr=0.2",), ("lr=0.3",)]
     assert [(c.lr, c.hydra.job.num) for c in configs] == [("lr=0.1", 0), ("lr=0.2", 1), ("lr=0.3", 2)]
+
+
+@pytest.mark.parametrize("held, order", [
+    (False, ["start 0", "start 1", "end 0", "end 1"]),  # job 1 starts while job 0 writes its last files
+    (True, ["start 0", "end 0", "start 1", "end 1"]),   # a CV holds its slot to its end
+])
+def test_a_forked_job_frees_its_slot_when_its_results_are_known(tmp_path, held, order):
+    """One slot: a job that says its results are known (process.release_slot)
+    lets the next job start while it finishes; one that holds its slot (a
+    cross-validation, process.hold_slot) does not. In a forked child: the
+    template is forked from a process with one thread."""
+    log = tmp_path / "log"
+
+    def job() -> None:  # what a forked job runs instead of `trainer`
+        with open(log, "a") as f:
+            f.write(f"start {sys.argv[1]}\n")
+        if held:
+            process.hold_slot()
+        process.release_slot()
+        time.sleep(1.0)  # its last files
+        with open(log, "a") as f:
+            f.write(f"end {sys.argv[1]}\n")
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            forkserver.fork_early(entry=job)
+            runner = launcher.JobRunner(1)
+            runner.run([launcher.JobSpec(i, [], tmp_path / str(i), [str(i)]) for i in range(2)])
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert log.read_text().splitlines() == order
+
+
+@pytest.mark.parametrize("killer, status, says", [
+    ("sweep", "interrupted", "stopped by SIGTERM with its sweep before its first epoch ended"),
+    ("outside", "failed", "killed by SIGTERM before its first epoch ended (out of memory, or stopped from outside)"),
+])
+def test_a_job_killed_while_starting_says_who_stopped_it(tmp_path, killer, status, says):
+    """A job that dies by its sweep's own SIGTERM (passed on before the job
+    could catch it) was interrupted with its sweep; one killed by a signal
+    from elsewhere failed, and its record says so."""
+    started = tmp_path / "started"
+
+    def job() -> None:  # a job still starting: SIGTERM is not caught yet
+        started.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    def stop() -> None:
+        while not started.is_file():
+            time.sleep(0.01)
+        time.sleep(0.1)
+        os.kill(os.getpid() if killer == "sweep" else int(started.read_text()), signal.SIGTERM)
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            forkserver.fork_early(entry=job)
+            threading.Thread(target=stop, daemon=True).start()
+            launcher.JobRunner(1).run([launcher.JobSpec(0, ["lr=0.1"], tmp_path / "0_lr=0.1", ["lr=0.1"])])
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    record = metrics(tmp_path / "0_lr=0.1")
+    assert (record["status"], record["overrides"]) == (status, ["lr=0.1"])
+    assert record["error"].startswith(says), record["error"]
 
 
 def job_records(sweep_dir: Path) -> dict[str, dict]:

@@ -115,3 +115,28 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signum)
     except (OSError, AttributeError):
         pass
+
+
+# A warm sweep job's slot (trainer.sweeps.forkserver): the number of a pipe's
+# write end, closed or written to when the job no longer needs its core.
+SLOT_FD = "TRAINER_SLOT_FD"
+
+
+def release_slot() -> None:
+    """A sweep job whose results are known frees its core: the sweep starts
+    its next job while this one writes its last files (curves.png, the
+    TensorBoard files, metrics.json) and exits. Once; nothing outside a warm sweep."""
+    fd = os.environ.pop(SLOT_FD, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"\n")
+        os.close(int(fd))
+    except (OSError, ValueError):
+        pass  # the template is gone: the job's end frees the slot as well
+
+
+def hold_slot() -> None:
+    """A job that trains several runs (a cross-validation's folds and refit)
+    keeps its slot until its process ends: its first run's end is not its own."""
+    os.environ.pop(SLOT_FD, None)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.core import capture, data, display, distributed, runtime, schedules
+from trainer.core import capture, data, display, distributed, process, runtime, schedules
 
 from trainer.runs import resume
 from trainer.runs.record import best_of
@@ -342,6 +342,7 @@ def fit(run: Run) -> float:
         final = trainer.fit()
     finally:
         run.record.note_timing(_timing(trainer, t0, run.dashboards, drawn_before))
+    process.release_slot()  # only files are left to write: a sweep may start its next job on this core
     es = trainer.schedule.early_stopping
     final["best_epoch"] = es.best_epoch
     if distributed.is_main():

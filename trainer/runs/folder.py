@@ -176,18 +176,25 @@ class RunFolder:
         if self.main:
             write_json(self.record_path, {**data, "kind": self.kind})
 
-    def mark_killed(self, overrides: list[str], signum: int) -> None:
+    def mark_killed(self, overrides: list[str], signum: int, by_sweep: bool = False) -> None:
         """The record of a run whose process was killed (SIGKILL, the OOM
         killer) before it could say so itself; a record that already tells
-        how the run ended is left alone."""
+        how the run ended is left alone. `by_sweep`: the signal was its
+        sweep's own stop, passed on while the job was still starting (before
+        it could catch it): the job was interrupted, as its sweep was."""
         data = self.read_record()
         if data is not None and data.get("status") not in (None, "running"):
             return
         data = data or {"overrides": overrides, "hparams": {}, "final": {}, "best": {}, "history": [], "timing": {}}
         history = data.get("history") or []
         where = f"during epoch {history[-1]['epoch'] + 1}" if history else "before its first epoch ended"
-        data.update(status="failed", error=f"killed by {signal.Signals(signum).name} {where} (out of memory, or "
-                                           "stopped from outside); continue it with resume=auto")
+        name = signal.Signals(signum).name
+        if by_sweep:
+            data.update(status="interrupted", error=f"stopped by {name} with its sweep {where}, before it could save; "
+                                                    "resume=auto runs it again")
+        else:
+            data.update(status="failed", error=f"killed by {name} {where} (out of memory, or stopped from outside); "
+                                               "continue it with resume=auto")
         self.claim()
         self.write_record(data)
 

@@ -23,7 +23,7 @@ import signal
 import statistics
 from pathlib import Path
 
-from trainer.core import display
+from trainer.core import display, process
 from trainer.core.config import TrainerConfig, validate
 from trainer.core.errors import UserError, warn
 from trainer.report.tracking import Output
@@ -37,6 +37,7 @@ def run(config: TrainerConfig, job: Job, output: Output) -> Outcome:
     """`cv.folds=K`: the same checks as a single run first (bad values, a
     folder that is not ours, a finished or used folder), then every fold,
     the statistics and the refit."""
+    process.hold_slot()  # a sweep's CV job frees its core when all its folds are done, not after the first
     cv_job = dataclasses.replace(job, kind="cv")
     record = cv_job.record(config)
     try:

@@ -21,8 +21,11 @@ sweep alone, which passes it on to the jobs) and dies with the sweep.
 
 Messages are JSON lines: the sweep sends {"preload": dataset} (read it now)
 and {"job": id, "argv", "env", "cwd", "threads", "title", "data"}; the template answers {"job": id, "pid"} when it
-forked, and {"job": id, "returncode"} when the job ended (negative: the
-signal that killed it, as subprocess.Popen reports it).
+forked, {"job": id, "freed": true} when the job's results are known and
+only its last files are left to write (its core is free for the next job:
+trainer.core.process.release_slot, through a pipe of its own), and
+{"job": id, "returncode"} when the job ended (negative: the signal that
+killed it, as subprocess.Popen reports it).
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ except ImportError:
     setproctitle = None
 
 from trainer.core import data
+from trainer.core import process
 from trainer.core.process import die_with_parent
 from trainer.report import figures
 
@@ -104,6 +108,7 @@ class Template:
         self.buffer = b""
         self.pids: dict[int, int] = {}         # job id -> pid
         self.returncodes: dict[int, int] = {}  # job id -> exit status
+        self.freed: set[int] = set()           # jobs that said their core is free (process.release_slot)
         self.next_id = 0
 
     @classmethod
@@ -159,6 +164,8 @@ class Template:
                 self.pids[message["job"]] = message["pid"]
             if "returncode" in message:
                 self.returncodes[message["job"]] = message["returncode"]
+            if "freed" in message:
+                self.freed.add(message["job"])
 
     def poll(self) -> None:
         self._receive(timeout=0)
@@ -179,6 +186,11 @@ class ForkedJob:
     @property
     def returncode(self) -> int | None:
         return self.template.returncodes.get(self.job_id)
+
+    def holds_slot(self) -> bool:
+        """Whether it still needs its core: not once it said its results are
+        known (it is writing its last files) or it ended."""
+        return self.job_id not in self.template.freed and self.returncode is None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -232,8 +244,10 @@ def serve(fd: int, entry: Callable[[], None], warm_up: Callable[[], None] | None
         warm_up()
     buffer = b""
     while True:
-        ready, _, _ = select.select([sock], [], [], 0.05)
-        if ready:
+        ready, _, _ = select.select([sock, *_slot_pipes], [], [], 0.05)
+        for fd in set(ready) & set(_slot_pipes):
+            _slot_freed(sock, fd)
+        if sock in ready:
             chunk = sock.recv(1 << 16)
             if not chunk:
                 os._exit(0)  # the sweep has gone: its jobs get SIGTERM from their parent-death signal
@@ -275,17 +289,43 @@ def _warm_up() -> None:
 
 
 _pid_to_job: dict[int, int] = {}
+_slot_pipes: dict[int, int] = {}  # read end of a job's slot pipe -> job id
 
 
 def _fork_job(request: dict, sock: socket.socket, entry: Callable[[], None]) -> int:
     if request.get("data"):
         data.preload(**request["data"])  # once per dataset: the jobs share the decoded tensors
     template = os.getpid()
+    slot_read, slot_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os._exit(_run_job(request, sock, template, entry))
+        try:  # the child never returns into the template's loop
+            _forget_other_jobs(slot_read)
+            code = _run_job(request, sock, template, entry, slot_write)
+        except BaseException:  # noqa: BLE001 - said, and the job fails alone
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    os.close(slot_write)
     _pid_to_job[pid] = request["job"]
+    _slot_pipes[slot_read] = request["job"]
     return pid
+
+
+def _forget_other_jobs(slot_read: int) -> None:
+    """In a forked job: the template's pipes and children are not its own (a
+    job may be a sweep with a template of its own, which starts with none)."""
+    for fd in [slot_read, *_slot_pipes]:
+        os.close(fd)
+    _slot_pipes.clear()
+    _pid_to_job.clear()
+
+
+def _slot_freed(sock: socket.socket, fd: int) -> None:
+    """A job wrote to its slot pipe (process.release_slot), or ended: its core is free."""
+    os.read(fd, 1)
+    os.close(fd)
+    _reply(sock, {"job": _slot_pipes.pop(fd), "freed": True})
 
 
 def _reap(sock: socket.socket) -> None:
@@ -309,7 +349,7 @@ def _reply(sock: socket.socket, message: dict) -> None:
 
 
 # --------------------------------------------------------------- the job
-def _run_job(request: dict, sock: socket.socket, template: int, entry: Callable[[], None]) -> int:
+def _run_job(request: dict, sock: socket.socket, template: int, entry: Callable[[], None], slot: int) -> int:
     """In the forked child: become `python -m trainer <argv>` and run it.
     Returns its exit status; a death by signal re-raises the signal."""
     sock.close()
@@ -325,7 +365,7 @@ def _run_job(request: dict, sock: socket.socket, template: int, entry: Callable[
     _set_title(request["title"])
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(request["env"], **{process.SLOT_FD: str(slot)})
     torch.set_num_threads(request["threads"])  # what OMP_NUM_THREADS would have set in a fresh process
     _fresh_random_state()
     sys.argv = list(request["argv"])

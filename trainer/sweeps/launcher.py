@@ -125,8 +125,10 @@ class JobRunner:
         return self.stop_signal
 
     def free(self) -> bool:
-        """Whether a job may start now: a slot is free and no signal stopped the sweep."""
-        return len(self.running) < self.n_jobs and not self.stop_signal
+        """Whether a job may start now: a slot is free and no signal stopped the sweep. A forked job
+        frees its slot when its results are known, while it writes its last files and exits."""
+        holding = [p for _, p in self.running if not isinstance(p, forkserver.ForkedJob) or p.holds_slot()]
+        return len(holding) < self.n_jobs and not self.stop_signal
 
     def start(self, job: JobSpec):
         """Start the job; returns its process (a Popen, or a ForkedJob asked the same way)."""
@@ -143,12 +145,14 @@ class JobRunner:
 
     def finished(self) -> list[tuple[JobSpec, object]]:
         """The jobs that ended since last asked; one killed by a signal is
-        recorded as killed in its folder (it could not say so itself)."""
+        recorded as killed in its folder (it could not say so itself), or as
+        interrupted when the signal was the sweep's own stop."""
         ended = [(job, process) for job, process in self.running if process.poll() is not None]
         for job, process in ended:
             self.running.remove((job, process))
             if process.returncode < 0:
-                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode)
+                by_sweep = -process.returncode == self.stop_signal and process.pid in self.signalled
+                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, by_sweep)
         return ended
 
     def signals(self, on_stop: Callable[[int], None]) -> forwarding_signals:

@@ -14,7 +14,7 @@ from trainer.runs.folder import RunFolder
 from trainer.runs.record import RunRecord, best_of
 from trainer.sweeps import summary
 from trainer.sweeps.callback import SweepCallback
-from trainer.sweeps.ranking import ranked_by, sort_rows, sweep_settings
+from trainer.sweeps.ranking import by_kind_label, ranked_value, ranking_label, sort_rows, sweep_settings
 from trainer.sweeps.rows import COLUMNS, collect
 from trainer.sweeps.summary import main, summarize, write_summary
 from trainer.sweeps.tables import render_table
@@ -127,14 +127,14 @@ def test_an_old_record_monitoring_val_acc_without_a_val_split_is_read_as_test_ac
     assert (jobs["1"]["monitor"], jobs["1"]["eval_split"], jobs["1"]["best_metric"]) == ("test/acc", "test", "test/acc")
     assert jobs["1"]["best_value"] == pytest.approx(0.91)
     assert jobs["0"]["best_value"] == pytest.approx(0.80)
-    assert ranked_by(list(jobs.values()), "val/acc") == "test/acc"
+    assert ranking_label(list(jobs.values()), "val/acc", "max") == "ranked by best test/acc (max)"
 
 
 def test_val_split_uses_val_acc(tmp_path):
     make_job(tmp_path, "0", ["data.val_split=0.1"], acc=0.93, val=True)
     (row,) = collect(tmp_path)
     assert row["val/acc"] == pytest.approx(0.93) and row["best_value"] == pytest.approx(0.93)
-    assert ranked_by([row], "val/acc") == "val/acc"
+    assert ranking_label([row], "val/acc", "max") == "ranked by best val/acc (max)"
 
 
 def test_seconds_from_history_without_train_seconds(tmp_path):
@@ -187,6 +187,47 @@ def test_sort_min_with_loss_monitor(tmp_path):
     assert [r["best_value"] for r in ranked[:3]] == pytest.approx([0.20, 0.40, 0.60])
     # The same rows by accuracy, best first.
     assert [r["job"] for r in sort_rows(rows, "test/acc", "max")] == ["1", "2", "0", "3"]
+
+
+def _ranked_row(job, best_metric=None, best=None, **final):
+    return {"job": job, "status": "completed", "eval_split": "test", "best_metric": best_metric, "best_value": best,
+            "test/acc": final.get("acc"), "val/acc": final.get("val"), "cv/mean": final.get("cv")}
+
+
+@pytest.mark.parametrize("rows, monitor, strict, order, label", [
+    # The best epoch's value where the job monitored the metric: ranked, and named, by it (not its final value).
+    ([_ranked_row("0", "test/acc", 0.90, acc=0.70), _ranked_row("1", "test/acc", 0.80, acc=0.85)],
+     "test/acc", False, ["0", "1"], "ranked by best test/acc (max)"),
+    # Runs that monitored another metric: their final value, and the label says so.
+    ([_ranked_row("0", "val/acc", 0.99, acc=0.70), _ranked_row("1", "val/acc", 0.50, acc=0.85)],
+     "test/acc", True, ["1", "0"], "ranked by final test/acc (max)"),
+    # Some of each: the label counts each kind of value.
+    ([_ranked_row("0", "test/acc", 0.60, acc=0.95), _ranked_row("1", "val/acc", 0.99, acc=0.70),
+      _ranked_row("2", "val/acc", 0.99, acc=0.65)],
+     "test/acc", True, ["1", "2", "0"], "ranked by final test/acc for 2, best test/acc for 1 (max)"),
+    # val/acc asked of a run without a validation split: its epochs were on test.
+    ([_ranked_row("0", "test/acc", 0.90, acc=0.70)], "val/acc", False, ["0"], "ranked by best test/acc (max)"),
+    # A cross-validation's mean is one number, neither a best epoch's nor a final one.
+    ([_ranked_row("0", "cv/mean", 0.80, cv=0.80), _ranked_row("1", "cv/mean", 0.90, cv=0.90)],
+     "cv/mean", False, ["1", "0"], "ranked by cv/mean (max)"),
+    # Nothing completed with a value: job order, said as such.
+    ([{**_ranked_row("1"), "status": "failed"}, {**_ranked_row("0"), "status": "missing"}],
+     "test/acc", False, ["0", "1"], "in job order (no completed job has a value to rank by)"),
+])
+def test_the_ranking_label_names_the_value_the_rows_are_ranked_by(rows, monitor, strict, order, label):
+    assert [r["job"] for r in sort_rows(rows, monitor, "max", strict)] == order
+    assert ranking_label(rows, monitor, "max", strict) == label
+    # The label is made of the very values the order uses.
+    named = {ranked_value(r, monitor, strict)[1] for r in rows if ranked_value(r, monitor, strict)[0] is not None}
+    assert all(name in label for name in named)
+
+
+def test_the_sweep_table_says_it_ranks_by_the_best_epoch(mixed_sweep):
+    console = _quiet()
+    summarize(mixed_sweep, console)
+    text = console.file.getvalue()
+    assert "ranked by best test/acc (max)" in text and "ranked by test/acc" not in text
+    assert "ranked by best test/acc (max)." in (mixed_sweep / "summary.md").read_text()
 
 
 def test_sort_is_deterministic_on_ties(tmp_path):
@@ -458,6 +499,9 @@ def test_a_folder_of_runs_without_a_common_metric_is_listed_by_kind(outputs):
     text = console.file.getvalue()
     assert "Runs in" in text and "7 runs" in text and "by kind" in text and "Sweep:" not in text
     assert "ranked by val/acc" not in text and "ranked by test/acc" not in text  # the CV and its folds have none
+    # Each kind says what it is ranked by, from the function that ranked it.
+    assert by_kind_label(collect(outputs, every=True)) == (
+        "by kind: cv ranked by cv/mean (max); run ranked by best test/acc (max); fold ranked by best val/acc (max)")
     order = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "/" in line]
     assert order[0] == "runs/2026-12-01_11-00-00_bbbbbb", order  # the cross-validation first, then the runs
     assert not any((outputs / name).exists() for name in summary.SUMMARY_FILES)  # read-only
@@ -469,8 +513,9 @@ def test_runs_are_ranked_by_a_metric_they_all_have_and_best_says_its_metric(tmp_
     console = Console(file=io.StringIO(), width=200)
     summarize(tmp_path, console)
     text = console.file.getvalue()
-    assert "ranked by test/acc (max)" in text
-    assert "best test/acc" not in text and "val/acc 90.00%" in text and "test/acc 70.00%" in text
+    # a's value is its best epoch's, b's its final test/acc (it monitored val/acc): the title says both.
+    assert "ranked by best test/acc for 1, final test/acc for 1 (max)" in " ".join(text.split())
+    assert "val/acc 90.00%" in text and "test/acc 70.00%" in text
     assert "val loss" in text and "test acc" in text
 
 

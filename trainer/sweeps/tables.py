@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from trainer.core import display
 from trainer.sweeps import groups
 from trainer.sweeps.plan import elsewhere
-from trainer.sweeps.ranking import DEFAULT_MONITOR, counts, ranked_by, shared_overrides, sweep_settings
+from trainer.sweeps.ranking import DEFAULT_MONITOR, counts, ranking_label, shared_overrides, sweep_settings
 from trainer.sweeps.rows import COLUMNS, COMPLETED, METRICS, TIME_PARTS
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra loads the callback
@@ -108,7 +108,7 @@ def counts_text(rows: list[dict]) -> str:
 
 
 def heading(rows: list[dict], monitor: str, mode: str) -> str:
-    return f"{display.plural(len(rows), 'job')} ({counts_text(rows)}), ranked by {ranked_by(rows, monitor)} ({mode})"
+    return f"{display.plural(len(rows), 'job')} ({counts_text(rows)}), {ranking_label(rows, monitor, mode)}"
 
 
 _TEXT_KEYS = ("job", "kind", "status", "overrides", "error")

@@ -21,7 +21,7 @@ import yaml
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 from trainer.runs import record
-from trainer.sweeps.plan import PLAN, job_number
+from trainer.sweeps.plan import PLAN, job_number, planned_job_name
 
 COMPLETED = "completed"
 # Every status a row can have, in the order counts are reported. A job's
@@ -85,9 +85,11 @@ def _every_run(root: Path) -> list[dict]:
 
 
 def _missing(root: Path, rows: list[dict]) -> list[dict]:
-    """Planned jobs (sweep.json) without a folder: they never started."""
+    """Planned jobs (sweep.json) without a folder: they never started. Each
+    is named as its folder will be, with its planned overrides."""
     try:
-        planned = json.loads(read_text(root / PLAN)).get("jobs") or []
+        plan = json.loads(read_text(root / PLAN))
+        planned, varies = plan.get("jobs") or [], plan.get("varies") or []
     except (OSError, ValueError, AttributeError):
         return []
     started = {job_number(row["job"].split("/")[0]) for row in rows}
@@ -95,9 +97,10 @@ def _missing(root: Path, rows: list[dict]) -> list[dict]:
     for job in planned:
         if job.get("num") in started:
             continue
+        overrides = [str(o) for o in job.get("overrides") or []]
         row = dict.fromkeys(COLUMNS)
-        row.update(job=str(job["num"]), kind="run", path=None, status="missing", error="never started",
-                   overrides=" ".join(job.get("overrides") or []))
+        row.update(job=planned_job_name(job["num"], overrides, varies), kind="run", path=None, status="missing",
+                   error="never started", overrides=" ".join(overrides))
         out.append(row)
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from trainer.sweeps.callback import SweepCallback
 from trainer.sweeps.ranking import by_kind_label, ranked_value, ranking_label, sort_rows, sweep_settings
 from trainer.sweeps.rows import COLUMNS, collect
 from trainer.sweeps.summary import main, summarize, write_summary
-from trainer.sweeps.tables import render_table
+from trainer.sweeps.tables import render_table, short_names, shorten
 
 
 # ------------------------------------------------------------------ helpers
@@ -531,15 +532,166 @@ def test_a_cross_validation_is_summarised_as_one(tmp_path):
     assert "## Folds (mean ± std)" in md
 
 
-def test_a_narrow_console_still_shows_every_error(tmp_path):
+@pytest.mark.parametrize("width, below", [(60, True), (80, False)])
+def test_a_narrow_console_still_shows_every_error(tmp_path, width, below):
+    """Too narrow for the error column: each error on a line of its own below the table."""
     make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
     make_job(tmp_path, "1_lr=-1", ["lr=-1"], "failed", error="lr=-1 must be positive (for example lr=1e-3)",
              final=False)
-    console = Console(file=io.StringIO(), width=80)
+    console = Console(file=io.StringIO(), width=width)
     summarize(tmp_path, console)
     text = console.file.getvalue()
-    assert "1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in " ".join(text.split())
-    assert max(len(line) for line in text.splitlines()) <= 80
+    words = " ".join(text.replace("│", " ").split())
+    assert ("1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in words) == below
+    assert "lr=-1 must be positive (for example lr=1e-3)" in words  # in the column, or below the table
+    assert max(len(line) for line in text.splitlines()) <= width
+
+
+@pytest.fixture
+def long_outputs(tmp_path) -> Path:
+    """outputs/ as a real user's looks: run and sweep folders with the long
+    names trainer gives them (a search trial's path is 123 characters),
+    a cross-validation with its folds, a failed job, a job never started."""
+    root = tmp_path / "outputs"
+    make_job(root / "runs", "model=conv,optimizer=adam_and_2_more-2026-12-05_13-39-02_0252be",
+             ["model=conv", "optimizer=adam", "lr=0.01", "epochs=2"], acc=0.91)
+    make_job(root / "runs", "defaults-2026-12-05_13-50-11_9f00aa", [], acc=0.65)
+    _cross_validation(root / "runs", "cv.folds=2,model=conv-2026-12-05_14-00-00_aa11bb")
+    search = root / "sweeps" / "batch_size+lr+optimizer.weight_decay-2026-12-05_13-41-02_c01b28"
+    for num, (batch, lr, wd, acc) in enumerate([(64, "0.0031", "1.2e-05", 0.88), (32, "0.012", "0.0003", 0.86)]):
+        name = f"{num + 16}_batch_size={batch},lr={lr},optimizer.weight_decay={wd}"
+        make_job(search, name, [f"batch_size={batch}", f"lr={lr}", f"optimizer.weight_decay={wd}"], acc=acc)
+    grid = root / "sweeps" / "lr+optimizer-2026-12-05_15-00-00_dd22ee"
+    make_job(grid, "0_lr=0.001,optimizer=sgd", ["lr=0.001", "optimizer=sgd"], acc=0.60)
+    make_job(grid, "1_lr=-1,optimizer=sgd", ["lr=-1", "optimizer=sgd"], "failed",
+             error="lr=-1 must be positive (for example lr=1e-3)", final=False, epochs=0)
+    (grid / "sweep.json").write_text(json.dumps({"varies": ["lr", "optimizer"], "jobs": [
+        {"num": i, "overrides": [f"lr={lr}", f"optimizer={opt}"]}
+        for i, (lr, opt) in enumerate([("0.001", "sgd"), ("-1", "sgd"), ("0.001", "adam")])]}))
+    return root
+
+
+def _table_rows(text: str) -> tuple[list[str], list[list[str]]]:
+    """The main table's header cells and each row's cells on its first line (the job column never wraps)."""
+    lines = text.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
+    header = [cell.strip() for cell in lines[top + 1].split("┃")[1:-1]]
+    rows = []
+    for line in lines[top + 3:]:
+        if line.startswith("└"):
+            break
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells[0]:
+            rows.append(cells)
+    return header, rows
+
+
+def _names(shown: str, names: list[str]) -> list[str]:
+    """The names a shown (maybe shortened) job cell can stand for: its pieces between ellipses, in order."""
+    pattern = ".*".join(re.escape(piece) for piece in shown.split("…"))
+    return [name for name in names if re.fullmatch(pattern, name)]
+
+
+@pytest.mark.parametrize("columns", ["80", "100", "120", None])  # None: piped, no COLUMNS
+def test_a_folder_of_long_named_runs_fits_the_console_and_every_column_reads(long_outputs, capsys, monkeypatch,
+                                                                              columns):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    width = int(columns or 160)  # a pipe gets 160 columns (trainer.report.tracking.wide_console)
+    assert main([str(long_outputs)]) == 1  # the failed job
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    header, rows = _table_rows(text)
+    assert all(header) and {"job", "status", "overrides"} <= set(header), header  # no column squeezed away
+    assert not {"kind", "test acc", "best"} - set(header) or width < 120, header
+    full = [row["job"] for row in collect(long_outputs, every=True)]
+    assert max(map(len, full)) > width - 40  # names that cannot fit whole beside the other columns
+    assert len(rows) == len(full) == 10
+    for cells in rows:
+        job = cells[0]
+        assert not job.startswith("/") and str(long_outputs) not in job  # its place in the folder summarised
+        assert len(_names(job, full)) == 1, (job, _names(job, full))  # shortened, yet it names one run
+        assert all(cell for cell in cells[1:3]), cells  # every column readable, none of zero width
+    jobs = [cells[0] for cells in rows]
+    assert any("…" in job for job in jobs) or width >= 160
+    assert "sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/2_lr=0.001,optimizer=adam" in full
+
+
+@pytest.mark.parametrize("text, width, shown", [
+    ("0_lr=0.1", 20, "0_lr=0.1"),                                                     # fits: whole
+    ("runs/model=conv-2026-12-05_14-00-00_aa11bb/fold_2", 30, "runs/model=…0-00_aa11bb/fold_2"),  # folder cut
+    ("sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/1_lr=-1,optimizer=sgd", 30, "swe…22ee/1_lr=-1,optimizer=sgd"),
+    # Too long to keep the job's name whole: its number and the start of its values, after its folder's ends.
+    ("sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/1_lr=-1,optimizer=sgd", 24, "sweep…dd22ee/1_lr=-1,op…"),
+    ("17_batch_size=64,lr=0.0031,optimizer.weight_decay=1.2e-05", 24, "17_batch_size=64,lr=0.0…"),
+    # Else its start and end: a run's date and random suffix tell it from another run of the same overrides.
+    ("runs/model=conv,optimizer=adam_and_2_more-2026-12-05_13-39-02_0252be", 24, "runs/model=…39-02_0252be"),
+])
+def test_a_long_name_is_shortened_in_its_middle_keeping_what_tells_it_apart(text, width, shown):
+    assert shorten(text, width) == shown and len(shown) <= width
+
+
+def test_shortened_names_never_read_the_same():
+    names = ["sweeps/a-2026-12-05_15-00-00_dd22ee/3_lr=0.01,optimizer=adam",
+             "sweeps/a-2026-12-05_15-00-00_dd22ee/13_lr=0.01,optimizer=adam",
+             "runs/x-2026-12-05_15-00-00_aaaaaa", "runs/x-2026-12-05_16-00-00_aaaaaa"]
+    shown = short_names(names, 16)
+    assert len(set(shown)) == len(names) and all(len(_names(s, names)) == 1 for s in shown), shown
+
+
+# ------------------------------------------------- a sweep stopped halfway
+def _killed_sweep(root: Path) -> Path:
+    """A sequential sweep whose own process was killed (kill -9) in job 1: job 0
+    completed, job 1's record still says running, jobs 2 and 3 never started."""
+    shared = ["data.root=/data", "epochs=3"]
+    jobs = [[*shared, f"optimizer={name}"] for name in ("sgd", "adam", "rmsprop", "adagrad")]
+    make_job(root, "0_optimizer=sgd", jobs[0], acc=0.80)
+    make_job(root, "1_optimizer=adam", jobs[1], "running", acc=0.87, epochs=1, final=False)
+    (root / "sweep.json").write_text(json.dumps({"varies": ["optimizer"], "command": [*shared, "optimizer=sgd,adam"],
+                                                  "jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]}))
+    return root
+
+
+@pytest.mark.parametrize("width", [80, 120, None])
+def test_every_row_of_a_killed_sweep_shows_its_own_overrides(tmp_path, width):
+    """Whatever its state (completed, running when killed, never started),
+    each row says what its job runs: by its folder's name, a planned job's
+    as its folder will be named, or in the overrides column; never (defaults)."""
+    sweep = _killed_sweep(tmp_path / "sweep")
+    rows = collect(sweep)
+    assert {r["job"]: r["status"] for r in rows} == {
+        "0_optimizer=sgd": "completed", "1_optimizer=adam": "incomplete", "2_optimizer=rmsprop": "missing",
+        "3_optimizer=adagrad": "missing"}
+    console = Console(file=io.StringIO(), width=width or 250)
+    console.print(render_table(sort_rows(rows, *sweep_settings(rows)), width=width))
+    text = console.file.getvalue()
+    assert "(defaults)" not in text
+    _, shown = _table_rows(text)
+    for cells, name in zip(shown, ("sgd", "adam", "rmsprop", "adagrad")):
+        assert f"optimizer={name}" in " ".join(cells), cells
+
+
+def test_the_overrides_column_shows_each_row_its_own_overrides(tmp_path):
+    """A column shown because one job's folder name does not say its overrides
+    (a sweep's folder from before jobs were named): every row has its own in
+    it, also where its name says them too; (defaults) only for a job that has none."""
+    make_job(tmp_path, "0_optimizer=sgd", ["optimizer=sgd", "epochs=2"], acc=0.8)
+    make_job(tmp_path, "1_optimizer=adam", ["optimizer=adam", "epochs=2"], "running", acc=0.9, final=False)
+    make_job(tmp_path, "2", ["optimizer=rmsprop", "epochs=2"], acc=0.7)
+    make_job(tmp_path, "3", ["epochs=2"], acc=0.6)
+    rows = collect(tmp_path)
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render_table(sort_rows(rows, *sweep_settings(rows)), width=200))
+    header, shown = _table_rows(console.file.getvalue())
+    overrides = {cells[0]: cells[header.index("overrides")] for cells in shown}
+    assert overrides == {"0_optimizer=sgd": "optimizer=sgd", "1_optimizer=adam": "optimizer=adam",
+                         "2": "optimizer=rmsprop", "3": "(defaults)"}
+    # Where every folder's name says it all, there is no column to repeat it.
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render_table([r for r in rows if not r["job"].isdigit()], width=200))
+    assert "overrides" not in _table_rows(console.file.getvalue())[0]
 
 
 # ------------------------------------------------- records of today and of old

@@ -160,6 +160,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert snapshot(sweep_dir) == before
 
     epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in ("1_epochs=300", "2_epochs=301")}
+    fit_before = {n: metrics(sweep_dir / n)["timing"]["fit_seconds"] for n in epochs_done}
     resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
                        *args, "resume=auto"],
                       tmp_path, timeout=600)
@@ -171,6 +172,10 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
         planned = int(name.rsplit("=", 1)[1])
         assert [h["epoch"] for h in record["history"]] == list(range(1, planned + 1))  # continued, not restarted
         assert done >= 2
+        # Its times are both sessions': the fit before SIGTERM and the one after it.
+        assert record["timing"]["sessions"] == 2 and record["timing"]["fit_seconds"] > fit_before[name]
+    summed = next(line for line in resumed.stdout.splitlines() if line.startswith("Time, summed"))
+    assert "4 jobs and all 6 of their sessions" in summed, summed  # 1 + 2 + 2 + 1
     assert metrics(sweep_dir / "3_epochs=3")["status"] == "completed"
 
 

@@ -18,7 +18,7 @@ from trainer.sweeps.callback import SweepCallback
 from trainer.sweeps.ranking import by_kind_label, ranked_value, ranking_label, sort_rows, sweep_settings
 from trainer.sweeps.rows import COLUMNS, collect
 from trainer.sweeps.summary import main, summarize, write_summary
-from trainer.sweeps.tables import render_table, short_names, shorten
+from trainer.sweeps.tables import render_table, short_names, shorten, time_line
 
 
 # ------------------------------------------------------------------ helpers
@@ -746,3 +746,75 @@ def test_a_row_states_what_the_record_states_not_what_its_history_adds_up_to(tmp
     (row,) = collect(tmp_path)
     assert (row["best_epoch"], row["best_value"], row["epochs"], row["seconds"]) == (1, 0.5, 2, 9.0)
     assert row["error"].startswith("stopped after epoch 2 ")
+
+
+# ------------------------------------------------- time, over every session
+def _session(job: Path, times: dict, *, resumed: bool, end: str, epochs: range) -> None:
+    """One session of a run as today's writer records it: started (resumed or
+    not), some epochs, its times, then interrupted, completed or killed."""
+    run = RunRecord(RunFolder(job), overrides=["lr=0.1"], hparams={}, config={})
+    history = _history(epochs.stop - 1, 0.9, 0.3)
+    run.start(monitor="test/acc", mode="max", eval_split="test", device="cpu", device_name=None,
+              history=history[:epochs.start - 1], best={}, resumed=resumed, tensorboard=False, purge_step=None,
+              model_summary="")
+    for row in history[epochs.start - 1:]:
+        run.epoch(row, is_best=True)
+    if end == "killed":  # kill -9: its times never written, its record still says running
+        run.close()
+        return
+    run.note_timing(times)
+    if end == "completed":
+        final = {"test/acc": 0.9, "test/loss": 0.3, "epochs": len(history), "best_epoch": len(history),
+                 "train_seconds": 1.5 * len(history)}
+        run.finish(final, best_of(history[-1], "test/acc"))
+    else:
+        run.fail(end, "stopped by SIGTERM; continue it with resume=auto")
+
+
+def test_a_resumed_jobs_time_counts_every_session(tmp_path):
+    """Interrupted after 2 epochs, resumed with resume=auto to its end: the
+    record's times, and the summary's sums, are both sessions' together."""
+    job = tmp_path / "sweep" / "0_lr=0.1"
+    first = {"startup_seconds": 1.0, "fit_seconds": 5.0, "final_eval_seconds": 0.0, "pictures_seconds": 0.25}
+    second = {"startup_seconds": 0.5, "fit_seconds": 3.0, "final_eval_seconds": 0.25, "pictures_seconds": 0.25}
+    _session(job, first, resumed=False, end="interrupted", epochs=range(1, 3))
+    _session(job, second, resumed=True, end="completed", epochs=range(3, 5))
+    timing = json.loads((job / "metrics.json").read_text())["timing"]
+    assert (timing["sessions"], timing["fit_seconds"], timing["startup_seconds"]) == (2, 8.0, 1.5)
+    (row,) = collect(tmp_path / "sweep")
+    assert (row["fit_seconds"], row["sessions"], row["timed_sessions"]) == (8.0, 2, 2)
+    assert time_line([row]).startswith("Time, summed over 1 job and all 2 of their sessions: start-up 1.5 s, fit 8.0 s")
+
+
+def test_a_session_killed_before_it_noted_its_times_is_said_to_be_missing(tmp_path):
+    job = tmp_path / "sweep" / "0_lr=0.1"
+    _session(job, {}, resumed=False, end="killed", epochs=range(1, 3))
+    _session(job, {"startup_seconds": 0.5, "fit_seconds": 3.0}, resumed=True, end="completed", epochs=range(3, 5))
+    (row,) = collect(tmp_path / "sweep")
+    assert (row["fit_seconds"], row["sessions"], row["timed_sessions"]) == (3.0, 2, 1)
+    assert "1 of their 2 sessions (1 session left no times" in time_line([row])
+
+
+@pytest.mark.parametrize("rows, line", [
+    # A part no job records is not summed to a made-up 0.0 s.
+    ([{"startup_seconds": 3.1, "sessions": 1, "timed_sessions": 1}], "Time, summed over 1 job: start-up 3.1 s"),
+    # Resumed jobs: said when every session is in the sums ...
+    ([{"fit_seconds": 2.0, "sessions": 2, "timed_sessions": 2}, {"fit_seconds": 1.0, "sessions": 1, "timed_sessions": 1}],
+     "Time, summed over 2 jobs and all 3 of their sessions: fit 3.0 s"),
+    # ... and how many are not: a record from before format 4 holds its last session's times alone.
+    ([{"fit_seconds": 2.0, "sessions": 3, "timed_sessions": 1}],
+     "Time, summed over 1 job, 1 of their 3 sessions (2 sessions left no times: killed before it ended, "
+     "or recorded by an older trainer): fit 2.0 s"),
+])
+def test_the_time_line_says_what_it_sums(rows, line):
+    assert time_line(rows) == line
+
+
+def test_an_older_resumed_record_says_its_times_are_its_last_sessions(tmp_path):
+    job = make_job(tmp_path, "0_lr=0.1", ["lr=0.1"])
+    data = json.loads((job / "metrics.json").read_text())
+    data.update(format=3, resumed=1, timing={"startup_seconds": 0.5, "fit_seconds": 3.0})
+    (job / "metrics.json").write_text(json.dumps(data))
+    (row,) = collect(tmp_path)
+    assert (row["sessions"], row["timed_sessions"]) == (2, 1)
+    assert "1 of their 2 sessions" in time_line([row])

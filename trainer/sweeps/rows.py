@@ -32,8 +32,8 @@ STATUSES = (COMPLETED, "pruned", "failed", "diverged", "interrupted", "incomplet
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
 COLUMNS = ("job", "kind", "path", "overrides", "status", "error", "monitor", "mode", "eval_split", *METRICS,
            "best_epoch", "best_value", "best_metric", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric",
-           "startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds")
-# Where a job's time went (its metrics.json `timing`), in the order it spends it.
+           "startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds", "sessions", "timed_sessions")
+# Where a job's time went (its metrics.json `timing`: every session of a resumed run), in the order it spends it.
 TIME_PARTS = {"startup_seconds": "start-up", "fit_seconds": "fit", "final_eval_seconds": "final evaluation",
               "pictures_seconds": "pictures"}
 EXIT_USAGE = 2
@@ -155,7 +155,11 @@ def row_of(root: Path, job: Path) -> dict:
            "seconds": None if seconds is None else round(seconds, 3),
            **{key: number(final.get(key)) for key in ("cv/mean", "cv/std")}, "cv/metric": final.get("cv/metric")}
     timing = _dict(data.get("timing"))
-    return {**{key: row.get(key) for key in COLUMNS}, **{key: number(timing.get(key)) for key in TIME_PARTS}}
+    # How many sessions the job ran (a resumed run's are more than one), and how many of them its times cover.
+    sessions = {"sessions": int(data.get("resumed") or 0) + 1, "timed_sessions": _int(number(timing.get("sessions")))} \
+        if data else {}
+    return {**{key: row.get(key) for key in COLUMNS}, **{key: number(timing.get(key)) for key in TIME_PARTS},
+            **sessions}
 
 
 def _status(data: dict, problem: str | None, trained: dict) -> tuple[str, str | None]:

@@ -21,12 +21,25 @@ if TYPE_CHECKING:  # rich is imported when a table is drawn, not when Hydra load
 
 
 def time_line(rows: list[dict]) -> str | None:
-    """Where the sweep's time went, summed over its jobs: start-up, fit, final evaluation, pictures."""
+    """Where the sweep's time went, summed over the jobs that record times:
+    start-up, fit, final evaluation, pictures (each where some job records
+    it), over every session of a resumed job; the sessions that left no
+    times (killed before they ended, or recorded before a record summed its
+    sessions) are said to be missing from the sums."""
     timed = [r for r in rows if any(r.get(key) is not None for key in TIME_PARTS)]
     if not timed:
         return None
-    parts = [f"{name} {sum(r.get(key) or 0.0 for r in timed):.1f} s" for key, name in TIME_PARTS.items()]
-    return f"Time, summed over {display.plural(len(timed), 'job')}: {', '.join(parts)}"
+    parts = [f"{name} {sum(r.get(key) or 0.0 for r in timed):.1f} s" for key, name in TIME_PARTS.items()
+             if any(r.get(key) is not None for r in timed)]
+    ran = sum(r.get("sessions") or 1 for r in timed)
+    counted = sum(r["timed_sessions"] if r.get("timed_sessions") is not None else 1 for r in timed)
+    over = display.plural(len(timed), "job")
+    if counted < ran:
+        over += (f", {counted} of their {ran} sessions ({display.plural(ran - counted, 'session')} "
+                 "left no times: killed before it ended, or recorded by an older trainer)")
+    elif ran > len(timed):
+        over += f" and all {ran} of their sessions"
+    return f"Time, summed over {over}: {', '.join(parts)}"
 
 
 def public(row: dict) -> dict:

@@ -13,7 +13,8 @@ from rich.console import Console
 
 from trainer.runs.folder import RunFolder
 from trainer.runs.record import RunRecord, best_of
-from trainer.sweeps import summary
+from trainer.report import figures
+from trainer.sweeps import groups, summary
 from trainer.sweeps.callback import SweepCallback
 from trainer.sweeps.ranking import by_kind_label, ranked_value, ranking_label, sort_rows, sweep_settings
 from trainer.sweeps.rows import COLUMNS, collect
@@ -818,3 +819,52 @@ def test_an_older_resumed_record_says_its_times_are_its_last_sessions(tmp_path):
     (row,) = collect(tmp_path)
     assert (row["sessions"], row["timed_sessions"]) == (2, 1)
     assert "1 of their 2 sessions" in time_line([row])
+
+
+# ------------------------------------------------------------- curves.png
+def _trials(n: int, long: bool = True) -> list[dict]:
+    """Rows of an Optuna search in the summary's order: completed ones first, best first."""
+    name = "{}_batch_size=64,lr=0.0031,optimizer.weight_decay=1.2e-05" if long else "{}_lr=0.1"
+    return [{"job": name.format(i), "status": "completed" if i % 5 else "pruned"} for i in range(n)]
+
+
+@pytest.mark.parametrize("rows, named, shown, title", [
+    # Few runs with short names: each by its name.
+    ([{"job": "0_optimizer=sgd", "status": "completed"}, {"job": "1_optimizer=adam", "status": "failed"}],
+     2, ["0_optimizer=sgd", "1_optimizer=adam (failed)"], None),
+    # A search's long names: by trial (job) number, as the summary numbers them.
+    (_trials(4), 4, ["0 (pruned)", "1", "2", "3"], "job"),
+    # Many runs: the best NAMED_CURVES named, the others grey; the legend says how many of how many.
+    (_trials(16), 8, [str(i) if i % 5 else f"{i} (pruned)" for i in range(8)], "job, best 8 of 16"),
+    (_trials(50, long=False), 8, [f"{i}_lr=0.1" if i % 5 else f"{i}_lr=0.1 (pruned)"
+                                                    for i in range(8)], "best 8 of 50"),
+    # A long name without a number (a cross-validation's fold inside a folder): cut in its middle.
+    ([{"job": "runs/model=conv-2026-12-05_14-00-00_aa11bb/fold_1", "status": "completed"}], 1,
+     ["runs/model=co…_aa11bb/fold_1"], None),
+])
+def test_a_crowded_picture_names_few_runs_shortly(rows, named, shown, title):
+    labels, legend = groups.curve_labels(rows)
+    assert [labels[r["job"]] for r in rows[:named]] == shown and legend == title
+    assert all(labels[r["job"]] is None for r in rows[named:])
+    assert all(len(text) <= groups.LABEL_CHARS + len(" (pruned)") for text in shown)
+    assert named <= groups.NAMED_CURVES == 8
+
+
+@pytest.mark.parametrize("n", [4, 16, 50])
+def test_a_searchs_curves_name_at_most_a_few_trials_shortly(tmp_path, monkeypatch, n):
+    """What curves.png of an Optuna search is drawn with: short labels, at most NAMED_CURVES of them."""
+    for i in range(n):
+        name = f"{i}_batch_size=64,lr=0.{i + 1:04d},optimizer.weight_decay=1.2e-05"
+        make_job(tmp_path, name, [f"lr=0.{i + 1:04d}"], acc=0.5 + i / 200)
+    drawn = {}
+    monkeypatch.setattr(figures, "save_png", lambda image, path: drawn.update(image=image))
+    real = figures.overlay
+    monkeypatch.setattr(figures, "overlay", lambda lines, *args, **kwargs: drawn.update(lines=lines)
+                        or real(lines, *args, **kwargs))
+    rows = collect(tmp_path)
+    assert groups.draw_curves(tmp_path, sort_rows(rows, *sweep_settings(rows)), [], set())
+    labels = [label for label, _ in drawn["lines"] if label is not None]
+    assert len(drawn["lines"]) == n and len(labels) == min(n, groups.NAMED_CURVES)
+    assert labels[0] == str(n - 1) and all(len(label) <= 3 for label in labels)  # the best first, by number
+    height, width, _ = drawn["image"].shape
+    assert (height, width) == (340, 1020)  # the panels keep their size, the legend beside them

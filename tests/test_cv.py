@@ -16,7 +16,11 @@ from PIL import Image
 from helpers import CliProcess, compose_cfg, check_before_data, metrics, one_line_error, run_cli, snapshot, start_cli, tiny
 from trainer.core import data
 from trainer.core.errors import UserError
+from trainer.report import figures
 from trainer.sweeps import summary
+
+# A picture of several runs has its legend beside the two panels, which keep the width of one run's.
+OVERLAY_LEGEND_PX = round(figures.LEGEND_WIDTH_IN * figures.DPI)
 
 # 96 images: each fold validates on 32 and trains on 64 (2 steps of 32).
 SMALL = ("data.subset=96", "model.hidden=[16]", "lr=0.05", "train.log_every_n_steps=1")
@@ -125,8 +129,8 @@ def test_curves_are_pictures_of_the_runs(cv_run):
     _, run_dir = cv_run
     with Image.open(run_dir / "fold_1" / "curves.png") as image:
         assert image.size[0] == 800 and image.size[1] > 200
-    with Image.open(run_dir / "curves.png") as image:  # the folds as a mean with a band
-        assert image.size[0] == 800
+    with Image.open(run_dir / "curves.png") as image:  # the folds as a mean with a band, the legend beside them
+        assert image.size[0] == 800 + OVERLAY_LEGEND_PX
     doc = json.loads((run_dir / "summary.json").read_text())
     (group,) = doc["groups"]
     assert group["folds"] and group["n"] == 3 and group["metric"] == "val/acc"
@@ -225,7 +229,7 @@ def test_jobs_that_differ_only_in_seed_form_groups(synthetic_root, tmp_path):
     assert "Seed groups" in proc.stdout and "(n=3)" in proc.stdout
     assert "## Seed groups" in (sweep / "summary.md").read_text()
     with Image.open(sweep / "curves.png") as image:
-        assert image.size[0] == 800
+        assert image.size[0] == 800 + OVERLAY_LEGEND_PX
     # trainer-summary rebuilds the same groups from the files alone.
     (sweep / "summary.json").unlink()
     (sweep / "curves.png").unlink()

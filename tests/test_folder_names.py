@@ -14,7 +14,7 @@ from trainer.cli import api
 from trainer.report.hparams import trial_id
 from trainer.runs.resume import quoted_folder
 from trainer.sweeps.callback import swept_keys
-from trainer.sweeps.plan import job_dir_name, job_number, run_dir_name, sweep_dir_name
+from trainer.sweeps.plan import job_dir_name, job_number, planned_job_name, run_dir_name, sweep_dir_name
 
 STAMP, UNIQUE = "2026-12-05_11-02-56", "3831f0"
 
@@ -64,6 +64,26 @@ def test_a_sweep_is_named_by_the_keys_it_varies(params, overrides, name):
 ])
 def test_a_job_is_named_by_its_number_then_what_varies(num, dirname, name):
     assert job_dir_name(num, dirname) == name and job_number(name) == num
+
+
+@pytest.mark.parametrize("num, overrides, varies", [
+    (2, ["epochs=3", "optimizer=rmsprop", "lr=0.001"], ["lr", "optimizer"]),            # sorted as Hydra sorts
+    (0, ["data.root=/data", "optimizer=adam"], ["data.root", "optimizer"]),             # where things are: never
+    (1, ["+model.hidden=[64,32]", "seed=1"], ["model.hidden", "seed"]),                 # an appended key
+    (4, ["epochs=2"], []),                                                              # nothing varies
+    (7, [f"model.name=resnet_{'x' * 90}", "lr=0.1"], ["model.name", "lr"]),            # capped with a hash
+])
+def test_a_planned_job_is_named_as_hydra_names_its_folder(num, overrides, varies):
+    """A job that never started is named from the plan (sweep.json) alone, as
+    the folder Hydra makes of its override_dirname once it runs (the sweep
+    leaves every key it does not vary, and where things are, out of it)."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    exclude = [o.key_or_group for o in parsed if o.key_or_group not in varies or o.key_or_group == "data.root"]
+    hydra_name = job_dir_name(num, get_overrides_dirname(parsed, exclude, ",", "="))
+    assert planned_job_name(num, overrides, varies) == hydra_name
 
 
 def test_the_default_run_folder_says_what_the_run_changes():

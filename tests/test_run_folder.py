@@ -71,6 +71,11 @@ def test_a_validation_split_is_stated_not_guessed(synthetic_root, tmp_path):
       "history": [{"epoch": 1, "val/loss": 0.5}, {"epoch": 2, "val/loss": 0.7}]},
      "run", None, {"eval_split": "val", "best": {"epoch": 1, "value": 0.5}, "trained": {"epochs": 2}}),
     ({"monitor": "test/acc", "hparams": {"kind": "refit"}}, "x", None, {"kind": "refit"}),  # as its HParams said
+    # Before format 4 a resumed run's times were its last timed session's alone; a killed run has none.
+    ({"format": 3, "monitor": "test/acc", "resumed": 2, "timing": {"startup_seconds": 0.5, "fit_seconds": 3.0}},
+     "run", None, {"timing": {"sessions": 1, "fit_seconds": 3.0}, "monitor": "test/acc", "resumed": 2}),
+    ({"format": 3, "monitor": "test/acc", "status": "running", "timing": {"started_at": "2026-12-05T10:00:00"}},
+     "run", None, {"timing": {"sessions": 0}}),
 ])
 def test_older_records_are_upgraded_for_the_readers(tmp_path, record, name, parent, want):
     folder = tmp_path / "parent" / name

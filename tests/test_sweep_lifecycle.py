@@ -3,6 +3,7 @@ by SIGTERM, a sweep continued with resume=auto, a sweep folder reused by
 mistake. The real CLI in subprocesses, signalled from outside."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import pytest
@@ -11,8 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from helpers import CliProcess, metrics, one_line_error, run_cli, snapshot, start_cli, tiny
-from trainer.sweeps.plan import job_number
+from trainer.sweeps.plan import job_number, planned_job_name
+from trainer.sweeps.rows import collect
+from trainer.sweeps.summary import summarize
 
 # One step an epoch (32 samples, batch 32), each ending in a checkpoint and a record: about 35 ms
 # an epoch on 2 cores, so `epochs` sets how long a job runs.
@@ -157,6 +162,7 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert snapshot(sweep_dir) == before
 
     epochs_done = {n: len(metrics(sweep_dir / n)["history"]) for n in long_jobs}
+    fit_before = {n: metrics(sweep_dir / n)["timing"]["fit_seconds"] for n in epochs_done}
     resumed = run_cli(["-m", *tiny(synthetic_root, *SMALL), f"hydra.sweep.dir={sweep_dir}",
                        *args, "resume=auto"],
                       tmp_path, timeout=600)
@@ -168,6 +174,10 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
         planned = int(name.rsplit("=", 1)[1])
         assert [h["epoch"] for h in record["history"]] == list(range(1, planned + 1))  # continued, not restarted
         assert done >= 2
+        # Its times are both sessions': the fit before SIGTERM and the one after it.
+        assert record["timing"]["sessions"] == 2 and record["timing"]["fit_seconds"] > fit_before[name]
+    summed = next(line for line in resumed.stdout.splitlines() if line.startswith("Time, summed"))
+    assert "5 jobs and all 8 of their sessions" in summed, summed  # 1 + 2 + 2 + 2 + 1
     assert metrics(sweep_dir / "4_epochs=3")["status"] == "completed"
 
 
@@ -182,7 +192,28 @@ def test_sigterm_to_a_sweep_in_one_process_writes_its_summary(synthetic_root, tm
     stopped = finish(proc)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     rows = {r["job"]: r["status"] for r in json.loads((sweep_dir / "summary.json").read_text())["rows"]}
-    assert rows == {"0_epochs=2": "completed", "1_epochs=100000": "interrupted", "2": "missing"}
+    assert rows == {"0_epochs=2": "completed", "1_epochs=100000": "interrupted", "2_epochs=3": "missing"}
+
+
+def test_a_sequential_sweep_killed_outright_still_lists_every_job_with_its_overrides(synthetic_root, tmp_path):
+    """kill -9 to a sweep whose jobs run in its own process (the basic
+    launcher): nothing is written at its end, yet trainer-summary lists every
+    job with what it runs: the one that was training (its record still says
+    running) and those that never started, by the names their folders get."""
+    sweep_dir = tmp_path / "sweep"
+    proc = start(sweep_cmd(synthetic_root, sweep_dir, "epochs=2,100000,3,4"), tmp_path)
+    wait_until(lambda: training(sweep_dir / "1_epochs=100000"), "job 1 trains", proc)
+    proc.kill()
+    rows = {r["job"]: r["status"] for r in collect(sweep_dir)}
+    assert rows == {"0_epochs=2": "completed", "1_epochs=100000": "incomplete", "2_epochs=3": "missing",
+                    "3_epochs=4": "missing"}
+    plan = json.loads((sweep_dir / "sweep.json").read_text())
+    for job in plan["jobs"][:2]:  # a planned job's name is the one Hydra gave the jobs that ran
+        assert (sweep_dir / planned_job_name(job["num"], job["overrides"], plan["varies"])).is_dir()
+    console = Console(file=io.StringIO(), width=100)
+    summarize(sweep_dir, console)
+    text = console.file.getvalue()
+    assert "(defaults)" not in text and all(name in text for name in rows), text
 
 
 def test_resume_auto_with_other_arguments_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ from rich.console import Console
 
 from trainer.runs.folder import RunFolder
 from trainer.runs.record import RunRecord, best_of
-from trainer.sweeps import summary
+from trainer.report import figures
+from trainer.sweeps import groups, summary
 from trainer.sweeps.callback import SweepCallback
-from trainer.sweeps.ranking import ranked_by, sort_rows, sweep_settings
+from trainer.sweeps.ranking import by_kind_label, ranked_value, ranking_label, sort_rows, sweep_settings
 from trainer.sweeps.rows import COLUMNS, collect
 from trainer.sweeps.summary import main, summarize, write_summary
-from trainer.sweeps.tables import render_table
+from trainer.sweeps.tables import render_table, short_names, shorten, time_line
 
 
 # ------------------------------------------------------------------ helpers
@@ -127,14 +129,14 @@ def test_an_old_record_monitoring_val_acc_without_a_val_split_is_read_as_test_ac
     assert (jobs["1"]["monitor"], jobs["1"]["eval_split"], jobs["1"]["best_metric"]) == ("test/acc", "test", "test/acc")
     assert jobs["1"]["best_value"] == pytest.approx(0.91)
     assert jobs["0"]["best_value"] == pytest.approx(0.80)
-    assert ranked_by(list(jobs.values()), "val/acc") == "test/acc"
+    assert ranking_label(list(jobs.values()), "val/acc", "max") == "ranked by best test/acc (max)"
 
 
 def test_val_split_uses_val_acc(tmp_path):
     make_job(tmp_path, "0", ["data.val_split=0.1"], acc=0.93, val=True)
     (row,) = collect(tmp_path)
     assert row["val/acc"] == pytest.approx(0.93) and row["best_value"] == pytest.approx(0.93)
-    assert ranked_by([row], "val/acc") == "val/acc"
+    assert ranking_label([row], "val/acc", "max") == "ranked by best val/acc (max)"
 
 
 def test_seconds_from_history_without_train_seconds(tmp_path):
@@ -187,6 +189,47 @@ def test_sort_min_with_loss_monitor(tmp_path):
     assert [r["best_value"] for r in ranked[:3]] == pytest.approx([0.20, 0.40, 0.60])
     # The same rows by accuracy, best first.
     assert [r["job"] for r in sort_rows(rows, "test/acc", "max")] == ["1", "2", "0", "3"]
+
+
+def _ranked_row(job, best_metric=None, best=None, **final):
+    return {"job": job, "status": "completed", "eval_split": "test", "best_metric": best_metric, "best_value": best,
+            "test/acc": final.get("acc"), "val/acc": final.get("val"), "cv/mean": final.get("cv")}
+
+
+@pytest.mark.parametrize("rows, monitor, strict, order, label", [
+    # The best epoch's value where the job monitored the metric: ranked, and named, by it (not its final value).
+    ([_ranked_row("0", "test/acc", 0.90, acc=0.70), _ranked_row("1", "test/acc", 0.80, acc=0.85)],
+     "test/acc", False, ["0", "1"], "ranked by best test/acc (max)"),
+    # Runs that monitored another metric: their final value, and the label says so.
+    ([_ranked_row("0", "val/acc", 0.99, acc=0.70), _ranked_row("1", "val/acc", 0.50, acc=0.85)],
+     "test/acc", True, ["1", "0"], "ranked by final test/acc (max)"),
+    # Some of each: the label counts each kind of value.
+    ([_ranked_row("0", "test/acc", 0.60, acc=0.95), _ranked_row("1", "val/acc", 0.99, acc=0.70),
+      _ranked_row("2", "val/acc", 0.99, acc=0.65)],
+     "test/acc", True, ["1", "2", "0"], "ranked by final test/acc for 2, best test/acc for 1 (max)"),
+    # val/acc asked of a run without a validation split: its epochs were on test.
+    ([_ranked_row("0", "test/acc", 0.90, acc=0.70)], "val/acc", False, ["0"], "ranked by best test/acc (max)"),
+    # A cross-validation's mean is one number, neither a best epoch's nor a final one.
+    ([_ranked_row("0", "cv/mean", 0.80, cv=0.80), _ranked_row("1", "cv/mean", 0.90, cv=0.90)],
+     "cv/mean", False, ["1", "0"], "ranked by cv/mean (max)"),
+    # Nothing completed with a value: job order, said as such.
+    ([{**_ranked_row("1"), "status": "failed"}, {**_ranked_row("0"), "status": "missing"}],
+     "test/acc", False, ["0", "1"], "in job order (no completed job has a value to rank by)"),
+])
+def test_the_ranking_label_names_the_value_the_rows_are_ranked_by(rows, monitor, strict, order, label):
+    assert [r["job"] for r in sort_rows(rows, monitor, "max", strict)] == order
+    assert ranking_label(rows, monitor, "max", strict) == label
+    # The label is made of the very values the order uses.
+    named = {ranked_value(r, monitor, strict)[1] for r in rows if ranked_value(r, monitor, strict)[0] is not None}
+    assert all(name in label for name in named)
+
+
+def test_the_sweep_table_says_it_ranks_by_the_best_epoch(mixed_sweep):
+    console = _quiet()
+    summarize(mixed_sweep, console)
+    text = console.file.getvalue()
+    assert "ranked by best test/acc (max)" in text and "ranked by test/acc" not in text
+    assert "ranked by best test/acc (max)." in (mixed_sweep / "summary.md").read_text()
 
 
 def test_sort_is_deterministic_on_ties(tmp_path):
@@ -458,6 +501,9 @@ def test_a_folder_of_runs_without_a_common_metric_is_listed_by_kind(outputs):
     text = console.file.getvalue()
     assert "Runs in" in text and "7 runs" in text and "by kind" in text and "Sweep:" not in text
     assert "ranked by val/acc" not in text and "ranked by test/acc" not in text  # the CV and its folds have none
+    # Each kind says what it is ranked by, from the function that ranked it.
+    assert by_kind_label(collect(outputs, every=True)) == (
+        "by kind: cv ranked by cv/mean (max); run ranked by best test/acc (max); fold ranked by best val/acc (max)")
     order = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "/" in line]
     assert order[0] == "runs/2026-12-01_11-00-00_bbbbbb", order  # the cross-validation first, then the runs
     assert not any((outputs / name).exists() for name in summary.SUMMARY_FILES)  # read-only
@@ -469,8 +515,9 @@ def test_runs_are_ranked_by_a_metric_they_all_have_and_best_says_its_metric(tmp_
     console = Console(file=io.StringIO(), width=200)
     summarize(tmp_path, console)
     text = console.file.getvalue()
-    assert "ranked by test/acc (max)" in text
-    assert "best test/acc" not in text and "val/acc 90.00%" in text and "test/acc 70.00%" in text
+    # a's value is its best epoch's, b's its final test/acc (it monitored val/acc): the title says both.
+    assert "ranked by best test/acc for 1, final test/acc for 1 (max)" in " ".join(text.split())
+    assert "val/acc 90.00%" in text and "test/acc 70.00%" in text
     assert "val loss" in text and "test acc" in text
 
 
@@ -486,15 +533,166 @@ def test_a_cross_validation_is_summarised_as_one(tmp_path):
     assert "## Folds (mean ± std)" in md
 
 
-def test_a_narrow_console_still_shows_every_error(tmp_path):
+@pytest.mark.parametrize("width, below", [(60, True), (80, False)])
+def test_a_narrow_console_still_shows_every_error(tmp_path, width, below):
+    """Too narrow for the error column: each error on a line of its own below the table."""
     make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
     make_job(tmp_path, "1_lr=-1", ["lr=-1"], "failed", error="lr=-1 must be positive (for example lr=1e-3)",
              final=False)
-    console = Console(file=io.StringIO(), width=80)
+    console = Console(file=io.StringIO(), width=width)
     summarize(tmp_path, console)
     text = console.file.getvalue()
-    assert "1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in " ".join(text.split())
-    assert max(len(line) for line in text.splitlines()) <= 80
+    words = " ".join(text.replace("│", " ").split())
+    assert ("1_lr=-1: failed: lr=-1 must be positive (for example lr=1e-3)" in words) == below
+    assert "lr=-1 must be positive (for example lr=1e-3)" in words  # in the column, or below the table
+    assert max(len(line) for line in text.splitlines()) <= width
+
+
+@pytest.fixture
+def long_outputs(tmp_path) -> Path:
+    """outputs/ as a real user's looks: run and sweep folders with the long
+    names trainer gives them (a search trial's path is 123 characters),
+    a cross-validation with its folds, a failed job, a job never started."""
+    root = tmp_path / "outputs"
+    make_job(root / "runs", "model=conv,optimizer=adam_and_2_more-2026-12-05_13-39-02_0252be",
+             ["model=conv", "optimizer=adam", "lr=0.01", "epochs=2"], acc=0.91)
+    make_job(root / "runs", "defaults-2026-12-05_13-50-11_9f00aa", [], acc=0.65)
+    _cross_validation(root / "runs", "cv.folds=2,model=conv-2026-12-05_14-00-00_aa11bb")
+    search = root / "sweeps" / "batch_size+lr+optimizer.weight_decay-2026-12-05_13-41-02_c01b28"
+    for num, (batch, lr, wd, acc) in enumerate([(64, "0.0031", "1.2e-05", 0.88), (32, "0.012", "0.0003", 0.86)]):
+        name = f"{num + 16}_batch_size={batch},lr={lr},optimizer.weight_decay={wd}"
+        make_job(search, name, [f"batch_size={batch}", f"lr={lr}", f"optimizer.weight_decay={wd}"], acc=acc)
+    grid = root / "sweeps" / "lr+optimizer-2026-12-05_15-00-00_dd22ee"
+    make_job(grid, "0_lr=0.001,optimizer=sgd", ["lr=0.001", "optimizer=sgd"], acc=0.60)
+    make_job(grid, "1_lr=-1,optimizer=sgd", ["lr=-1", "optimizer=sgd"], "failed",
+             error="lr=-1 must be positive (for example lr=1e-3)", final=False, epochs=0)
+    (grid / "sweep.json").write_text(json.dumps({"varies": ["lr", "optimizer"], "jobs": [
+        {"num": i, "overrides": [f"lr={lr}", f"optimizer={opt}"]}
+        for i, (lr, opt) in enumerate([("0.001", "sgd"), ("-1", "sgd"), ("0.001", "adam")])]}))
+    return root
+
+
+def _table_rows(text: str) -> tuple[list[str], list[list[str]]]:
+    """The main table's header cells and each row's cells on its first line (the job column never wraps)."""
+    lines = text.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("┏"))
+    header = [cell.strip() for cell in lines[top + 1].split("┃")[1:-1]]
+    rows = []
+    for line in lines[top + 3:]:
+        if line.startswith("└"):
+            break
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells[0]:
+            rows.append(cells)
+    return header, rows
+
+
+def _names(shown: str, names: list[str]) -> list[str]:
+    """The names a shown (maybe shortened) job cell can stand for: its pieces between ellipses, in order."""
+    pattern = ".*".join(re.escape(piece) for piece in shown.split("…"))
+    return [name for name in names if re.fullmatch(pattern, name)]
+
+
+@pytest.mark.parametrize("columns", ["80", "100", "120", None])  # None: piped, no COLUMNS
+def test_a_folder_of_long_named_runs_fits_the_console_and_every_column_reads(long_outputs, capsys, monkeypatch,
+                                                                              columns):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    width = int(columns or 160)  # a pipe gets 160 columns (trainer.report.tracking.wide_console)
+    assert main([str(long_outputs)]) == 1  # the failed job
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    header, rows = _table_rows(text)
+    assert all(header) and {"job", "status", "overrides"} <= set(header), header  # no column squeezed away
+    assert not {"kind", "test acc", "best"} - set(header) or width < 120, header
+    full = [row["job"] for row in collect(long_outputs, every=True)]
+    assert max(map(len, full)) > width - 40  # names that cannot fit whole beside the other columns
+    assert len(rows) == len(full) == 10
+    for cells in rows:
+        job = cells[0]
+        assert not job.startswith("/") and str(long_outputs) not in job  # its place in the folder summarised
+        assert len(_names(job, full)) == 1, (job, _names(job, full))  # shortened, yet it names one run
+        assert all(cell for cell in cells[1:3]), cells  # every column readable, none of zero width
+    jobs = [cells[0] for cells in rows]
+    assert any("…" in job for job in jobs) or width >= 160
+    assert "sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/2_lr=0.001,optimizer=adam" in full
+
+
+@pytest.mark.parametrize("text, width, shown", [
+    ("0_lr=0.1", 20, "0_lr=0.1"),                                                     # fits: whole
+    ("runs/model=conv-2026-12-05_14-00-00_aa11bb/fold_2", 30, "runs/model=…0-00_aa11bb/fold_2"),  # folder cut
+    ("sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/1_lr=-1,optimizer=sgd", 30, "swe…22ee/1_lr=-1,optimizer=sgd"),
+    # Too long to keep the job's name whole: its number and the start of its values, after its folder's ends.
+    ("sweeps/lr+optimizer-2026-12-05_15-00-00_dd22ee/1_lr=-1,optimizer=sgd", 24, "sweep…dd22ee/1_lr=-1,op…"),
+    ("17_batch_size=64,lr=0.0031,optimizer.weight_decay=1.2e-05", 24, "17_batch_size=64,lr=0.0…"),
+    # Else its start and end: a run's date and random suffix tell it from another run of the same overrides.
+    ("runs/model=conv,optimizer=adam_and_2_more-2026-12-05_13-39-02_0252be", 24, "runs/model=…39-02_0252be"),
+])
+def test_a_long_name_is_shortened_in_its_middle_keeping_what_tells_it_apart(text, width, shown):
+    assert shorten(text, width) == shown and len(shown) <= width
+
+
+def test_shortened_names_never_read_the_same():
+    names = ["sweeps/a-2026-12-05_15-00-00_dd22ee/3_lr=0.01,optimizer=adam",
+             "sweeps/a-2026-12-05_15-00-00_dd22ee/13_lr=0.01,optimizer=adam",
+             "runs/x-2026-12-05_15-00-00_aaaaaa", "runs/x-2026-12-05_16-00-00_aaaaaa"]
+    shown = short_names(names, 16)
+    assert len(set(shown)) == len(names) and all(len(_names(s, names)) == 1 for s in shown), shown
+
+
+# ------------------------------------------------- a sweep stopped halfway
+def _killed_sweep(root: Path) -> Path:
+    """A sequential sweep whose own process was killed (kill -9) in job 1: job 0
+    completed, job 1's record still says running, jobs 2 and 3 never started."""
+    shared = ["data.root=/data", "epochs=3"]
+    jobs = [[*shared, f"optimizer={name}"] for name in ("sgd", "adam", "rmsprop", "adagrad")]
+    make_job(root, "0_optimizer=sgd", jobs[0], acc=0.80)
+    make_job(root, "1_optimizer=adam", jobs[1], "running", acc=0.87, epochs=1, final=False)
+    (root / "sweep.json").write_text(json.dumps({"varies": ["optimizer"], "command": [*shared, "optimizer=sgd,adam"],
+                                                  "jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]}))
+    return root
+
+
+@pytest.mark.parametrize("width", [80, 120, None])
+def test_every_row_of_a_killed_sweep_shows_its_own_overrides(tmp_path, width):
+    """Whatever its state (completed, running when killed, never started),
+    each row says what its job runs: by its folder's name, a planned job's
+    as its folder will be named, or in the overrides column; never (defaults)."""
+    sweep = _killed_sweep(tmp_path / "sweep")
+    rows = collect(sweep)
+    assert {r["job"]: r["status"] for r in rows} == {
+        "0_optimizer=sgd": "completed", "1_optimizer=adam": "incomplete", "2_optimizer=rmsprop": "missing",
+        "3_optimizer=adagrad": "missing"}
+    console = Console(file=io.StringIO(), width=width or 250)
+    console.print(render_table(sort_rows(rows, *sweep_settings(rows)), width=width))
+    text = console.file.getvalue()
+    assert "(defaults)" not in text
+    _, shown = _table_rows(text)
+    for cells, name in zip(shown, ("sgd", "adam", "rmsprop", "adagrad")):
+        assert f"optimizer={name}" in " ".join(cells), cells
+
+
+def test_the_overrides_column_shows_each_row_its_own_overrides(tmp_path):
+    """A column shown because one job's folder name does not say its overrides
+    (a sweep's folder from before jobs were named): every row has its own in
+    it, also where its name says them too; (defaults) only for a job that has none."""
+    make_job(tmp_path, "0_optimizer=sgd", ["optimizer=sgd", "epochs=2"], acc=0.8)
+    make_job(tmp_path, "1_optimizer=adam", ["optimizer=adam", "epochs=2"], "running", acc=0.9, final=False)
+    make_job(tmp_path, "2", ["optimizer=rmsprop", "epochs=2"], acc=0.7)
+    make_job(tmp_path, "3", ["epochs=2"], acc=0.6)
+    rows = collect(tmp_path)
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render_table(sort_rows(rows, *sweep_settings(rows)), width=200))
+    header, shown = _table_rows(console.file.getvalue())
+    overrides = {cells[0]: cells[header.index("overrides")] for cells in shown}
+    assert overrides == {"0_optimizer=sgd": "optimizer=sgd", "1_optimizer=adam": "optimizer=adam",
+                         "2": "optimizer=rmsprop", "3": "(defaults)"}
+    # Where every folder's name says it all, there is no column to repeat it.
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render_table([r for r in rows if not r["job"].isdigit()], width=200))
+    assert "overrides" not in _table_rows(console.file.getvalue())[0]
 
 
 # ------------------------------------------------- records of today and of old
@@ -549,3 +747,124 @@ def test_a_row_states_what_the_record_states_not_what_its_history_adds_up_to(tmp
     (row,) = collect(tmp_path)
     assert (row["best_epoch"], row["best_value"], row["epochs"], row["seconds"]) == (1, 0.5, 2, 9.0)
     assert row["error"].startswith("stopped after epoch 2 ")
+
+
+# ------------------------------------------------- time, over every session
+def _session(job: Path, times: dict, *, resumed: bool, end: str, epochs: range) -> None:
+    """One session of a run as today's writer records it: started (resumed or
+    not), some epochs, its times, then interrupted, completed or killed."""
+    run = RunRecord(RunFolder(job), overrides=["lr=0.1"], hparams={}, config={})
+    history = _history(epochs.stop - 1, 0.9, 0.3)
+    run.start(monitor="test/acc", mode="max", eval_split="test", device="cpu", device_name=None,
+              history=history[:epochs.start - 1], best={}, resumed=resumed, tensorboard=False, purge_step=None,
+              model_summary="")
+    for row in history[epochs.start - 1:]:
+        run.epoch(row, is_best=True)
+    if end == "killed":  # kill -9: its times never written, its record still says running
+        run.close()
+        return
+    run.note_timing(times)
+    if end == "completed":
+        final = {"test/acc": 0.9, "test/loss": 0.3, "epochs": len(history), "best_epoch": len(history),
+                 "train_seconds": 1.5 * len(history)}
+        run.finish(final, best_of(history[-1], "test/acc"))
+    else:
+        run.fail(end, "stopped by SIGTERM; continue it with resume=auto")
+
+
+def test_a_resumed_jobs_time_counts_every_session(tmp_path):
+    """Interrupted after 2 epochs, resumed with resume=auto to its end: the
+    record's times, and the summary's sums, are both sessions' together."""
+    job = tmp_path / "sweep" / "0_lr=0.1"
+    first = {"startup_seconds": 1.0, "fit_seconds": 5.0, "final_eval_seconds": 0.0, "pictures_seconds": 0.25}
+    second = {"startup_seconds": 0.5, "fit_seconds": 3.0, "final_eval_seconds": 0.25, "pictures_seconds": 0.25}
+    _session(job, first, resumed=False, end="interrupted", epochs=range(1, 3))
+    _session(job, second, resumed=True, end="completed", epochs=range(3, 5))
+    timing = json.loads((job / "metrics.json").read_text())["timing"]
+    assert (timing["sessions"], timing["fit_seconds"], timing["startup_seconds"]) == (2, 8.0, 1.5)
+    (row,) = collect(tmp_path / "sweep")
+    assert (row["fit_seconds"], row["sessions"], row["timed_sessions"]) == (8.0, 2, 2)
+    assert time_line([row]).startswith("Time, summed over 1 job and all 2 of their sessions: start-up 1.5 s, fit 8.0 s")
+
+
+def test_a_session_killed_before_it_noted_its_times_is_said_to_be_missing(tmp_path):
+    job = tmp_path / "sweep" / "0_lr=0.1"
+    _session(job, {}, resumed=False, end="killed", epochs=range(1, 3))
+    _session(job, {"startup_seconds": 0.5, "fit_seconds": 3.0}, resumed=True, end="completed", epochs=range(3, 5))
+    (row,) = collect(tmp_path / "sweep")
+    assert (row["fit_seconds"], row["sessions"], row["timed_sessions"]) == (3.0, 2, 1)
+    assert "1 of their 2 sessions (1 session left no times" in time_line([row])
+
+
+@pytest.mark.parametrize("rows, line", [
+    # A part no job records is not summed to a made-up 0.0 s.
+    ([{"startup_seconds": 3.1, "sessions": 1, "timed_sessions": 1}], "Time, summed over 1 job: start-up 3.1 s"),
+    # Resumed jobs: said when every session is in the sums ...
+    ([{"fit_seconds": 2.0, "sessions": 2, "timed_sessions": 2}, {"fit_seconds": 1.0, "sessions": 1, "timed_sessions": 1}],
+     "Time, summed over 2 jobs and all 3 of their sessions: fit 3.0 s"),
+    # ... and how many are not: a record from before format 4 holds its last session's times alone.
+    ([{"fit_seconds": 2.0, "sessions": 3, "timed_sessions": 1}],
+     "Time, summed over 1 job, 1 of their 3 sessions (2 sessions left no times: killed before it ended, "
+     "or recorded by an older trainer): fit 2.0 s"),
+])
+def test_the_time_line_says_what_it_sums(rows, line):
+    assert time_line(rows) == line
+
+
+def test_an_older_resumed_record_says_its_times_are_its_last_sessions(tmp_path):
+    job = make_job(tmp_path, "0_lr=0.1", ["lr=0.1"])
+    data = json.loads((job / "metrics.json").read_text())
+    data.update(format=3, resumed=1, timing={"startup_seconds": 0.5, "fit_seconds": 3.0})
+    (job / "metrics.json").write_text(json.dumps(data))
+    (row,) = collect(tmp_path)
+    assert (row["sessions"], row["timed_sessions"]) == (2, 1)
+    assert "1 of their 2 sessions" in time_line([row])
+
+
+# ------------------------------------------------------------- curves.png
+def _trials(n: int, long: bool = True) -> list[dict]:
+    """Rows of an Optuna search in the summary's order: completed ones first, best first."""
+    name = "{}_batch_size=64,lr=0.0031,optimizer.weight_decay=1.2e-05" if long else "{}_lr=0.1"
+    return [{"job": name.format(i), "status": "completed" if i % 5 else "pruned"} for i in range(n)]
+
+
+@pytest.mark.parametrize("rows, named, shown, title", [
+    # Few runs with short names: each by its name.
+    ([{"job": "0_optimizer=sgd", "status": "completed"}, {"job": "1_optimizer=adam", "status": "failed"}],
+     2, ["0_optimizer=sgd", "1_optimizer=adam (failed)"], None),
+    # A search's long names: by trial (job) number, as the summary numbers them.
+    (_trials(4), 4, ["0 (pruned)", "1", "2", "3"], "job"),
+    # Many runs: the best NAMED_CURVES named, the others grey; the legend says how many of how many.
+    (_trials(16), 8, [str(i) if i % 5 else f"{i} (pruned)" for i in range(8)], "job, best 8 of 16"),
+    (_trials(50, long=False), 8, [f"{i}_lr=0.1" if i % 5 else f"{i}_lr=0.1 (pruned)"
+                                                    for i in range(8)], "best 8 of 50"),
+    # A long name without a number (a cross-validation's fold inside a folder): cut in its middle.
+    ([{"job": "runs/model=conv-2026-12-05_14-00-00_aa11bb/fold_1", "status": "completed"}], 1,
+     ["runs/model=co…_aa11bb/fold_1"], None),
+])
+def test_a_crowded_picture_names_few_runs_shortly(rows, named, shown, title):
+    labels, legend = groups.curve_labels(rows)
+    assert [labels[r["job"]] for r in rows[:named]] == shown and legend == title
+    assert all(labels[r["job"]] is None for r in rows[named:])
+    assert all(len(text) <= groups.LABEL_CHARS + len(" (pruned)") for text in shown)
+    assert named <= groups.NAMED_CURVES == 8
+
+
+@pytest.mark.parametrize("n", [4, 16, 50])
+def test_a_searchs_curves_name_at_most_a_few_trials_shortly(tmp_path, monkeypatch, n):
+    """What curves.png of an Optuna search is drawn with: short labels, at most NAMED_CURVES of them."""
+    for i in range(n):
+        name = f"{i}_batch_size=64,lr=0.{i + 1:04d},optimizer.weight_decay=1.2e-05"
+        make_job(tmp_path, name, [f"lr=0.{i + 1:04d}"], acc=0.5 + i / 200)
+    drawn = {}
+    monkeypatch.setattr(figures, "save_png", lambda image, path: drawn.update(image=image))
+    real = figures.overlay
+    monkeypatch.setattr(figures, "overlay", lambda lines, *args, **kwargs: drawn.update(lines=lines)
+                        or real(lines, *args, **kwargs))
+    rows = collect(tmp_path)
+    assert groups.draw_curves(tmp_path, sort_rows(rows, *sweep_settings(rows)), [], set())
+    labels = [label for label, _ in drawn["lines"] if label is not None]
+    assert len(drawn["lines"]) == n and len(labels) == min(n, groups.NAMED_CURVES)
+    assert labels[0] == str(n - 1) and all(len(label) <= 3 for label in labels)  # the best first, by number
+    height, width, _ = drawn["image"].shape
+    assert (height, width) == (340, 1020)  # the panels keep their size, the legend beside them

@@ -169,9 +169,9 @@ def test_trainer_summary_of_a_sweep_stopped_halfway(failed_sweep, tmp_path, caps
     rows = {r["job"]: r for r in summary(copy)["rows"]}
     assert {j: r["status"] for j, r in rows.items()} == {"0_lr=0.01": "completed", "1_lr=-1": "failed",
                                                          "2_lr=0.05": "incomplete", "3_lr=1e+12": "diverged",
-                                                         "4": "missing"}
+                                                         "4_lr=0.2": "missing"}
     assert rows["2_lr=0.05"]["test/acc"] is not None  # its last epoch's numbers stand in for the final ones
-    assert rows["4"]["overrides"] == "lr=0.2"
+    assert rows["4_lr=0.2"]["overrides"] == "lr=0.2"  # named, as its folder will be, from the plan
     assert "2_lr" not in proc.stderr and "4" not in proc.stderr.split("failed jobs:")[1].split(";")[0][:3]
 
 

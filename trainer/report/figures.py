@@ -210,6 +210,7 @@ def confusion_markdown(matrix: torch.Tensor, class_names: Sequence[str]) -> str:
 
 # ------------------------------------------------------------- curves.png
 CURVE_WIDTH_IN, CURVE_FONT = 8.0, 10  # a file of its own, not a TensorBoard card: two panels side by side
+LEGEND_WIDTH_IN = 2.2  # a sweep's legend, beside the panels: labels of some 24 characters
 MARKS = {"marker": "o", "markersize": 3}  # a run of one epoch is a point, and a line needs two
 
 
@@ -228,47 +229,67 @@ def curves(history: list[dict], title: str) -> np.ndarray:
     return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
-def overlay(lines: list[tuple[str, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
-            split: str, note: str = "") -> np.ndarray:
-    """Runs side by side: `lines` one curve each; `bands` (a seed group, the
-    folds of a cross-validation) their mean with a min-max band, the legend
-    says so. The `split` evaluated each epoch (val or test), loss left and
-    accuracy right; `note` below them (the jobs that have no curve, and why)."""
-    fig, (loss_ax, acc_ax) = _curve_axes(title)
+OTHERS = "#b4b4b4"  # the runs a crowded picture does not name: one grey, behind the named ones
+
+
+def overlay(lines: list[tuple[str | None, list[dict]]], bands: list[tuple[str, list[list[dict]]]], title: str,
+            split: str, note: str = "", legend_title: str | None = None) -> np.ndarray:
+    """Runs side by side: `lines` one curve each, a line labelled None drawn
+    thin and grey and left out of the legend but for one entry that counts
+    them; `bands` (a seed group, the folds of a cross-validation) their mean
+    with a min-max band, the legend says so. The `split` evaluated each
+    epoch (val or test), loss left and accuracy right, one legend for both
+    outside them on the right (so the axes keep their width however many
+    runs there are); `note` below them (the jobs that have no curve, and why)."""
+    fig, (loss_ax, acc_ax) = _curve_axes(title, width_in=CURVE_WIDTH_IN + LEGEND_WIDTH_IN)
     if note:
         fig.supxlabel(note, fontsize=CURVE_FONT - 2, wrap=True)
-    colours = iter(_palette(len(lines) + len(bands)))
-    for label, history in lines:
-        colour = next(colours)
-        epochs = [h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label, **MARKS)
-        acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label, **MARKS)
+    named = [(label, history) for label, history in lines if label is not None]
+    colours = iter(_palette(len(named) + len(bands)))
+    others = [history for label, history in lines if label is None]
+    for i, history in enumerate(others):  # first, so the named curves lie on top
+        label = f"{len(others)} more (grey)" if i == 0 else None
+        _plot_line(loss_ax, acc_ax, history, split, OTHERS, label, linewidth=0.8, alpha=0.7, zorder=1)
+    for label, history in named:
+        _plot_line(loss_ax, acc_ax, history, split, next(colours), label, **MARKS, zorder=3)
     for label, histories in bands:
-        colour = next(colours)
-        for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
-            epochs, lows, means, highs = _band(histories, key)
-            means, lows, highs = ([v * scale for v in values] for values in (means, lows, highs))
-            ax.plot(epochs, means, color=colour, label=f"{label}: mean, band min–max of {len(histories)}", **MARKS)
-            if len(epochs) > 1:
-                ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2)
-            else:  # one epoch: a band has no width, so the range is an error bar
-                ax.errorbar(epochs, means, yerr=[[m - lo for m, lo in zip(means, lows)],
-                                                 [hi - m for m, hi in zip(means, highs)]],
-                            color=colour, capsize=4, linestyle="none")
-    for ax in (loss_ax, acc_ax):
-        if lines or bands:
-            ax.legend(fontsize=CURVE_FONT - 2, loc="best")
+        _plot_band(loss_ax, acc_ax, histories, split, next(colours), f"{label}: mean, band min–max of {len(histories)}")
+    if lines or bands:
+        handles, labels = acc_ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i].endswith("(grey)"))  # the grey entry last
+        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right upper",
+                   fontsize=CURVE_FONT - 2, title=legend_title, title_fontsize=CURVE_FONT - 2)
     loss_ax.set_ylabel(f"{split} loss", fontsize=CURVE_FONT)
     acc_ax.set_ylabel(f"{split} accuracy (%)", fontsize=CURVE_FONT)
     return _pixels_of_curves(fig, (loss_ax, acc_ax))
 
 
-def _curve_axes(title: str):
+def _plot_line(loss_ax, acc_ax, history: list[dict], split: str, colour, label: str | None, **style) -> None:
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h.get(f"{split}/loss") for h in history], color=colour, label=label, **style)
+    acc_ax.plot(epochs, [_percent(h.get(f"{split}/acc")) for h in history], color=colour, label=label, **style)
+
+
+def _plot_band(loss_ax, acc_ax, histories: list[list[dict]], split: str, colour, label: str) -> None:
+    """The runs' mean per epoch with their min-max band (an error bar where there is one epoch)."""
+    for ax, key, scale in ((loss_ax, f"{split}/loss", 1), (acc_ax, f"{split}/acc", 100)):
+        epochs, lows, means, highs = _band(histories, key)
+        means, lows, highs = ([v * scale for v in values] for values in (means, lows, highs))
+        ax.plot(epochs, means, color=colour, label=label, **MARKS, zorder=3)
+        if len(epochs) > 1:
+            ax.fill_between(epochs, lows, highs, color=colour, alpha=0.2)
+        else:  # one epoch: a band has no width, so the range is an error bar
+            ax.errorbar(epochs, means, yerr=[[m - lo for m, lo in zip(means, lows)],
+                                             [hi - m for m, hi in zip(means, highs)]],
+                        color=colour, capsize=4, linestyle="none")
+
+
+def _curve_axes(title: str, width_in: float = CURVE_WIDTH_IN):
     wait_for_warm_up()
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(CURVE_WIDTH_IN, 3.4), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width_in, 3.4), dpi=DPI, layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.set_ylabel("loss", fontsize=CURVE_FONT)
     acc_ax.set_ylabel("accuracy (%)", fontsize=CURVE_FONT)

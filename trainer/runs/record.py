@@ -38,8 +38,11 @@ from trainer.runs.folder import KINDS, RunFolder, read_json, worst_value
 log = logging.getLogger("trainer")
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
 # 2: metrics.json states kind, eval_split, best.value, the device used and where the run belongs;
-# 3: `best` as the epochs go, and `trained` (epochs and their seconds so far).
-FORMAT = 3
+# 3: `best` as the epochs go, and `trained` (epochs and their seconds so far);
+# 4: `timing` adds up every session of a resumed run, and says how many (`sessions`).
+FORMAT = 4
+# Durations that add up over a resumed run's sessions: where all of its time went.
+SUMMED_TIMES = ("startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds")
 
 
 def read(run_dir: Path) -> dict | None:
@@ -58,6 +61,15 @@ def upgrade(data: dict, run_dir: Path) -> dict:
     if data.get("format") == FORMAT:
         return data
     data = dict(data)
+    if data.get("format") != 3:
+        data = _upgrade_to_3(data, run_dir)
+    data["timing"] = _timing_of(data)
+    data["format"] = FORMAT
+    return data
+
+
+def _upgrade_to_3(data: dict, run_dir: Path) -> dict:
+    """A record from before format 3, as format 3 states it."""
     kind = _kind(data, run_dir)
     data.setdefault("kind", kind)
     if kind in ("fold", "refit"):
@@ -73,8 +85,15 @@ def upgrade(data: dict, run_dir: Path) -> dict:
     if " (" in device:
         data["device"], _, name = device.partition(" (")
         data.setdefault("device_name", name.rstrip(")"))
-    data["format"] = FORMAT
     return data
+
+
+def _timing_of(data: dict) -> dict:
+    """A record's timing with the number of sessions its times cover: before
+    format 4, a resumed run's times were its last timed session's alone."""
+    timing = dict(_dict(data.get("timing")))
+    timing.setdefault("sessions", 1 if any(_finite(timing.get(key)) for key in SUMMED_TIMES) else 0)
+    return timing
 
 
 def _kind(data: dict, run_dir: Path) -> str:
@@ -224,8 +243,10 @@ class RunRecord:
             "format": FORMAT, "kind": folder.kind, "status": "running", "error": None, "overrides": overrides,
             "hparams": hparams, "monitor": None, "mode": None, "eval_split": None, "device": None,
             "device_name": None, "sweep": None, "cv": None, **(belongs or {}),
-            "final": {}, "best": {}, "trained": trained([]), "history": [], "timing": {},
+            "final": {}, "best": {}, "trained": trained([]), "history": [], "timing": {"sessions": 0},
         }
+        self.earlier: dict[str, float] = {}  # a resumed run's times of its sessions before this one
+        self.timed = False  # whether this session has noted its times
 
     # ------------------------------------------------------------- moments
     def start(self, *, monitor: str, mode: str, eval_split: str, device: str, device_name: str | None,
@@ -235,8 +256,9 @@ class RunRecord:
         A resumed run starts with the history its checkpoint holds, and its best epoch so far."""
         self.data.update(monitor=monitor, mode=mode, eval_split=eval_split, device=device, device_name=device_name,
                          history=list(history), best=dict(best), trained=trained(_epochs(history)))
-        if resumed and self.previous is not None:  # keep the first attempt's start-up timing
+        if resumed and self.previous is not None:  # this session's times add to the earlier sessions'
             self.data["timing"] = dict(self.previous.get("timing") or {})
+            self.earlier = {k: v for k, v in self.data["timing"].items() if k in SUMMED_TIMES and _finite(v)}
             self.data["resumed"] = int(self.previous.get("resumed") or 0) + 1
         self.data["timing"]["started_at"] = _now(job_start_time())  # this attempt's start
         self.started = True
@@ -264,8 +286,14 @@ class RunRecord:
         self.data.update(device=device, device_name=device_name)
 
     def note_timing(self, timing: dict) -> None:
-        """How long things took; written with the next moment."""
-        self.data["timing"].update(timing, ended_at=_now())
+        """How long this session's parts took, added to the earlier sessions'
+        of a resumed run (a session killed before this point left none);
+        written with the next moment."""
+        done = self.data["timing"]
+        if not self.timed:  # this session counts once, however often it notes its times
+            done["sessions"], self.timed = int(done.get("sessions") or 0) + 1, True
+        done.update({k: self.earlier.get(k, 0.0) + v if k in SUMMED_TIMES and _finite(v) else v
+                     for k, v in timing.items()}, ended_at=_now())
 
     def finish(self, final: dict, best: dict) -> None:
         """Every other file first, metrics.json's `completed` last: a reader

@@ -140,25 +140,64 @@ def markdown(groups: list[dict], shared: set[str]) -> list[str]:
     return lines
 
 
+# A picture of many runs names the best few (the summary's order) and draws the rest grey:
+# a legend of 50 names, or 50 colours, reads as none.
+NAMED_CURVES = 8
+LABEL_CHARS = 28  # a job whose folder name is longer is named by its number (the summary lists it)
+
+
 def draw_curves(folder: Path, rows: list[dict], groups: list[dict], shared: set[str]) -> bool:
     """curves.png of a sweep or a cross-validation: each group as its mean
-    with a min-max band, every other job as a line of its own. False when
-    no job has an epoch to draw."""
+    with a min-max band, every other job as a line of its own, the best
+    NAMED_CURVES of them (rows in the summary's order) named, the rest grey.
+    False when no job has an epoch to draw."""
 
     runs = {row["job"]: _epochs_of(Path(row["path"])) for row in rows if row.get("path")}
-    status = {row["job"]: row.get("status") for row in rows}
     grouped = {job for g in groups for job in g["jobs"]}
-    lines = [(job if status[job] == "completed" else f"{job} ({status[job]})", found[0])
-             for job, found in runs.items() if job not in grouped and len(found) == 1]
-    bands = [(f"{job} folds", found) for job, found in runs.items() if job not in grouped and len(found) > 1]
-    bands += [(label(g, shared), [h for j in g["jobs"] for h in runs.get(j, [])]) for g in groups]
+    split = "val" if any(row.get("eval_split") == "val" for row in rows if runs.get(row["job"])) else "test"
+    alone = [row for row in rows if row["job"] not in grouped and len(runs.get(row["job"], [])) == 1
+             and any(f"{split}/acc" in h for h in runs[row["job"]][0])]  # one split on one axis
+    labels, title = curve_labels(alone)
+    lines = [(labels[row["job"]], runs[row["job"]][0]) for row in alone]
+    bands = [(_shortened(f"{job} folds"), found) for job, found in runs.items() if job not in grouped and len(found) > 1]
+    bands += [(_shortened(label(g, shared)), [h for j in g["jobs"] for h in runs.get(j, [])]) for g in groups]
     bands = [(name, histories) for name, histories in bands if histories]
     if not (lines or bands):
         return False
-    split = "val" if any(row.get("eval_split") == "val" for row in rows if runs.get(row["job"])) else "test"
-    lines = [(name, run) for name, run in lines if any(f"{split}/acc" in h for h in run)]  # one split on one axis
     absent = [f"{row['job']} ({row.get('status')})" for row in rows if not runs.get(row["job"])]
-    note = f"no curve (no epoch finished): {', '.join(absent)}" if absent else ""
-    image = figures.overlay(lines, bands, f"{Path(folder).name}: {split} loss and accuracy per epoch", split, note)
+    note = f"no curve (no epoch finished): {_some(absent)}" if absent else ""
+    image = figures.overlay(lines, bands, f"{Path(folder).name}: {split} loss and accuracy per epoch", split, note,
+                            title)
     figures.save_png(image, Path(folder) / "curves.png")
     return True
+
+
+def curve_labels(rows: list[dict]) -> tuple[dict[str, str | None], str | None]:
+    """Each row's legend label (rows in the summary's order), and the
+    legend's title: the first NAMED_CURVES named, the others None (grey);
+    by folder name where every one named fits LABEL_CHARS, else by job
+    number (a search's `17_batch_size=64,lr=...`: 17); a job that did not
+    complete says how it ended."""
+    named = rows[:NAMED_CURVES]
+    by_number = any(len(_leaf(row["job"])) > LABEL_CHARS for row in named) and \
+        all(job_number(_leaf(row["job"])) is not None for row in named)
+    labels: dict[str, str | None] = {row["job"]: None for row in rows}
+    for row in named:
+        text = str(job_number(_leaf(row["job"]))) if by_number else _shortened(row["job"])
+        labels[row["job"]] = text if row.get("status") == "completed" else f"{text} ({row.get('status')})"
+    if len(rows) > len(named):
+        return labels, ("job, " if by_number else "") + f"best {len(named)} of {len(rows)}"
+    return labels, "job" if by_number else None
+
+
+def _shortened(text: str) -> str:
+    """At most LABEL_CHARS characters, its middle left out."""
+    if len(text) <= LABEL_CHARS:
+        return text
+    front = (LABEL_CHARS - 1) // 2
+    return f"{text[:front]}…{text[-(LABEL_CHARS - 1 - front):]}"
+
+
+def _some(names: list[str], shown: int = 6) -> str:
+    """'a, b, c' or 'a, b, c, ... and 12 more'."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -77,6 +77,34 @@ def job_dir_name(num, dirname: str = "") -> str:
     return f"{num}_{text}" if text else str(num)
 
 
+_STAMP = re.compile(r"-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}$")  # a run folder's `-<date>_<time>_<random>`
+
+
+def name_says(folder_name: str, override: str) -> bool:
+    """Whether a job's or run's folder name states `override` whole, as its
+    name would write it (`3_lr=0.01,optimizer=adam`; a run's
+    `model=conv,lr=0.01-<date>_<time>_<random>`, not the items behind its `_and_2_more`)."""
+    lead = re.sub(r"_and_\d+_more$", "", re.sub(r"^\d+_", "", _STAMP.sub("", folder_name)))
+    written = _items(override)
+    return len(written) == 1 and written[0] in _ITEM.split(lead)
+
+
+def planned_job_name(num, overrides, varies) -> str:
+    """The folder a planned job gets (`3_optimizer=rmsprop`), from the plan
+    alone: the name Hydra makes of its override_dirname (the job's overrides
+    of the keys the sweep varies, where things are left out, sorted as
+    Hydra sorts them) through job_dir_name. A job that never started is
+    then named as it will be once it runs."""
+    varying = {str(key) for key in varies or []} - set(NOT_IN_NAMES)
+    lines = sorted(str(o) for o in overrides or [] if override_key(str(o)) in varying)
+    return job_dir_name(num, ",".join(lines))
+
+
+def override_key(override: str) -> str:
+    """The key (or config group) an override sets: `+model.hidden=[64]` -> model.hidden, `optimizer@opt=adam` -> optimizer."""
+    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+
 def run_dir_name(overrides, stamp: str, unique: str) -> str:
     """`model=conv,lr=0.01-2026-12-05_11-02-56_3831f0`: what the run's
     overrides change, in the order they were typed (what a person types first

@@ -4,9 +4,12 @@ its counts and the line that names its failed jobs.
 A row is ranked by the metric its record states it monitored; a `val/...`
 metric asked of a run without a validation split is the split its epochs
 were evaluated on (its stated `eval_split`, by trainer.core.engine.monitored).
+One function (ranked_value) picks each row's number, its best epoch's or its
+final one, and the tables' "ranked by ..." is made from the same choice.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable
 
 from trainer.core.engine import monitored
@@ -35,20 +38,31 @@ def common_metric(rows: list[dict], monitor: str) -> str | None:
     (a CV without a refit beside runs: the table is then grouped by kind)."""
     done = [r for r in rows if r.get("status") == COMPLETED]
     for metric in (monitor, *COMMON):
-        if all(monitored_value(r, metric, strict=True) is not None for r in done):
+        if all(ranked_value(r, metric, strict=True)[0] is not None for r in done):
             return metric
     return None
 
 
-def sort_by_kind(rows: list[dict]) -> list[dict]:
-    """Rows of any folder without a common metric: kind by kind (cv, run,
-    refit, fold), each ranked by its own best monitored value."""
+def by_kind(rows: list[dict]) -> list[tuple[str, list[dict], str, str]]:
+    """(kind, its rows, monitor, mode) for each kind present, cv, run, refit,
+    fold in that order: how a folder without a common metric is ranked."""
     order = {k: i for i, k in enumerate(("cv", "run", "refit", "fold"))}
-    ranked = []
+    out = []
     for kind in sorted({r.get("kind") or "run" for r in rows}, key=lambda k: order.get(k, 9)):
         same = [r for r in rows if (r.get("kind") or "run") == kind]
-        ranked += sort_rows(same, *sweep_settings(same))
-    return ranked
+        out.append((kind, same, *sweep_settings(same)))
+    return out
+
+
+def sort_by_kind(rows: list[dict]) -> list[dict]:
+    """Rows of any folder without a common metric: kind by kind, each ranked by its own monitor."""
+    return [row for _, same, monitor, mode in by_kind(rows) for row in sort_rows(same, monitor, mode)]
+
+
+def by_kind_label(rows: list[dict]) -> str:
+    """'by kind: cv ranked by cv/mean (max); run ranked by best test/acc (max)': what sort_by_kind did."""
+    return "by kind: " + "; ".join(f"{kind} {ranking_label(same, monitor, mode)}"
+                                   for kind, same, monitor, mode in by_kind(rows))
 
 
 def _evaluated(row: dict, monitor: str) -> str:
@@ -56,20 +70,31 @@ def _evaluated(row: dict, monitor: str) -> str:
     return monitored(monitor, row.get("eval_split") != "test")
 
 
-def monitored_value(row: dict, monitor: str, strict: bool = False):
-    """The row's number for `monitor`: its best epoch's value when the job
-    monitored that metric, else its final value. Strict: that metric only
-    (a val/acc monitor without a validation split has test/acc values)."""
+def ranked_value(row: dict, monitor: str, strict: bool = False) -> tuple[float | int | None, str]:
+    """The number a row is ranked by, and what that number is: its best
+    epoch's value ('best test/acc') when the job monitored that metric, else
+    its final value ('final test/acc'). Strict: that metric only (a val/acc
+    monitor without a validation split has test/acc values). The one place
+    that picks the value, so the order and the label that names it agree."""
     metric = monitor if strict else _evaluated(row, monitor)
-    if metric == row.get("best_metric") and row.get("best_value") is not None:
-        return row["best_value"]
-    return number(row.get(metric))
+    best = metric == row.get("best_metric") and row.get("best_value") is not None
+    value = row["best_value"] if best else number(row.get(metric))
+    if metric == "cv/mean":  # a cross-validation's mean is one number: it has no epochs to be the best of
+        return value, metric
+    return value, f"{'best' if best else 'final'} {metric}"
 
 
-def ranked_by(rows: list[dict], monitor: str) -> str:
-    """The metric the ranking really used: test/acc for val/acc when no job that evaluated had a val split."""
-    splits = {r.get("eval_split") for r in rows if r.get("best_value") is not None}
-    return monitored(monitor, splits != {"test"})
+def ranking_label(rows: list[dict], monitor: str, mode: str, strict: bool = False) -> str:
+    """'ranked by best test/acc (max)': the values sort_rows ranks the completed
+    rows by, named by ranked_value; 'best val/acc for 3, final test/acc for 1'
+    where they differ; job order where no completed row has one."""
+    names = Counter(name for value, name in (ranked_value(r, monitor, strict) for r in rows
+                                             if r.get("status") == COMPLETED) if value is not None)
+    if not names:
+        return "in job order (no completed job has a value to rank by)"
+    if len(names) == 1:
+        return f"ranked by {next(iter(names))} ({mode_of(mode)})"
+    return f"ranked by {', '.join(f'{name} for {n}' for name, n in names.most_common())} ({mode_of(mode)})"
 
 
 def sort_rows(rows: list[dict], monitor: str = DEFAULT_MONITOR, mode: str = DEFAULT_MODE,
@@ -82,7 +107,7 @@ def sort_rows(rows: list[dict], monitor: str = DEFAULT_MONITOR, mode: str = DEFA
         job = natural_key(str(row.get("job", "")))
         if row.get("status") != COMPLETED:
             return (2, 0.0, job)
-        value = monitored_value(row, monitor, strict)
+        value, _ = ranked_value(row, monitor, strict)
         return (1, 0.0, job) if value is None else (0, sign * value, job)
 
     return sorted(rows, key=key)

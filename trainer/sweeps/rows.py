@@ -21,7 +21,7 @@ import yaml
 from trainer.core.errors import UserError
 from trainer.core.files import read_text
 from trainer.runs import record
-from trainer.sweeps.plan import PLAN, job_number
+from trainer.sweeps.plan import PLAN, job_number, planned_job_name
 
 COMPLETED = "completed"
 # Every status a row can have, in the order counts are reported. A job's
@@ -32,8 +32,8 @@ STATUSES = (COMPLETED, "pruned", "failed", "diverged", "interrupted", "incomplet
 METRICS = ("test/acc", "test/loss", "val/acc", "val/loss")
 COLUMNS = ("job", "kind", "path", "overrides", "status", "error", "monitor", "mode", "eval_split", *METRICS,
            "best_epoch", "best_value", "best_metric", "epochs", "seconds", "cv/mean", "cv/std", "cv/metric",
-           "startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds")
-# Where a job's time went (its metrics.json `timing`), in the order it spends it.
+           "startup_seconds", "fit_seconds", "final_eval_seconds", "pictures_seconds", "sessions", "timed_sessions")
+# Where a job's time went (its metrics.json `timing`: every session of a resumed run), in the order it spends it.
 TIME_PARTS = {"startup_seconds": "start-up", "fit_seconds": "fit", "final_eval_seconds": "final evaluation",
               "pictures_seconds": "pictures"}
 EXIT_USAGE = 2
@@ -85,9 +85,11 @@ def _every_run(root: Path) -> list[dict]:
 
 
 def _missing(root: Path, rows: list[dict]) -> list[dict]:
-    """Planned jobs (sweep.json) without a folder: they never started."""
+    """Planned jobs (sweep.json) without a folder: they never started. Each
+    is named as its folder will be, with its planned overrides."""
     try:
-        planned = json.loads(read_text(root / PLAN)).get("jobs") or []
+        plan = json.loads(read_text(root / PLAN))
+        planned, varies = plan.get("jobs") or [], plan.get("varies") or []
     except (OSError, ValueError, AttributeError):
         return []
     started = {job_number(row["job"].split("/")[0]) for row in rows}
@@ -95,9 +97,10 @@ def _missing(root: Path, rows: list[dict]) -> list[dict]:
     for job in planned:
         if job.get("num") in started:
             continue
+        overrides = [str(o) for o in job.get("overrides") or []]
         row = dict.fromkeys(COLUMNS)
-        row.update(job=str(job["num"]), kind="run", path=None, status="missing", error="never started",
-                   overrides=" ".join(job.get("overrides") or []))
+        row.update(job=planned_job_name(job["num"], overrides, varies), kind="run", path=None, status="missing",
+                   error="never started", overrides=" ".join(overrides))
         out.append(row)
     return out
 
@@ -152,7 +155,11 @@ def row_of(root: Path, job: Path) -> dict:
            "seconds": None if seconds is None else round(seconds, 3),
            **{key: number(final.get(key)) for key in ("cv/mean", "cv/std")}, "cv/metric": final.get("cv/metric")}
     timing = _dict(data.get("timing"))
-    return {**{key: row.get(key) for key in COLUMNS}, **{key: number(timing.get(key)) for key in TIME_PARTS}}
+    # How many sessions the job ran (a resumed run's are more than one), and how many of them its times cover.
+    sessions = {"sessions": int(data.get("resumed") or 0) + 1, "timed_sessions": _int(number(timing.get("sessions")))} \
+        if data else {}
+    return {**{key: row.get(key) for key in COLUMNS}, **{key: number(timing.get(key)) for key in TIME_PARTS},
+            **sessions}
 
 
 def _status(data: dict, problem: str | None, trained: dict) -> tuple[str, str | None]:

@@ -35,8 +35,8 @@ from trainer.runs import record
 from trainer.runs.resume import is_cross_validation
 from trainer.sweeps import groups, study_listing
 from trainer.sweeps.plan import PLAN, point
-from trainer.sweeps.ranking import common_metric, counts, failure_line, shared_overrides, sort_by_kind, sort_rows, \
-    sweep_settings
+from trainer.sweeps.ranking import by_kind_label, common_metric, counts, failure_line, ranking_label, \
+    shared_overrides, sort_by_kind, sort_rows, sweep_settings
 from trainer.sweeps.rows import SweepError, collect
 from trainer.sweeps.tables import counts_text, csv_text, fitting_columns, heading, markdown_text, public, \
     render_table, time_line
@@ -144,9 +144,10 @@ def _ranked(folder: Path, rows: list[dict], monitor: str, mode: str, own: bool) 
     counted = f"{display.plural(len(rows), 'run')} ({counts_text(rows)})"
     metric = common_metric(rows, monitor)
     if metric is None:
-        return sort_by_kind(rows), f"Runs in {folder}: {counted}, by kind, each ranked by its own best value"
+        return sort_by_kind(rows), f"Runs in {folder}: {counted}, {by_kind_label(rows)}"
     order = mode if metric == monitor else ("min" if metric.endswith("loss") else "max")
-    return sort_rows(rows, metric, order, strict=True), f"Runs in {folder}: {counted}, ranked by {metric} ({order})"
+    label = ranking_label(rows, metric, order, strict=True)
+    return sort_rows(rows, metric, order, strict=True), f"Runs in {folder}: {counted}, {label}"
 
 
 def _write_hparams_groups(sweep_dir: Path, rows: list[dict], found: list[dict]) -> None:

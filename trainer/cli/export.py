@@ -65,9 +65,9 @@ def run(args: argparse.Namespace, console) -> export.Exported:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from rich.console import Console  # as the other commands: rich only once the arguments parse
+    from trainer.report.tracking import new_console  # as the other commands: rich only once the arguments parse
 
-    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, new_console())
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 
 from trainer.cli.commands import positive_int
-from trainer.core import errors, paths
+from trainer.core import errors, paths, streams
 from trainer.core.errors import UserError
 from trainer.runs.export import load_exported
 from trainer.runs.inference import describe_position, load_run
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, console) -> list[dict]:
         })
     _note_light_backgrounds(results, args.invert)
     if args.json:
-        print(json.dumps(results, indent=2))
+        streams.write(json.dumps(results, indent=2))
     else:
         print_table(console, results, loaded, args)
     return results
@@ -247,9 +247,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from rich.console import Console
+    from trainer.report.tracking import new_console  # rich only once the arguments parse
 
-    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, new_console())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.core import display, distributed, paths, process
+from trainer.core import display, distributed, paths, process, streams
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal, say
@@ -298,11 +298,11 @@ class StopFlag:
             with contextlib.suppress(Exception):
                 self.record.fail("interrupted", f"stopped at once by a second {name}; the last checkpoint is "
                                  "from before it")
-            print(file=sys.stderr)  # after the progress line the signal cut
+            streams.write("", sys.stderr)  # after the progress line the signal cut
             say(f"stopped at once by a second {name}")
             os._exit(128 + signum)
         self.signum = signum
-        print(file=sys.stderr)  # after the progress line the signal cut
+        streams.write("", sys.stderr)  # after the progress line the signal cut
         say(f"{name} received: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from trainer.core import display
+from trainer.core import display, streams
 from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
 from trainer.runs.folder import RunFolder, refused_by_name
@@ -65,7 +65,7 @@ class SweepCallback(Callback):
         if planned["sweeper"] == OPTUNA_SWEEPER:  # the study's budget, whoever runs its trials
             count = f"an Optuna search of {display.plural(int(config.hydra.sweeper.n_trials), 'trial')}"
         varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
-        print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
+        streams.write(f"Sweep: {count} into {sweep_dir}{varies}")
 
     def _lock_for_the_sweep(self, sweep_dir: Path) -> None:
         """One sweep per folder: a second one started alongside (same

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.core import streams
 from trainer.core.display import JOB_LABEL, plural
 from trainer.core.errors import say
 from trainer.core.process import die_with_parent, forward, forwarding_signals
@@ -103,8 +104,8 @@ class JobRunner:
     def announce(self, threads_key: int = 0) -> None:
         """The sweep's line on jobs × threads = cores, once (`threads_key`: the jobs' `threads=`)."""
         if not self.announced:
-            print(plan_line(self.n_jobs, threads_key if threads_key > 0 else self.threads, self.cores, self.warm),
-                  flush=True)
+            streams.write(plan_line(self.n_jobs, threads_key if threads_key > 0 else self.threads, self.cores,
+                                    self.warm))
             self.announced = True
 
     def run(self, jobs: list[JobSpec]) -> int:
@@ -188,7 +189,7 @@ def stopping(running: str, one: str) -> Callable[[int], None]:
     """What a sweep says once when a signal stops it: `running` (what it
     stops) and `one` (what no longer starts) name its jobs its own way."""
     def say_stopping(signum: int) -> None:
-        print(file=sys.stderr)  # after the progress line the signal cut
+        streams.write("", sys.stderr)  # after the progress line the signal cut
         say(f"{signal.Signals(signum).name} received: stopping {running} (each saves a checkpoint); "
             f"no new {one} starts")
     return say_stopping

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from trainer.core import streams
 from trainer.core.errors import UserError, warn
 from trainer.core.files import write_text
 from trainer.runs import record
@@ -103,7 +104,7 @@ def run(search: Search, sampler: dict | None = None) -> None:
     write_results(study, search.sweep_dir)
     if runner.stop_signal:
         sweep_callback.stopped(search.sweep_dir, runner.stop_signal)
-    print(study_line(study, search), flush=True)
+    streams.write(study_line(study, search))
 
 
 def write_results(study, sweep_dir: Path) -> None:

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.core import display
+from trainer.core import display, streams
 from trainer.core.errors import report, say, warn
 from trainer.core.files import atomic_write
 from trainer.report import hparams
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", "-q", action="store_true", help="write the files without printing the table")
     args = parser.parse_args(argv)
     if args.study:
-        print(report("trainer-summary", study_listing.text, *args.study))
+        streams.write(report("trainer-summary", study_listing.text, *args.study))
         return EXIT_OK
     if args.sweep_dir is None:
         parser.error("give a sweep folder, or --study STORAGE NAME")
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                   True if args.write else None)
     line = failure_line(rows)
     if line:
-        print(line, file=sys.stderr)
+        streams.write(line, sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

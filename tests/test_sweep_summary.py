@@ -549,3 +549,15 @@ def test_a_row_states_what_the_record_states_not_what_its_history_adds_up_to(tmp
     (row,) = collect(tmp_path)
     assert (row["best_epoch"], row["best_value"], row["epochs"], row["seconds"]) == (1, 0.5, 2, 9.0)
     assert row["error"].startswith("stopped after epoch 2 ")
+
+
+def test_an_error_holding_a_path_is_never_broken_by_the_table(tmp_path):
+    """An error's path or command (to paste back) wider than the error column
+    goes below the table, whole, instead of being folded inside the column."""
+    folder = "/outputs/sweeps/" + "lr+optimizer.weight_decay-2026-12-05_13-42-30_5a1c05/" * 2 + "1_lr=-1"
+    error = f"stopped by SIGTERM at epoch 1, step 4; checkpoint saved, continue with resume={folder}"
+    make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
+    make_job(tmp_path, "1_lr=-1", ["lr=-1"], "interrupted", error=error, final=False)
+    console = Console(file=io.StringIO(), width=250)
+    summarize(tmp_path, console)
+    assert f"1_lr=-1: interrupted: {error}" in console.file.getvalue().splitlines()

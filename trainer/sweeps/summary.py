@@ -116,18 +116,20 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     console.print(render_table(rows, monitor, mode, title=title, width=console.width))
     if "error" not in {key for _, key in fitting_columns(rows, monitor, console.width)}:
         for row in (r for r in rows if r.get("error")):  # too narrow for the column: one line each
-            console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False)
+            console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False,
+                          soft_wrap=True)
     shared = shared_overrides(rows)
     found = groups.find(rows)
     if found:
         console.print(groups.table(found, set(shared.split())))
     if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
         console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
-                      soft_wrap=True)
+                      markup=False, soft_wrap=True)
     if time_line(rows):
         console.print(time_line(rows), highlight=False)
     if paths:
-        console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False)
+        console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False,
+                      markup=False, soft_wrap=True)
     return [public(row) for row in rows]
 
 

@@ -135,11 +135,14 @@ _STYLES = {COMPLETED: "green", "pruned": "cyan", "failed": "red", "diverged": "r
            "incomplete": "yellow", "missing": "dim"}
 # Dropped first, in this order, when the table is wider than the console.
 _DROPPABLE = ("epochs", "best_epoch", "val/loss", "test/loss", "seconds", "val/acc", "error")
+ERROR_WIDTH = 60  # the error column's widest: a longer error wraps between its words
 
 
 def fitting_columns(rows: list[dict], monitor: str, width: int | None) -> list[tuple[str, str]]:
     """The columns that fit in `width`: the least useful go first; the error
-    column last of all (it is then printed below the table, one line a job)."""
+    column last of all (it is then printed below the table, one line a job).
+    An error with a word wider than its column (a path, a command to paste)
+    goes below the table too: the column would break it."""
     columns = _display_columns(rows, monitor)
     context = _with_context(rows)
 
@@ -154,6 +157,8 @@ def fitting_columns(rows: list[dict], monitor: str, width: int | None) -> list[t
         if needed(columns) <= width:
             break
         columns = [c for c in columns if c[1] != key]
+    if any(len(word) > ERROR_WIDTH for r in rows for word in str(r.get("error") or "").split()):
+        columns = [c for c in columns if c[1] != "error"]
     return columns
 
 
@@ -184,7 +189,7 @@ def render_table(rows: list[dict], monitor: str | None = None, mode: str | None 
         elif key == "overrides":
             table.add_column(header, overflow="fold", min_width=20)
         elif key == "error":
-            table.add_column(header, overflow="fold", min_width=20, max_width=60)
+            table.add_column(header, overflow="fold", min_width=20, max_width=ERROR_WIDTH)
         else:
             table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for row in rows:

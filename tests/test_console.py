@@ -91,3 +91,16 @@ def test_a_short_command_on_a_closed_pipe_exits_0_quietly(tmp_path, command):
                                "sys.exit(main())", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
                               cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+# ------------------------------------------------- a header only for what runs
+@pytest.mark.parametrize("refused", [
+    ["lr=abc,1e-3"],                                                   # a job's value, found by Hydra's sweeper
+    ["hydra/launcher=joblib", "lr=1e-3,abc"],                         # ... with trainer's own launcher
+    ["hparams_search=optuna", "hydra.sweeper.pruner=sometimes"],      # the search's own settings
+], ids=["basic", "joblib", "optuna"])
+def test_a_refused_sweep_says_its_error_line_and_no_header(synthetic_root, tmp_path, refused):
+    proc = run_cli(["-m", *tiny(synthetic_root, *refused)], tmp_path)
+    assert proc.returncode == 1 and one_line_error(proc).startswith("trainer: error: ")
+    assert proc.stdout == "", proc.stdout  # no `Sweep: ... into <folder>` for a folder that is never made
+    assert not (tmp_path / "outputs").exists()

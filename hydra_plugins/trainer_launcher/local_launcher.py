@@ -43,6 +43,7 @@ class LocalLauncher(Launcher):
             jobs.append(self._spec(configs[-1], list(overrides)))
             if i == 0:
                 self.runner.prepare(jobs[0].dataset)
+        sweep.announce()  # every job's config read: the sweep runs
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_signal = self.runner.run(jobs)

@@ -92,6 +92,7 @@ def run(search: Search, sampler: dict | None = None) -> None:
     study = studies.create(storage, search.study_name, search.direction)
     study.sampler = make_sampler(sampler or {}, len(study.get_trials(deepcopy=False)), database)
     runner = Runner(search, study)
+    sweep_callback.announce()  # the study is open and the search space read: the search runs
     runner.jobs.prepare(search.dataset)
     runner.jobs.announce(search.threads)
     with runner.jobs.signals(stopping("the search's running trials", "trial")):

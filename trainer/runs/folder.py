@@ -176,9 +176,11 @@ class RunFolder:
         if self.main:
             write_json(self.record_path, {**data, "kind": self.kind})
 
-    def mark_killed(self, overrides: list[str], signum: int) -> None:
+    def mark_killed(self, overrides: list[str], signum: int, then: str) -> None:
         """The record of a run whose process was killed (SIGKILL, the OOM
-        killer) before it could say so itself; a record that already tells
+        killer) before it could say so itself, with `then`: what becomes of
+        it, which only whoever ran it knows (a sweep: resume=auto continues
+        it; a search: it tries the trial again). A record that already tells
         how the run ended is left alone."""
         data = self.read_record()
         if data is not None and data.get("status") not in (None, "running"):
@@ -187,7 +189,7 @@ class RunFolder:
         history = data.get("history") or []
         where = f"during epoch {history[-1]['epoch'] + 1}" if history else "before its first epoch ended"
         data.update(status="failed", error=f"killed by {signal.Signals(signum).name} {where} (out of memory, or "
-                                           "stopped from outside); continue it with resume=auto")
+                                           f"stopped from outside); {then}")
         self.claim()
         self.write_record(data)
 

@@ -51,6 +51,8 @@ class JobSpec:
     dataset: dict | None = None   # data.preload's arguments: decoded once by the template
     threads: int = 0              # the job's `threads` key (0: its share of the cores)
     env: dict[str, str] = field(default_factory=dict)  # added to the sweep's environment
+    # What its record says becomes of it, should it be killed (the search retries a trial itself).
+    if_killed: str = "continue the sweep with its arguments and resume=auto"
 
 
 def job_argv(overrides: list[str], sweep_hydra_overrides: list[str], run_dir: Path, num: int) -> list[str]:
@@ -144,7 +146,7 @@ class JobRunner:
         for job, process in ended:
             self.running.remove((job, process))
             if process.returncode < 0:
-                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode)
+                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, job.if_killed)
         return ended
 
     def signals(self, on_stop: Callable[[int], None]) -> forwarding_signals:

@@ -131,13 +131,9 @@ def make_sampler(spec: dict, trials_before: int, shared: bool):
 
 
 def study_line(study, search: Search) -> str:
-    counts: dict[str, int] = {}
-    for t in studies.counted(study.get_trials(deepcopy=False)):
-        state = t.state.name.lower()
-        counts[state] = counts.get(state, 0) + 1
-    held = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return (f"Study '{search.study_name}': {sum(counts.values())} of {search.n_trials} trials ({held}) in "
-            f"{studies.redacted(search.storage)}")
+    """The search's last line: the study's trials as `trainer-summary --study` counts them."""
+    return (f"Study '{search.study_name}': {studies.census(study.get_trials(deepcopy=False), search.n_trials)} "
+            f"in {studies.redacted(search.storage)}")
 
 
 class Runner:
@@ -205,7 +201,7 @@ class Runner:
                    ENV_TRIAL: str(trial.trial._trial_id), ENV_PRUNER: self.search.pruner}
         argv = job_argv(overrides, self.search.hydra_overrides, trial.run_dir, trial.number)
         trial.process = self.jobs.start(JobSpec(trial.number, overrides, trial.run_dir, argv, self.search.dataset,
-                                                self.search.threads, env))
+                                                self.search.threads, env, if_killed=if_killed(trial.trial)))
         self.running.append(trial)
 
     def conclude(self, trial: Trial) -> None:
@@ -238,6 +234,16 @@ class Runner:
 
         frozen = next(t for t in self.study.get_trials(deepcopy=True) if t.number == number)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, frozen)
+
+
+def if_killed(trial) -> str:
+    """What becomes of a trial killed (SIGKILL, out of memory), as its record
+    says it: the search tries its parameters again once (Runner.retry), and
+    not the retry itself (RetryHeartbeatStaleTrialCallback, max_retry=1)."""
+    retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    if retry_of is None:
+        return "the search tries its parameters again, once, as a new trial"
+    return f"not tried again: it was the search's retry of trial {retry_of}"
 
 
 def resumable(study, sweep_dir: Path) -> list[Trial]:

@@ -210,8 +210,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
     resume.check_rewind(saved, run_dir, record.previous)
-    changes = resume.check_changes(as_dict(saved_config(*saved)), as_dict(config),
-                                   saved[1]["position"]) if saved else {}
+    changes = resume.check_changes(as_dict(saved_config(*saved)), as_dict(config), saved[1]["position"],
+                                   run_dir if config.resume == "auto" else None) if saved else {}
     graph, eager_because = plan_capture(config, device, world)
     parts = make_parts(config, device, for_graph=graph, load_weights=saved is None)
     splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)

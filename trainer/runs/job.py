@@ -207,12 +207,12 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
     refused (resume=auto, a sweep or a cross-validation continued, keeps it)."""
     if not config.resume or previous is None:
         return None
-    changes = resume.check_record(run_dir, previous, as_dict(config))
+    changes = resume.check_record(run_dir, previous, as_dict(config), auto=config.resume == "auto")
     if previous.get("status") != "completed":
         return None
     trained = int(previous["trained"]["epochs"] or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
-    resume.check_epochs(config.epochs, trained)
+    resume.check_epochs(config.epochs, trained, run_dir if config.resume == "auto" else None)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
     unused = {k: v for k, v in changes.items() if k != "epochs"}

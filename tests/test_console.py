@@ -71,9 +71,10 @@ def test_a_closed_pipe_on_stdout_ends_no_training(synthetic_root, tmp_path, swee
         assert "Outputs in " in (run_dirs[0] / "trainer.log").read_text().splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", ["table", "study"])
+@pytest.mark.parametrize("command", ["table", "study", "--help", "--cfg job", "--info"])
 def test_a_short_command_on_a_closed_pipe_exits_0_quietly(tmp_path, command):
-    """`trainer-summary ... | head -1` after head has gone: nothing on stderr, exit 0, as `ls | head` does."""
+    """`trainer-summary ... | head -1` after head has gone, and Hydra's own
+    printing (`trainer --help | head -1`): nothing on stderr, exit 0, as `ls | head` does."""
     make_job(tmp_path / "sweep", "0_lr=0.1", ["lr=0.1"])
     (tmp_path / "sweep" / "sweep.json").write_text("{}")
     if command == "study":
@@ -83,13 +84,14 @@ def test_a_short_command_on_a_closed_pipe_exits_0_quietly(tmp_path, command):
             optuna.storages.journal.JournalFileBackend(str(tmp_path / "sweep" / "optuna.journal")))
         optuna.create_study(storage=storage, study_name="trainer").add_trial(
             optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0))
-    args = [str(tmp_path / "sweep")] if command == "table" else ["--study", str(tmp_path / "sweep"), "trainer"]
+    summary = [sys.executable, "-c", "import sys; from trainer.sweeps.summary import main; sys.exit(main())"]
+    args = {"table": [*summary, str(tmp_path / "sweep")],
+            "study": [*summary, "--study", str(tmp_path / "sweep"), "trainer"]}.get(
+        command, [sys.executable, "-m", "trainer", *command.split()])
     read, write = os.pipe()
     os.close(read)  # the reader went away before the first line
     with os.fdopen(write, "wb") as stdout:
-        proc = subprocess.run([sys.executable, "-c", "import sys; from trainer.sweeps.summary import main; "
-                               "sys.exit(main())", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
-                              cwd=tmp_path, timeout=120)
+        proc = subprocess.run(args, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 

@@ -104,6 +104,8 @@ def report(prog: str, func, *args):
     except KeyboardInterrupt:
         say("interrupted", prog)
         sys.exit(130)
+    except BrokenPipeError:  # a writer of a library's own (Hydra's --cfg): not a bug, and nobody to tell
+        streams.reader_gone()
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -6,12 +6,15 @@ its record left `running`; a run trains to its end and records it, and its
 trainer.log still gets every line.
 
 Every console writer comes here: plain lines through `write()`, rich
-consoles through their broken-pipe hook (trainer.report.tracking), and
-what Python flushes at exit through `guard()`.
+consoles through their broken-pipe hook (trainer.report.tracking), a
+library's own print() through `reader_gone()` at the entry points, and
+logging's console handlers (Hydra's --info) and what Python flushes at
+exit through `guard()`.
 """
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 
@@ -43,6 +46,15 @@ def write(text: str = "", stream=None) -> None:
         pass  # closed by the caller (at interpreter exit): nothing to say it on
 
 
+def reader_gone() -> None:
+    """End the command quietly, exit 0 as `ls | head` does: a write it could
+    not go on without (Hydra's own print() of --help or --cfg) met a reader
+    that went away. Nothing more is said, to anyone."""
+    for stream in (sys.stdout, sys.stderr):
+        silence(stream)
+    sys.exit(0)
+
+
 def flush() -> None:
     """Flush stdout and stderr, silencing one whose reader went away: what a
     block-buffered stdout still holds (`trainer-summary ... | head -1`) would
@@ -61,10 +73,23 @@ _guarded = False
 
 
 def guard() -> None:
-    """Once per process, at an entry point: flush() at exit. Registered first,
-    so it runs after every other exit handler (atexit runs them last-in,
-    first-out) and just before Python's own flush."""
+    """Once per process, at an entry point: flush() at exit, registered first
+    so that it runs after every other exit handler (atexit runs them last-in,
+    first-out), just before Python's own flush; and a logging handler on the
+    console (Hydra's) silences it, where logging would print `--- Logging
+    error ---` and a traceback for every line left."""
     global _guarded
     if not _guarded:
         atexit.register(flush)
+        logging.StreamHandler.handleError = _silence_or_report
         _guarded = True
+
+
+_report_handler_error = logging.StreamHandler.handleError
+
+
+def _silence_or_report(handler: logging.StreamHandler, record: logging.LogRecord) -> None:
+    if isinstance(sys.exc_info()[1], BrokenPipeError):
+        silence(handler.stream)
+    else:
+        _report_handler_error(handler, record)

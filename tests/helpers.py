@@ -57,18 +57,20 @@ def names_key(message: str, key: str) -> bool:
     return re.search(rf"(^|[\s'\"(]){re.escape(key)}($|[\s'\"=.,;:)\]])", message) is not None
 
 
-def start_cli(args: list[str], cwd: Path, env: dict | None = None, fault: dict | None = None) -> "CliProcess":
+def start_cli(args: list[str], cwd: Path, env: dict | None = None, fault: dict | None = None,
+              stdout: Path | None = None) -> "CliProcess":
     """`python -m trainer ARGS` in `cwd` in the background, a process of its
     own (outputs under cwd/outputs), with `fault` patched in (tests/fault_child.py).
     Forked from a warm template (tests/cli_template.py): a test pays
     milliseconds per command, not seconds of imports. TRAINER_TEST_PLAIN=1
-    starts the plain command line instead."""
+    starts the plain command line instead. `stdout`: the file (or pipe) its
+    standard output goes to, instead of one the test reads back."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     if fault is not None:
         full_env[fault_child.FAULT] = json.dumps(fault)
     folder = Path(tempfile.mkdtemp(prefix="trainer-test-"))
-    out, err = folder / "stdout", folder / "stderr"
+    out, err = stdout or folder / "stdout", folder / "stderr"
     if os.environ.get("TRAINER_TEST_PLAIN") == "1":
         program = [str(FAULT_CHILD)] if fault is not None else ["-m", "trainer"]
         with open(out, "w") as stdout, open(err, "w") as stderr:
@@ -87,6 +89,33 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None =
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_cli_into_head(args: list[str], cwd: Path, lines: int = 3,
+                      timeout: float = 240) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`trainer ARGS | head -LINES`: its stdout is a pipe whose reader takes
+    the first LINES lines and goes away. Returns the command's end (stdout
+    empty: it went to the pipe) and the lines the reader took."""
+    fifo = Path(tempfile.mkdtemp(prefix="trainer-pipe-")) / "stdout"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # before the writer, whose open then does not wait
+    proc = start_cli(args, cwd, stdout=fifo)
+    taken = b""
+    try:
+        deadline = time.monotonic() + timeout
+        while taken.count(b"\n") < lines and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                chunk = os.read(reader, 65536)
+            except BlockingIOError:  # the writer has said nothing new yet
+                chunk = b""
+            taken += chunk
+            if not chunk:
+                time.sleep(0.01)
+    finally:
+        os.close(reader)  # as head exits: the writer's next write meets a closed pipe
+    done = proc.finish(timeout)
+    shutil.rmtree(fifo.parent, ignore_errors=True)
+    return done, taken.decode(errors="replace").splitlines()[:lines]
 
 
 class CliProcess:

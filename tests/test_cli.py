@@ -57,7 +57,8 @@ def test_trainer_log_holds_the_console_and_the_model(quick_run):
     assert log.startswith("Run: ") and "data.root=" in log.splitlines()[0]  # the header line too
 
 
-@pytest.mark.parametrize("bad", ["lr=-1", "epochs=-3", "cuda_graph=true", "cv.folds=1", "cv.folds=3 lr=-1"])
+@pytest.mark.parametrize("bad", ["lr=-1", "epochs=-3", "cuda_graph=true", "cv.folds=1", "cv.folds=3 lr=-1",
+                                 "cv.folds=3 data.test_subset=9999"])  # data every fold would be refused for
 def test_a_refused_run_says_one_line_and_leaves_no_folder(synthetic_root, tmp_path, bad):
     proc = run_cli([*tiny(synthetic_root, *bad.split()), "device=cpu"], tmp_path)
     assert proc.returncode == 1

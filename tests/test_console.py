@@ -6,10 +6,13 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from helpers import one_line_error, run_cli, tiny
+from helpers import metrics, one_line_error, run_cli, run_cli_into_head, tiny
+from test_sweep_summary import make_job
 
 
 def test_help_lists_the_groups_a_user_can_choose_and_no_schema(tmp_path):
@@ -43,3 +46,63 @@ def test_parallel_jobs_label_every_line(synthetic_root, tmp_path):
     assert "[0_lr=-1] trainer: error: lr=-1 must be positive" in proc.stderr, proc.stderr
     # The job's own trainer.log is its alone: no label there.
     assert "[1_lr=0.01]" not in (tmp_path / "outputs" / "sweep" / "1_lr=0.01" / "trainer.log").read_text()
+
+
+# ------------------------------------------------- a reader that goes away
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_closed_pipe_on_stdout_ends_no_training(synthetic_root, tmp_path, sweep):
+    """`trainer ... | head -3`: the console goes quiet, the run (every job of
+    a sweep) trains to its end and records it, trainer.log has every line,
+    and Python says nothing of a broken pipe at exit."""
+    where = ["lr=1e-3,1e-2", "hydra.sweep.dir=outputs/sweep"] if sweep else ["hydra.run.dir=outputs/run"]
+    args = [*(["-m"] if sweep else []), *tiny(synthetic_root, "epochs=3"), *where]
+    proc, taken = run_cli_into_head(args, tmp_path, lines=3)
+    assert proc.returncode == 0, proc.stderr
+    assert taken[0].startswith("Sweep: 2 jobs" if sweep else "Run: "), taken
+    assert "Exception ignored" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    run_dirs = sorted(p.parent for p in (tmp_path / "outputs").rglob("metrics.json"))
+    assert len(run_dirs) == (2 if sweep else 1)
+    for run_dir in run_dirs:
+        assert metrics(run_dir)["status"] == "completed", run_dir
+        assert "epoch   3" in (run_dir / "trainer.log").read_text()
+    if sweep:
+        assert (tmp_path / "outputs" / "sweep" / "summary.json").is_file()
+    else:
+        assert "Outputs in " in (run_dirs[0] / "trainer.log").read_text().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["table", "study", "--help", "--cfg job", "--info"])
+def test_a_short_command_on_a_closed_pipe_exits_0_quietly(tmp_path, command):
+    """`trainer-summary ... | head -1` after head has gone, and Hydra's own
+    printing (`trainer --help | head -1`): nothing on stderr, exit 0, as `ls | head` does."""
+    make_job(tmp_path / "sweep", "0_lr=0.1", ["lr=0.1"])
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    if command == "study":
+        import optuna
+
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "sweep" / "optuna.journal")))
+        optuna.create_study(storage=storage, study_name="trainer").add_trial(
+            optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0))
+    summary = [sys.executable, "-c", "import sys; from trainer.sweeps.summary import main; sys.exit(main())"]
+    args = {"table": [*summary, str(tmp_path / "sweep")],
+            "study": [*summary, "--study", str(tmp_path / "sweep"), "trainer"]}.get(
+        command, [sys.executable, "-m", "trainer", *command.split()])
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before the first line
+    with os.fdopen(write, "wb") as stdout:
+        proc = subprocess.run(args, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+# ------------------------------------------------- a header only for what runs
+@pytest.mark.parametrize("refused", [
+    ["lr=abc,1e-3"],                                                   # a job's value, found by Hydra's sweeper
+    ["hydra/launcher=joblib", "lr=1e-3,abc"],                         # ... with trainer's own launcher
+    ["hparams_search=optuna", "hydra.sweeper.pruner=sometimes"],      # the search's own settings
+], ids=["basic", "joblib", "optuna"])
+def test_a_refused_sweep_says_its_error_line_and_no_header(synthetic_root, tmp_path, refused):
+    proc = run_cli(["-m", *tiny(synthetic_root, *refused)], tmp_path)
+    assert proc.returncode == 1 and one_line_error(proc).startswith("trainer: error: ")
+    assert proc.stdout == "", proc.stdout  # no `Sweep: ... into <folder>` for a folder that is never made
+    assert not (tmp_path / "outputs").exists()

@@ -199,6 +199,34 @@ def test_predict_errors_are_one_line(run_dir, tmp_path, capsys):
     assert code == 1 and str(broken) in one_error_line(err, "trainer-predict")
 
 
+@pytest.fixture
+def deep_run(run_dir, tmp_path, monkeypatch) -> Path:
+    """The module's run copied where its paths are longer than any console line
+    (a pipe's 80 or 160 columns), for commands whose output goes to a pipe."""
+    import shutil
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    deep = tmp_path.joinpath(*["a-folder-with-a-rather-long-name"] * 6, "run")
+    shutil.copytree(run_dir, deep)
+    return deep
+
+
+def test_eval_never_breaks_a_path_it_prints(deep_run, capsys):
+    out_file = deep_run / "reports" / "test-split-of-the-run-in-its-own-long-folder.json"
+    out_file.parent.mkdir()
+    code, out, err = call_main(evaluate.main, capsys, deep_run, "--device", "cpu", "--output", out_file)
+    assert code == 0, err
+    assert str(deep_run / "checkpoints" / "best.ckpt") in out and f"Wrote {out_file}" in out, out
+
+
+def test_predict_never_breaks_a_path_it_prints(deep_run, capsys):
+    image = deep_run / "an-image-in-a-long-folder.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(image)
+    code, out, err = call_main(predict.main, capsys, deep_run, image, "--device", "cpu", "--top", "2")
+    assert code == 0, err
+    assert str(image) in out and str(deep_run / "checkpoints" / "best.ckpt") in out, out
+
+
 def test_resolve_checkpoint_choices(run_dir):
     assert resolve_checkpoint(run_dir, "last").name == "last.ckpt"
     assert resolve_checkpoint(run_dir, "best").name == "best.ckpt"

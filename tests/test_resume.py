@@ -70,6 +70,19 @@ def test_a_completed_run_with_nothing_left_to_train_stays_as_it_is(finished, tmp
     assert snapshot(plain) == before and snapshot(changed) == before and snapshot(bad) == before
 
 
+def test_resume_auto_without_the_runs_overrides_points_to_the_command_that_works(finished, tmp_path):
+    """`hydra.run.dir=<the printed folder> resume=auto` alone takes this
+    command's settings (defaults the user never typed), not the run's: its
+    one line says so and names resume=<folder>, which continues the run."""
+    run_dir = copy_of(finished, tmp_path)
+    before = snapshot(run_dir)
+    line = one_line_error(run_cli([f"hydra.run.dir={run_dir}", "resume=auto"], tmp_path))
+    assert "resume without" not in line and f"resume={run_dir} continues it with its own" in line, line
+    assert snapshot(run_dir) == before
+    done = run_cli([f"resume={run_dir}", "epochs=2"], tmp_path, check=True)  # the command the line names
+    assert "Resuming" in done.stdout and metrics(run_dir)["status"] == "completed"
+
+
 def test_resume_into_another_folder_is_refused(finished, tmp_path):
     run_dir = copy_of(finished, tmp_path)
     line = one_line_error(run_cli([f"resume={run_dir}", "epochs=2", f"hydra.run.dir={tmp_path / 'else'}"], tmp_path))

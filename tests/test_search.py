@@ -153,8 +153,14 @@ def test_a_killed_trial_fails_and_its_parameters_are_tried_again(synthetic_root,
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[0].params
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the budget: the killed trial does not count
-    assert "killed by SIGKILL" in metrics(Path(trials[0].user_attrs["dir"]))["error"]
+    error = metrics(Path(trials[0].user_attrs["dir"]))["error"]
+    # What becomes of it is what the search does: not `resume=auto`, which would do nothing for it.
+    assert "killed by SIGKILL" in error and "the search tries its parameters again" in error, error
+    assert "resume=auto" not in error and "resume=auto" not in done.stderr, done.stderr
     assert done.returncode == 1, done.stderr[-3000:]  # the summary still names the killed job
+    # The search's last line counts the trials as trainer-summary --study does.
+    assert "Study 'trainer': 3 trials (1 fail, 2 complete); 2 count against n_trials=2 (not 1 failed and tried " \
+           "again) in " in done.stdout, done.stdout
 
 
 def parent(pid: int) -> int:
@@ -253,6 +259,48 @@ def test_trainer_summary_study_lists_every_trial_with_its_machine_and_folder(tmp
     with pytest.raises(SystemExit) as refused:
         summary.main(["--study", str(tmp_path / "none"), "trainer"])
     assert refused.value.code == 1 and "no study storage at" in capsys.readouterr().err
+
+
+def _study_with_a_killed_trial_tried_again(tmp_path):
+    """A journal study of 3 trials: 0 killed (FAIL), 1 its retry, 2 another; and the search's plan (n_trials=2)."""
+    from trainer.sweeps import search
+
+    journal = str(tmp_path / studies.JOURNAL)
+    study = studies.create(studies.open_storage(journal), "trainer", "maximize")
+    space = search_space.parse({"lr": "tag(log, interval(1e-4, 1e-1))"}, [])
+    plan = search.Search(sweep_dir=tmp_path, study_name="trainer", storage=journal, direction="maximize",
+                         n_trials=2, n_jobs=1, space=space)
+    trials = [study.ask(space.distributions)]
+    study.tell(trials[0], state=TrialState.FAIL)
+    search.Runner(plan, study).retry(trials[0].number)
+    for value in (0.5, 0.7):  # the retry first: the study hands out a waiting trial before a new one
+        trials.append(study.ask(space.distributions))
+        study.tell(trials[-1], value)
+    return study, plan, trials
+
+
+def test_a_killed_trials_record_says_what_the_search_does_with_it(tmp_path):
+    from trainer.sweeps import search
+
+    _, _, (first, retry, other) = _study_with_a_killed_trial_tried_again(tmp_path)
+    assert search.if_killed(first) == search.if_killed(other) == (
+        "the search tries its parameters again, once, as a new trial")
+    assert search.if_killed(retry) == "not tried again: it was the search's retry of trial 0"
+
+
+def test_the_search_and_trainer_summary_count_a_studys_trials_alike(tmp_path, capsys):
+    """A killed trial tried again: both say every trial the study holds, and
+    how many of them use the budget."""
+    from trainer.sweeps import search, summary
+
+    study, plan, _ = _study_with_a_killed_trial_tried_again(tmp_path)
+    journal = plan.storage
+    line = search.study_line(study, plan)
+    assert summary.main(["--study", str(tmp_path), "trainer"]) == 0
+    listed = capsys.readouterr().out.splitlines()[0]
+    held = "Study 'trainer': 3 trials (1 fail, 2 complete); 2 count against n_trials"
+    assert line == f"{held}=2 (not 1 failed and tried again) in {journal}"
+    assert listed == f"{held} (not 1 failed and tried again)"
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the lost machine's own ask, below

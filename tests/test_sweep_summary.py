@@ -868,3 +868,15 @@ def test_a_searchs_curves_name_at_most_a_few_trials_shortly(tmp_path, monkeypatc
     assert labels[0] == str(n - 1) and all(len(label) <= 3 for label in labels)  # the best first, by number
     height, width, _ = drawn["image"].shape
     assert (height, width) == (340, 1020)  # the panels keep their size, the legend beside them
+
+
+def test_an_error_holding_a_path_is_never_broken_by_the_table(tmp_path):
+    """An error's path or command (to paste back) wider than the error column
+    goes below the table, whole, instead of being folded inside the column."""
+    folder = "/outputs/sweeps/" + "lr+optimizer.weight_decay-2026-12-05_13-42-30_5a1c05/" * 2 + "1_lr=-1"
+    error = f"stopped by SIGTERM at epoch 1, step 4; checkpoint saved, continue with resume={folder}"
+    make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
+    make_job(tmp_path, "1_lr=-1", ["lr=-1"], "interrupted", error=error, final=False)
+    console = Console(file=io.StringIO(), width=250)
+    summarize(tmp_path, console)
+    assert f"1_lr=-1: interrupted: {error}" in console.file.getvalue().splitlines()

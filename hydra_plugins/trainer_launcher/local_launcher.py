@@ -42,6 +42,7 @@ class LocalLauncher(Launcher):
         # stops the sweep with nothing run), by the sweeper's check.
         configs = [self._job_config(initial_job_idx + i, list(overrides)) for i, overrides in enumerate(job_overrides)]
         jobs = [self._spec(config, list(overrides)) for config, overrides in zip(configs, job_overrides)]
+        sweep.announce()  # every job's config read: the sweep runs
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         stop_signal = self.runner.run(jobs)

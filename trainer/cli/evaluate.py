@@ -129,16 +129,15 @@ def evaluate(run: LoadedRun, images, labels, loss_fn, batch_size: int) -> dict[s
 # ----------------------------------------------------------------- output
 def print_report(console, report: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    summary = Table(title=f"{PROG}: {report['split']} split", show_header=False, title_justify="left")
-    summary.add_column("key", style="bold")
-    summary.add_column("value", overflow="fold")
+    # Lines, not a table: a table's cell would break the checkpoint's path to fit its column.
+    console.print(f"{PROG}: {report['split']} split", markup=False)
     for key, value in (("checkpoint", f"{report['checkpoint_arg']} ({report['position']})"),
                        ("data", f"{report['dataset']}: {report['data']}; {report['samples']} images"),
                        ("accuracy", f"{report['accuracy']:.2%} ({report['correct']}/{report['samples']})"),
                        ("loss", f"{report['loss']:.4f} ({report['loss_fn']})")):
-        summary.add_row(key, value)
-    console.print(summary)
+        console.print(Text.assemble(("  " + key.ljust(12), "bold"), value))
 
     per_class = Table(title="Per-class accuracy", title_justify="left")
     for name, justify in (("#", "right"), ("class", "left"), ("samples", "right"), ("correct", "right"),
@@ -209,7 +208,7 @@ def run(args: argparse.Namespace, console) -> dict:
     info = data.dataset_info(loaded.dataset)
     root = data_root(config.data, info.folder, loaded.run_dir, args.data_root)
     images, labels, what = split_data(config.data, config.seed, root, args.split,
-                                      log=lambda text: console.print(text, style="dim"), cv_cfg=config.cv)
+                                      log=lambda text: console.print(text, style="dim", markup=False), cv_cfg=config.cv)
     loss_fn = make_loss(config.loss)
     batch_size = args.batch_size or config.train.eval_batch_size
     result = evaluate(loaded, images, labels, loss_fn, batch_size)
@@ -238,15 +237,15 @@ def run(args: argparse.Namespace, console) -> dict:
     out = output_path(loaded.checkpoint, args.split, args.output)
     write_report(out, report)
     report["json"] = str(out)
-    console.print(f"Wrote {out}")
+    console.print(f"Wrote {out}", markup=False)
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from rich.console import Console
+    from trainer.report.tracking import wide_console  # rich only once the arguments parse
 
-    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, wide_console())
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, console) -> export.Exported:
     config = loaded.config
     root = data_root(config.data, data.dataset_info(loaded.dataset).folder, loaded.run_dir, args.data_root)
     images, _, what = split_data(config.data, config.seed, root, "test",
-                                 log=lambda text: console.print(text, style="dim"), cv_cfg=config.cv)
+                                 log=lambda text: console.print(text, style="dim", markup=False), cv_cfg=config.cv)
     output = Path(args.output).expanduser() if args.output else \
         export.default_output(loaded.run_dir, loaded.checkpoint, args.format)
     done = export.export(loaded, args.format, output, images[:args.images], args.tolerance)
@@ -65,9 +65,9 @@ def run(args: argparse.Namespace, console) -> export.Exported:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from rich.console import Console  # as the other commands: rich only once the arguments parse
+    from trainer.report.tracking import wide_console  # as the other commands: rich only once the arguments parse
 
-    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, wide_console())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from trainer.cli.api import compose
+from trainer.core import streams
 from trainer.core.data import DATASETS, prepare
 from trainer.core.errors import UserError, report
 
@@ -16,7 +17,7 @@ def fetch(names: list[str]) -> None:
             raise UserError(f"unknown dataset {name}; choose from {', '.join(DATASETS)}")
         d = compose(f"data={name}").data
         raw = prepare(d.name, d.root, d.search_paths, download=d.download, verify=d.verify)
-        print(f"{DATASETS[name].title}: ready in {raw}")
+        streams.write(f"{DATASETS[name].title}: ready in {raw}")
 
 
 def main(argv: list[str] | None = None) -> int:

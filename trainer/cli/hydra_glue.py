@@ -150,7 +150,7 @@ def install_error_reporter() -> None:
         def described():
             try:
                 return func()
-            except (UserError, SystemExit, KeyboardInterrupt):
+            except (UserError, SystemExit, KeyboardInterrupt, BrokenPipeError):
                 raise
             except Exception as e:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":

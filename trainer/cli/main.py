@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.cli import hydra_glue
-from trainer.core import distributed
+from trainer.core import distributed, streams
 from trainer.core.errors import UserError, report, say
 from trainer.runs import resume
 from trainer.runs.job import Job, describe_failure, refuse
@@ -108,4 +108,7 @@ def main() -> None:
     if not distributed.is_main():
         # torchrun: only rank 0 writes outputs; the others get a scratch dir.
         sys.argv += [f"hydra.run.dir={resume.quote(tempfile.mkdtemp(prefix='trainer-rank'))}"]
-    run()
+    try:
+        run()
+    except BrokenPipeError:  # Hydra's own print() of --help, outside its error reporting
+        streams.reader_gone()

@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 
 from trainer.cli.commands import positive_int
-from trainer.core import errors, paths
+from trainer.core import errors, paths, streams
 from trainer.core.errors import UserError
 from trainer.runs.export import load_exported
 from trainer.runs.inference import describe_position, load_run
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, console) -> list[dict]:
         })
     _note_light_backgrounds(results, args.invert)
     if args.json:
-        print(json.dumps(results, indent=2))
+        streams.write(json.dumps(results, indent=2))
     else:
         print_table(console, results, loaded, args)
     return results
@@ -206,14 +206,16 @@ def _note_light_backgrounds(results: list[dict], inverted: bool) -> None:
 
 
 def print_table(console, results: list[dict], loaded, args) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     if args.model:
         title = f"{loaded.path} ({loaded.format}, {loaded.dataset})"
     else:
         title = f"{loaded.checkpoint} ({describe_position(loaded.state)}, {loaded.dataset})"
-    table = Table(title=title, title_justify="left")
-    table.add_column("file", overflow="fold")
+    console.print(title, markup=False)  # a line of its own: a table's title would break the path to its width
+    table = Table(title_justify="left")
+    table.add_column("file", no_wrap=True)
     table.add_column("input", no_wrap=True)
     table.add_column("class", style="bold")
     table.add_column("probability", justify="right")
@@ -230,8 +232,20 @@ def print_table(console, results: list[dict], loaded, args) -> None:
         cells = [row["file"], note, first["class"], f"{first['probability']:.2%}"]
         if args.top > 1:
             cells.append(", ".join(f"{p['class']} {p['probability']:.2%}" for p in rest))
-        table.add_row(*cells)
-    console.print(table)
+        table.add_row(*(escape(cell) for cell in cells))
+    show_whole(console, table)
+
+
+def show_whole(console, table) -> None:
+    """The table as wide as its widest row needs, even past the console's
+    width: its file column never breaks or cuts a path (a terminal wraps
+    the line for the eye only, and the path copies back whole)."""
+    from rich.segment import Segments
+
+    # console.print(width=...) never goes past the console's width: the table is drawn first, at its own.
+    unbounded = console.options.update_width(1 << 16)  # measured as it would be drawn on a console without an edge
+    width = max(console.measure(table, options=unbounded).maximum, console.width)
+    console.print(Segments(console.render(table, console.options.update_width(width))), crop=False)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,9 +261,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from rich.console import Console
+    from trainer.report.tracking import wide_console  # rich only once the arguments parse
 
-    errors.report(PROG, run, args, Console(highlight=False, soft_wrap=False))
+    errors.report(PROG, run, args, wide_console())
 
 
 if __name__ == "__main__":

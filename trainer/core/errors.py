@@ -8,6 +8,7 @@ import tempfile
 import traceback
 import warnings
 
+from trainer.core import streams
 from trainer.core.display import labelled
 
 
@@ -30,7 +31,7 @@ class UserError(Exception):
 def say(line: str, prog: str = "trainer") -> None:
     """The one way a line reaches stderr: `trainer: error: ...`,
     `trainer: warning: ...`, `trainer: interrupted`, a sweep's failures."""
-    print(labelled(f"{prog}: {line}"), file=sys.stderr, flush=True)
+    streams.write(labelled(f"{prog}: {line}"), sys.stderr)
 
 
 def warn(text: str, prog: str = "trainer") -> None:
@@ -81,9 +82,9 @@ def warnings_as_lines(prog: str) -> None:
     two lines with the library's file, line number and source."""
     def show(message, category, filename, lineno, file=None, line=None):
         try:
-            print(f"{prog}: warning: {first_line(str(message))}", file=file or sys.stderr)
-        except (OSError, ValueError):
-            pass  # a closed console: nothing to say it on, as with Python's own
+            streams.write(f"{prog}: warning: {first_line(str(message))}", file or sys.stderr)
+        except OSError:
+            pass  # a console that cannot be written: nothing to say it on, as with Python's own
 
     warnings.showwarning = show
 
@@ -91,7 +92,9 @@ def warnings_as_lines(prog: str) -> None:
 def report(prog: str, func, *args):
     """Run a console command's body: a UserError, Ctrl-C or bug becomes one
     line on stderr and an exit status (1, 130), never a traceback; a warning
-    one line too (warnings_as_lines)."""
+    one line too (warnings_as_lines). A reader of its output that goes away
+    (`| head`) ends nothing (trainer.core.streams)."""
+    streams.guard()
     warnings_as_lines(prog)
     try:
         return func(*args)
@@ -101,6 +104,8 @@ def report(prog: str, func, *args):
     except KeyboardInterrupt:
         say("interrupted", prog)
         sys.exit(130)
+    except BrokenPipeError:  # a writer of a library's own (Hydra's --cfg): not a bug, and nobody to tell
+        streams.reader_gone()
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

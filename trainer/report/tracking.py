@@ -23,7 +23,7 @@ import time
 
 from rich.console import Console
 
-from trainer.core import display, distributed
+from trainer.core import display, distributed, streams
 
 log = logging.getLogger("trainer.console")
 
@@ -55,6 +55,24 @@ def tag(key: str, per_step: bool = False) -> str:
     return f"{metric}/{split}"
 
 
+class _Console(Console):
+    """rich's Console, but a reader that goes away (`trainer ... | head -3`)
+    silences it instead of raising SystemExit(1), rich's default, which
+    would end a run mid-training with its record left `running`."""
+
+    def on_broken_pipe(self) -> None:
+        del self._buffer[:]  # what could not be written: not again, to nobody
+        self.quiet = True
+        streams.silence(self.file)
+
+
+def new_console(quiet: bool = False, width: int | None = None) -> Console:
+    """Every console trainer prints on. soft_wrap: a line longer than the
+    console stays one line, so a path or command in it is never broken and
+    can be pasted back whole (a terminal wraps it for the eye only)."""
+    return _Console(highlight=False, soft_wrap=True, quiet=quiet, width=width)
+
+
 class Output:
     """The console: rich on a terminal, plain lines in a pipe or file (no
     escape codes, no wrapping of long lines), and every line logged.
@@ -64,8 +82,7 @@ class Output:
 
     def __init__(self, console: Console | None = None, quiet: bool = False, brief: bool = False):
         self.main = distributed.is_main()
-        # soft_wrap: a line longer than the terminal stays one line (file names survive a pipe).
-        self.console = console or Console(highlight=False, soft_wrap=True, quiet=quiet or not self.main)
+        self.console = console or new_console(quiet=quiet or not self.main)
         self.brief = brief
         self._held: list[tuple[str, str | None]] | None = None
 
@@ -107,7 +124,7 @@ class Output:
 
     def warn(self, text: str) -> None:
         if self.main:
-            print(display.labelled(text), file=sys.stderr, flush=True)
+            streams.write(display.labelled(text), sys.stderr)
         log.warning(text)
 
 
@@ -121,7 +138,7 @@ def wide_console(quiet: bool = False) -> Console:
     """A console for tables: a log or pipe gets 160 columns (or $COLUMNS)
     instead of rich's 80, which would squash the columns."""
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(highlight=False, quiet=quiet, width=wide)
+    return new_console(quiet=quiet, width=wide)
 
 
 class Progress:

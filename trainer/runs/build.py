@@ -174,6 +174,18 @@ def plan_capture(config: TrainerConfig, device: torch.device, world: int) -> tup
                                                                     config.scheduler.cycle_momentum))
 
 
+def check(config: TrainerConfig, log=print) -> None:
+    """What build() would refuse `config` for before training, found without
+    a run folder: the device, the model, loss, transform and optimizer
+    constructors, the data (its files, subsets and folds). A cross-validation
+    asks it once before it starts: a refusal is then its one line, not the
+    same failure in every fold after its header."""
+    device = runtime.pick_device(config.device)
+    graph, _ = plan_capture(config, device, world=1)
+    make_parts(config, device, for_graph=graph, load_weights=False)  # weights: each fold loads (or downloads) them
+    load_data(config.data, config.seed, log=log, cv=dataclasses.replace(config.cv, fold=1))
+
+
 @dataclass
 class Run:
     """Everything a run needs, finished: fit() only trains it."""
@@ -198,8 +210,8 @@ def build(config: TrainerConfig, run_dir: Path, record, output: Output, stop, ep
     device, rank, world = _setup(config)
     saved = resume.load(config.resume, run_dir)
     resume.check_rewind(saved, run_dir, record.previous)
-    changes = resume.check_changes(as_dict(saved_config(*saved)), as_dict(config),
-                                   saved[1]["position"]) if saved else {}
+    changes = resume.check_changes(as_dict(saved_config(*saved)), as_dict(config), saved[1]["position"],
+                                   run_dir if config.resume == "auto" else None) if saved else {}
     graph, eager_because = plan_capture(config, device, world)
     parts = make_parts(config, device, for_graph=graph, load_weights=saved is None)
     splits = load_data(config.data, config.seed, log=output.say, cv=config.cv)

@@ -176,12 +176,14 @@ class RunFolder:
         if self.main:
             write_json(self.record_path, {**data, "kind": self.kind})
 
-    def mark_killed(self, overrides: list[str], signum: int, by_sweep: bool = False) -> None:
+    def mark_killed(self, overrides: list[str], signum: int, then: str, by_sweep: bool = False) -> None:
         """The record of a run whose process was killed (SIGKILL, the OOM
-        killer) before it could say so itself; a record that already tells
-        how the run ended is left alone. `by_sweep`: the signal was its
-        sweep's own stop, passed on while the job was still starting (before
-        it could catch it): the job was interrupted, as its sweep was."""
+        killer) before it could say so itself, with `then`: what becomes of
+        it, which only whoever ran it knows (a sweep: resume=auto continues
+        it; a search: it tries the trial again). `by_sweep`: the signal was
+        its sweep's own stop, passed on while the job was still starting
+        (before it could catch it): the job was interrupted, as its sweep
+        was. A record that already tells how the run ended is left alone."""
         data = self.read_record()
         if data is not None and data.get("status") not in (None, "running"):
             return
@@ -194,7 +196,7 @@ class RunFolder:
                                                     "resume=auto runs it again")
         else:
             data.update(status="failed", error=f"killed by {name} {where} (out of memory, or stopped from outside); "
-                                               "continue it with resume=auto")
+                                               f"{then}")
         self.claim()
         self.write_record(data)
 

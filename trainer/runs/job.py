@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.core import display, distributed, paths, process
+from trainer.core import display, distributed, paths, process, streams
 from trainer.core.config import GROUPS, TrainerConfig, as_dict, validate
 from trainer.core.engine import Diverged, Interrupted, Pruned
 from trainer.core.errors import UserError, first_line, internal, say
@@ -207,12 +207,12 @@ def completed_already(config: TrainerConfig, previous: dict | None, run_dir: Pat
     refused (resume=auto, a sweep or a cross-validation continued, keeps it)."""
     if not config.resume or previous is None:
         return None
-    changes = resume.check_record(run_dir, previous, as_dict(config))
+    changes = resume.check_record(run_dir, previous, as_dict(config), auto=config.resume == "auto")
     if previous.get("status") != "completed":
         return None
     trained = int(previous["trained"]["epochs"] or 0)
     planned = int((previous.get("hparams") or {}).get("epochs") or trained)
-    resume.check_epochs(config.epochs, trained)
+    resume.check_epochs(config.epochs, trained, run_dir if config.resume == "auto" else None)
     if trained == planned and config.epochs > trained:  # not stopped early, and asked for more
         return None
     unused = {k: v for k, v in changes.items() if k != "epochs"}
@@ -298,11 +298,11 @@ class StopFlag:
             with contextlib.suppress(Exception):
                 self.record.fail("interrupted", f"stopped at once by a second {name}; the last checkpoint is "
                                  "from before it")
-            print(file=sys.stderr)  # after the progress line the signal cut
+            streams.write("", sys.stderr)  # after the progress line the signal cut
             say(f"stopped at once by a second {name}")
             os._exit(128 + signum)
         self.signum = signum
-        print(file=sys.stderr)  # after the progress line the signal cut
+        streams.write("", sys.stderr)  # after the progress line the signal cut
         say(f"{name} received: finishing this step and saving a checkpoint (press Ctrl-C again to stop at once)")
 
 

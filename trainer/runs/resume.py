@@ -140,9 +140,12 @@ def check_rewind(saved: tuple[Path, dict] | None, run_dir: Path, previous: dict 
                         f"would overwrite {lost}; resume={run_dir} continues from its end")
 
 
-def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
+def check_changes(saved: dict, new: dict, position: dict, auto_in: Path | None = None) -> dict[str, tuple]:
     """{key: (saved, new)} of the changes that apply; UserError (one line,
-    naming the key) for the first that cannot."""
+    naming the key) for the first that cannot. `auto_in`: the run folder
+    when resume=auto asks, whose settings are the command's, not the run's
+    (a value refused may be a default the user never typed): the line then
+    points to resume=<folder>, which takes the run's own."""
     before, after = _flatten(saved), _flatten(new)
     # A key only one side has is one the saved run predates (or that is gone):
     # the saved state decides it. Another model or optimizer differs in _target_.
@@ -150,39 +153,55 @@ def check_changes(saved: dict, new: dict, position: dict) -> dict[str, tuple]:
                if before[k] != after[k] and not k.startswith(IGNORED)}
     mid_epoch = position.get("step", 0) > 0
     if "epochs" in changes and "epoch" in position:  # the epoch in progress counts as trained once it has steps
-        check_epochs(changes["epochs"][1], position["epoch"] - (0 if mid_epoch else 1))
+        check_epochs(changes["epochs"][1], position["epoch"] - (0 if mid_epoch else 1), auto_in)
     scheduler = before.get("scheduler.name")  # the schedule the saved state follows
     for key, (old, value) in changes.items():
         name = key.removesuffix("._target_")  # model._target_ differs: another model
-        shown = f"{name}={display.value(value)} (the run has {display.value(old)})"
-        if key in ("epochs", "batch_size", "data.subset", "train.drop_last") and scheduler in schedules.SPANS_THE_RUN:
-            raise UserError(f"{shown} cannot change on resume: scheduler={scheduler} laid out its schedule over "
-                            "the whole run when it started; start a new run to change it")
-        if key in AT_EPOCH_START:
-            if mid_epoch:
-                raise UserError(f"{shown} cannot change in the middle of an epoch (the checkpoint is at epoch "
-                                f"{position['epoch']}, step {position['step']}); resume without it, or from a "
-                                "checkpoint saved at the end of an epoch")
-            continue
-        if not any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE):
-            raise UserError(f"{shown} cannot change when resuming: the saved state was trained with the run's "
-                            f"own value; resume without {name}=..., or start a new run")
+        refused = _refusal(key, name, scheduler, position)
+        if refused is not None:
+            why, fix = refused
+            shown = f"{name}={display.value(value)} (the run has {display.value(old)})"
+            raise UserError(f"{shown} {why}; {own_settings(auto_in) if auto_in else fix}")
     return changes
 
 
-def check_epochs(epochs: int, trained: int) -> None:
+def _refusal(key: str, name: str, scheduler: str | None, position: dict) -> tuple[str, str] | None:
+    """(why, what to do) when a change of `key` cannot apply to the saved state at `position`."""
+    if key in ("epochs", "batch_size", "data.subset", "train.drop_last") and scheduler in schedules.SPANS_THE_RUN:
+        return (f"cannot change on resume: scheduler={scheduler} laid out its schedule over the whole run when "
+                "it started", "start a new run to change it")
+    if key in AT_EPOCH_START:
+        if position.get("step", 0) > 0:
+            return (f"cannot change in the middle of an epoch (the checkpoint is at epoch {position['epoch']}, "
+                    f"step {position['step']})", "resume without it, or from a checkpoint saved at the end of an epoch")
+        return None
+    if not any(key == s or (s.endswith(".") and key.startswith(s)) for s in SAFE):
+        return ("cannot change when resuming: the saved state was trained with the run's own value",
+                f"resume without {name}=..., or start a new run")
+    return None
+
+
+def own_settings(run_dir: Path) -> str:
+    """The way out of a resume=auto refused for a setting of the command, not
+    of the run: resume=<folder> continues it with the run's own overrides."""
+    return (f"resume=auto continues with this command's settings, not the run's; resume={run_dir} continues it "
+            "with its own (add only what should change, such as epochs=N)")
+
+
+def check_epochs(epochs: int, trained: int, auto_in: Path | None = None) -> None:
     """A run cannot be made shorter than it has already trained: its record
-    and checkpoints hold those epochs."""
+    and checkpoints hold those epochs (`auto_in`: as check_changes)."""
     if epochs < trained:
-        raise UserError(f"epochs={epochs} is fewer than the run has already trained ({trained}); resume with "
-                        f"epochs={trained} or more, or start a new run")
+        fix = own_settings(auto_in) if auto_in else f"resume with epochs={trained} or more, or start a new run"
+        raise UserError(f"epochs={epochs} is fewer than the run has already trained ({trained}); {fix}")
 
 
-def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
+def check_record(run_dir: Path, previous: dict, new: dict, auto: bool = False) -> dict[str, tuple]:
     """check_changes against the config a run folder recorded when its run
     started (.hydra/config.yaml), for what a checkpoint cannot tell: a
     cross-validation resumed as a single run or the other way round, another
-    fold count, a completed run. {} where no run started (a refused job)."""
+    fold count, a completed run. {} where no run started (a refused job).
+    `auto`: resume=auto asks (check_changes)."""
     import yaml
 
     saved = run_dir / ".hydra" / "config.yaml"
@@ -192,7 +211,7 @@ def check_record(run_dir: Path, previous: dict, new: dict) -> dict[str, tuple]:
         recorded = as_dict(from_dict(yaml.safe_load(read_text(saved)) or {}))
     except UserError as e:
         raise UserError(f"{saved}: {e}") from e
-    return check_changes(recorded, new, {"step": 0})
+    return check_changes(recorded, new, {"step": 0}, run_dir if auto else None)
 
 
 def _which_first(key: str) -> tuple:

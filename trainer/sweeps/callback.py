@@ -22,7 +22,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from trainer.core import display
+from trainer.core import display, streams
 from trainer.core.errors import UserError, say
 from trainer.core.files import read_text, write_text
 from trainer.runs.folder import RunFolder, refused_by_name
@@ -36,6 +36,17 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # A continued search may change its budget and pace: the study counts its trials, whoever ran them.
 _BUDGET = ("hydra.sweeper.n_trials=", "hydra.sweeper.n_jobs=")
+# The sweep's header (`Sweep: 2 jobs into <folder>`), said by announce() once every job's config
+# has been checked: a sweep refused before (lr=abc,1e-3) says its one error line alone.
+_header: list[str] = []
+
+
+def announce() -> None:
+    """Say the sweep's header now, if it has not been said: when its launcher
+    has composed every job's config (trainer's launcher, the Optuna search once
+    its study is open), or Hydra starts its first job in this process."""
+    while _header:
+        streams.write(_header.pop())
 
 
 class SweepCallback(Callback):
@@ -65,7 +76,11 @@ class SweepCallback(Callback):
         if planned["sweeper"] == OPTUNA_SWEEPER:  # the study's budget, whoever runs its trials
             count = f"an Optuna search of {display.plural(int(config.hydra.sweeper.n_trials), 'trial')}"
         varies = f"; varies: {', '.join(planned['varies'])}" if planned["varies"] else ""
-        print(f"Sweep: {count} into {sweep_dir}{varies}", flush=True)
+        _header[:] = [f"Sweep: {count} into {sweep_dir}{varies}"]
+
+    def on_job_start(self, config, **kwargs: Any) -> None:
+        # A job of a launcher in this process (Hydra's basic one): its sweeper checked every job first.
+        announce()
 
     def _lock_for_the_sweep(self, sweep_dir: Path) -> None:
         """One sweep per folder: a second one started alongside (same
@@ -95,6 +110,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         self.ended = True
+        announce()  # a launcher whose jobs run elsewhere (submitit) did not say it
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = summary.summarize_or_say_why(sweep_dir, quiet=self.quiet)
         line = failure_line(rows or [], details=True)

@@ -27,6 +27,7 @@ from trainer.core import display, process
 from trainer.core.config import TrainerConfig, validate
 from trainer.core.errors import UserError, warn
 from trainer.report.tracking import Output
+from trainer.runs.build import check
 from trainer.runs.folder import worst_value
 from trainer.runs.job import Job, Outcome, completed_already, execute, leave_no_trace, refuse_to_overwrite
 from trainer.runs.record import read
@@ -48,6 +49,7 @@ def run(config: TrainerConfig, job: Job, output: Output) -> Outcome:
             if done is not None:
                 return Outcome("completed", None, done, job.run_dir)
             refuse_to_overwrite(config, record.previous, job)
+            check(config, log=output.say)  # what every fold would be refused for, before the CV says a word
             return _run_folds(config, cv_job, record, output)
     except UserError as e:
         record.fail("failed", str(e))

@@ -53,8 +53,7 @@ try:  # optional (the `sweep` extra): without it `ps` shows each job with the te
 except ImportError:
     setproctitle = None
 
-from trainer.core import data
-from trainer.core import process
+from trainer.core import data, process, streams
 from trainer.core.process import die_with_parent
 from trainer.report import figures
 
@@ -389,7 +388,7 @@ def _exit_status(entry: Callable[[], None]) -> int:
         traceback.print_exc()
         code = 1
     if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
+        streams.write(str(code), sys.stderr)
         code = 1
     _finish_interpreter()
     return code or 0

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer.core import streams
 from trainer.core.display import JOB_LABEL, plural
 from trainer.core.errors import say
 from trainer.core.process import die_with_parent, forward, forwarding_signals
@@ -51,6 +52,8 @@ class JobSpec:
     dataset: dict | None = None   # data.preload's arguments: decoded once by the template
     threads: int = 0              # the job's `threads` key (0: its share of the cores)
     env: dict[str, str] = field(default_factory=dict)  # added to the sweep's environment
+    # What its record says becomes of it, should it be killed (the search retries a trial itself).
+    if_killed: str = "continue the sweep with its arguments and resume=auto"
 
 
 def job_argv(overrides: list[str], sweep_hydra_overrides: list[str], run_dir: Path, num: int) -> list[str]:
@@ -104,8 +107,8 @@ class JobRunner:
     def announce(self, threads_key: int = 0) -> None:
         """The sweep's line on jobs × threads = cores, once (`threads_key`: the jobs' `threads=`)."""
         if not self.announced:
-            print(plan_line(self.n_jobs, threads_key if threads_key > 0 else self.threads, self.cores, self.warm),
-                  flush=True)
+            streams.write(plan_line(self.n_jobs, threads_key if threads_key > 0 else self.threads, self.cores,
+                                    self.warm))
             self.announced = True
 
     def run(self, jobs: list[JobSpec]) -> int:
@@ -152,7 +155,7 @@ class JobRunner:
             self.running.remove((job, process))
             if process.returncode < 0:
                 by_sweep = -process.returncode == self.stop_signal and process.pid in self.signalled
-                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, by_sweep)
+                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, job.if_killed, by_sweep)
         return ended
 
     def signals(self, on_stop: Callable[[int], None]) -> forwarding_signals:
@@ -198,7 +201,7 @@ def stopping(running: str, one: str) -> Callable[[int], None]:
     """What a sweep says once when a signal stops it: `running` (what it
     stops) and `one` (what no longer starts) name its jobs its own way."""
     def say_stopping(signum: int) -> None:
-        print(file=sys.stderr)  # after the progress line the signal cut
+        streams.write("", sys.stderr)  # after the progress line the signal cut
         say(f"{signal.Signals(signum).name} received: stopping {running} (each saves a checkpoint); "
             f"no new {one} starts")
     return say_stopping

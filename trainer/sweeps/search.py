@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from trainer.core import streams
 from trainer.core.errors import UserError, warn
 from trainer.core.files import write_text
 from trainer.runs import record
@@ -91,6 +92,7 @@ def run(search: Search, sampler: dict | None = None) -> None:
     study = studies.create(storage, search.study_name, search.direction)
     study.sampler = make_sampler(sampler or {}, len(study.get_trials(deepcopy=False)), database)
     runner = Runner(search, study)
+    sweep_callback.announce()  # the study is open and the search space read: the search runs
     runner.jobs.prepare(search.dataset)
     runner.jobs.announce(search.threads)
     with runner.jobs.signals(stopping("the search's running trials", "trial")):
@@ -103,7 +105,7 @@ def run(search: Search, sampler: dict | None = None) -> None:
     write_results(study, search.sweep_dir)
     if runner.stop_signal:
         sweep_callback.stopped(search.sweep_dir, runner.stop_signal)
-    print(study_line(study, search), flush=True)
+    streams.write(study_line(study, search))
 
 
 def write_results(study, sweep_dir: Path) -> None:
@@ -129,13 +131,9 @@ def make_sampler(spec: dict, trials_before: int, shared: bool):
 
 
 def study_line(study, search: Search) -> str:
-    counts: dict[str, int] = {}
-    for t in studies.counted(study.get_trials(deepcopy=False)):
-        state = t.state.name.lower()
-        counts[state] = counts.get(state, 0) + 1
-    held = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return (f"Study '{search.study_name}': {sum(counts.values())} of {search.n_trials} trials ({held}) in "
-            f"{studies.redacted(search.storage)}")
+    """The search's last line: the study's trials as `trainer-summary --study` counts them."""
+    return (f"Study '{search.study_name}': {studies.census(study.get_trials(deepcopy=False), search.n_trials)} "
+            f"in {studies.redacted(search.storage)}")
 
 
 class Runner:
@@ -203,7 +201,7 @@ class Runner:
                    ENV_TRIAL: str(trial.trial._trial_id), ENV_PRUNER: self.search.pruner}
         argv = job_argv(overrides, self.search.hydra_overrides, trial.run_dir, trial.number)
         trial.process = self.jobs.start(JobSpec(trial.number, overrides, trial.run_dir, argv, self.search.dataset,
-                                                self.search.threads, env))
+                                                self.search.threads, env, if_killed=if_killed(trial.trial)))
         self.running.append(trial)
 
     def conclude(self, trial: Trial) -> None:
@@ -212,7 +210,9 @@ class Runner:
 
         code = trial.process.returncode  # below 0: killed by a signal, and so marked in its folder
         data = record.read(trial.run_dir) or {}
-        status = "killed" if code < 0 else str(data.get("status") or "failed")
+        # Killed by its search's own stop while starting, its record says interrupted (JobRunner.finished).
+        killed = code < 0 and data.get("status") != "interrupted"
+        status = "killed" if killed else str(data.get("status") or "failed")
         if status == "interrupted":
             if not self.stop_signal:  # stopped alone, the search goes on: continue it
                 self.to_resume.append(Trial(trial.trial, trial.run_dir, resumed=True))
@@ -236,6 +236,16 @@ class Runner:
 
         frozen = next(t for t in self.study.get_trials(deepcopy=True) if t.number == number)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, frozen)
+
+
+def if_killed(trial) -> str:
+    """What becomes of a trial killed (SIGKILL, out of memory), as its record
+    says it: the search tries its parameters again once (Runner.retry), and
+    not the retry itself (RetryHeartbeatStaleTrialCallback, max_retry=1)."""
+    retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    if retry_of is None:
+        return "the search tries its parameters again, once, as a new trial"
+    return f"not tried again: it was the search's retry of trial {retry_of}"
 
 
 def resumable(study, sweep_dir: Path) -> list[Trial]:

@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from trainer.core.display import plural
 from trainer.core.errors import UserError
 
 JOURNAL = "optuna.journal"
@@ -103,6 +104,27 @@ def counted(trials) -> list:
     again and ones asked past the budget (two machines asking at once)."""
     again = retried(trials)
     return [t for t in trials if t.number not in again and not t.user_attrs.get(OVER_BUDGET)]
+
+
+def census(trials, n_trials: int | None = None) -> str:
+    """What a study holds, said alike by a search's last line and
+    `trainer-summary --study`: every trial by state, and, where they differ,
+    how many count against the budget: '3 trials (2 complete, 1 fail); 2
+    count against n_trials=2 (not 1 failed and tried again)'."""
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    text = f"{plural(len(trials), 'trial')} ({', '.join(f'{n} {s}' for s, n in states.items()) or 'none'})"
+    budget = f"n_trials={n_trials}" if n_trials is not None else "n_trials"
+    spent = counted(trials)
+    if len(spent) == len(trials):
+        return text + (f" of {budget}" if n_trials is not None else "")
+    again = retried(trials)
+    tried_again = sum(t.number in again for t in trials)
+    why = [f"{tried_again} failed and tried again"] if tried_again else []
+    if len(trials) - len(spent) > tried_again:
+        why.append(f"{len(trials) - len(spent) - tried_again} asked past the budget")
+    return f"{text}; {len(spent)} count against {budget} (not {', '.join(why)})"
 
 
 def budget_left(study, n_trials: int) -> int:

@@ -13,8 +13,8 @@ from trainer.sweeps import study as studies
 COLUMNS = ("trial", "state", "value", "params", "host", "folder")
 
 
-def rows(storage: str, name: str) -> list[dict]:
-    """One row per trial, in trial order. `storage`: a database URL, a journal
+def trials(storage: str, name: str) -> list:
+    """The study's trials, in trial order. `storage`: a database URL, a journal
     file, or a sweep folder (its own journal)."""
     if not studies.is_database(storage):
         path = Path(storage)
@@ -24,9 +24,13 @@ def rows(storage: str, name: str) -> list[dict]:
             raise UserError(f"no study storage at {storage}: give a database URL, a journal file, or the sweep "
                             "folder of a search that used the default storage")
         storage = str(path)
-    study = studies.load(studies.open_storage(storage), name)
+    return studies.load(studies.open_storage(storage), name).get_trials(deepcopy=False)
+
+
+def rows(held: list) -> list[dict]:
+    """One row per trial."""
     out = []
-    for t in study.get_trials(deepcopy=False):
+    for t in held:
         state = t.state.name.lower()
         status = t.user_attrs.get("status")
         if t.user_attrs.get(studies.OVER_BUDGET):
@@ -43,17 +47,13 @@ def rows(storage: str, name: str) -> list[dict]:
 
 
 def text(storage: str, name: str) -> str:
-    table = rows(storage, name)
+    held = trials(storage, name)
+    table = rows(held)
     cells = [[_cell(row[c]) for c in COLUMNS] for row in table]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(COLUMNS)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    counts: dict[str, int] = {}
-    for row in table:
-        key = row["state"].split(" ")[0].rstrip(",")
-        counts[key] = counts.get(key, 0) + 1
-    held = ", ".join(f"{n} {state}" for state, n in counts.items())
-    return f"Study '{name}': {display.plural(len(table), 'trial')} ({held or 'none'})\n" + "\n".join(lines)
+    return f"Study '{name}': {studies.census(held)}\n" + "\n".join(lines)
 
 
 def _cell(value) -> str:

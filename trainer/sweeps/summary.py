@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.core import display
+from trainer.core import display, streams
 from trainer.core.errors import report, say, warn
 from trainer.core.files import atomic_write
 from trainer.report import hparams
@@ -116,18 +116,20 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     console.print(render_table(rows, monitor, mode, title=title, width=console.width))
     if "error" not in {key for _, key in fitting_columns(rows, monitor, console.width)}:
         for row in (r for r in rows if r.get("error")):  # too narrow for the column: one line each
-            console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False)
+            console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False,
+                          soft_wrap=True)
     shared = shared_overrides(rows)
     found = groups.find(rows)
     if found:
         console.print(groups.table(found, set(shared.split())))
     if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
         console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
-                      soft_wrap=True)
+                      markup=False, soft_wrap=True)
     if time_line(rows):
         console.print(time_line(rows), highlight=False)
     if paths:
-        console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False)
+        console.print(f"Summary: {', '.join(p.name for p in paths)} in {Path(sweep_dir)}", highlight=False,
+                      markup=False, soft_wrap=True)
     return [public(row) for row in rows]
 
 
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", "-q", action="store_true", help="write the files without printing the table")
     args = parser.parse_args(argv)
     if args.study:
-        print(report("trainer-summary", study_listing.text, *args.study))
+        streams.write(report("trainer-summary", study_listing.text, *args.study))
         return EXIT_OK
     if args.sweep_dir is None:
         parser.error("give a sweep folder, or --study STORAGE NAME")
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                   True if args.write else None)
     line = failure_line(rows)
     if line:
-        print(line, file=sys.stderr)
+        streams.write(line, sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -77,7 +77,10 @@ def _display_columns(rows: list[dict], monitor: str, names_whole: bool = True) -
     if best and best != {"cv/mean"}:  # a cross-validation's best is its mean, in the column before
         columns.append((f"best {best.pop()}" if len(best) == 1 else "best", "best_value"))
     columns += [("epochs", "epochs"), ("time", "seconds")]
-    if any(r.get("error") for r in rows):
+    # An error with a word wider than its column (a path, a command to paste) goes below the table:
+    # the column would break it.
+    if any(r.get("error") for r in rows) and not any(len(word) > ERROR_WIDTH for r in rows
+                                                    for word in str(r.get("error") or "").split()):
         columns.append(("error", "error"))
     return columns
 
@@ -157,6 +160,7 @@ _METRIC_COLUMNS = ("cv/mean", "test/acc")
 JOB_WANT = 40   # the job column's width that other columns make way for (a sweep's own job names fit whole)
 JOB_FLOOR = 16  # never narrower: a name cut shorter says too little to tell jobs apart
 FOLDED = 24     # what a folding column (overrides, error) is counted at when the table must fit
+ERROR_WIDTH = 60  # the error column's widest: a longer error wraps between its words
 ELLIPSIS = "…"
 
 
@@ -293,7 +297,7 @@ def render_table(rows: list[dict], monitor: str | None = None, mode: str | None 
         elif key == "overrides":
             table.add_column(header, overflow="fold", min_width=min(20, FOLDED))
         elif key == "error":
-            table.add_column(header, overflow="fold", min_width=min(20, FOLDED), max_width=60)
+            table.add_column(header, overflow="fold", min_width=min(20, FOLDED), max_width=ERROR_WIDTH)
         else:
             table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for row in rows:

@@ -119,7 +119,7 @@ class Output:
         if os.environ.get(display.JOB_LABEL):  # a parallel job's table: labelled line by line
             self.console.print(display.labelled(drawn), highlight=False, markup=False)
         else:
-            self.console.print(renderable)
+            self.console.print(renderable, soft_wrap=False)  # a table lays itself out to the width
         log.info(drawn)
 
     def warn(self, text: str) -> None:

@@ -113,7 +113,8 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
             _write_hparams_groups(Path(sweep_dir), rows, groups.find(rows))
         except OSError as e:
             warn(f"could not write the summary in {sweep_dir}: {e.strerror or e}", "trainer-summary")
-    console.print(render_table(rows, monitor, mode, title=title, width=console.width))
+    # A table lays itself out to the width (its title wraps between words), unlike a line of text.
+    console.print(render_table(rows, monitor, mode, title=title, width=console.width), soft_wrap=False)
     if "error" not in {key for _, key in fitting_columns(rows, monitor, console.width)}:
         for row in (r for r in rows if r.get("error")):  # too narrow for the column: one line each
             console.print(f"{row['job']}: {row['status']}: {row['error']}", highlight=False, markup=False,
@@ -121,7 +122,7 @@ def summarize(sweep_dir, console: "Console | None" = None, write: bool | None = 
     shared = shared_overrides(rows)
     found = groups.find(rows)
     if found:
-        console.print(groups.table(found, set(shared.split())))
+        console.print(groups.table(found, set(shared.split())), soft_wrap=False)
     if shared:  # on a line of its own: a path in it must not be cut by the table's wrapping
         console.print(f"Every job: {' '.join(display.override(o) for o in shared.split())}", highlight=False,
                       markup=False, soft_wrap=True)

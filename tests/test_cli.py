@@ -147,7 +147,9 @@ def test_the_installed_commands_run_as_a_user_types_them(synthetic_root, tmp_pat
     assert metrics(run_dir)["status"] == "completed"
     listed = subprocess.run([str(bin_dir / "trainer-summary"), str(tmp_path / "outputs")], env=env,
                             capture_output=True, text=True, timeout=240)
-    assert listed.returncode == 0 and run_dir.name in listed.stdout, listed.stdout + listed.stderr
+    # Listed by its place, its name shortened to fit beside the other columns: its date and id kept.
+    assert listed.returncode == 0 and "runs/" in listed.stdout, listed.stdout + listed.stderr
+    assert run_dir.name.rsplit("_", 1)[1] in listed.stdout, listed.stdout
 
 
 # Bad commands, each one line naming the key and the fix: tests/test_bad_input.py.

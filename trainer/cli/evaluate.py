@@ -55,6 +55,7 @@ from trainer.core.pipeline import DeviceBatches
 from trainer.runs.build import load_data, make_loss
 from trainer.runs.inference import LoadedRun, describe_position, load_run
 from trainer.runs.folder import write_json
+from trainer.report.tracking import wide_console
 
 PROG = "trainer-eval"
 SPLITS = ("test", "val", "train")
@@ -243,8 +244,6 @@ def run(args: argparse.Namespace, console) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from trainer.report.tracking import wide_console  # rich only once the arguments parse
-
     errors.report(PROG, run, args, wide_console())
 
 

@@ -20,6 +20,7 @@ from trainer.cli.evaluate import data_root, split_data
 from trainer.core import data, errors
 from trainer.runs import export
 from trainer.runs.inference import describe_position, load_run
+from trainer.report.tracking import wide_console
 
 PROG = "trainer-export"
 PARITY_IMAGES = 256
@@ -65,8 +66,6 @@ def run(args: argparse.Namespace, console) -> export.Exported:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from trainer.report.tracking import wide_console  # as the other commands: rich only once the arguments parse
-
     errors.report(PROG, run, args, wide_console())
 
 

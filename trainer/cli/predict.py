@@ -43,6 +43,7 @@ from trainer.core import errors, paths, streams
 from trainer.core.errors import UserError
 from trainer.runs.export import load_exported
 from trainer.runs.inference import describe_position, load_run
+from trainer.report.tracking import wide_console
 
 PROG = "trainer-predict"
 SIZE = 28
@@ -261,8 +262,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from trainer.report.tracking import wide_console  # rich only once the arguments parse
-
     errors.report(PROG, run, args, wide_console())
 
 

@@ -14,6 +14,7 @@ has no test hooks: this file patches the process from outside.
   nan_at_calls: [i, ...]  the i-th training batches (1-based) become NaN
   disk_full_after_step: N after step N every temp-file creation fails with ENOSPC
   slow_prepare: true      data preparation touches `ready`, then sleeps (start-up)
+  slow_curves: S          drawing curves.png takes S seconds more (a job's last files)
 """
 import errno
 import io
@@ -30,6 +31,7 @@ import torch
 import trainer
 from trainer.core import checkpoint, data, engine
 from trainer.report import tracking
+from trainer.runs import record
 
 FAULT = "TRAINER_TEST_FAULT"
 fault: dict = {}
@@ -96,6 +98,14 @@ def train_step(self, x, *args, **kwargs):
     return real_train_step(self, x, *args, **kwargs)
 
 
+real_draw_curves = record.RunRecord._draw_curves
+
+
+def draw_curves(self, *args, **kwargs):
+    time.sleep(fault.get("slow_curves", 0))
+    return real_draw_curves(self, *args, **kwargs)
+
+
 def slow_prepare(*args, **kwargs):
     open(fault["ready"], "a").close()
     time.sleep(60)
@@ -108,6 +118,7 @@ def install(what: dict) -> None:
     torch.save = save
     checkpoint.atomic_write = atomic_write
     engine.Trainer.train_step = train_step
+    record.RunRecord._draw_curves = draw_curves
     if fault.get("slow_prepare"):
         data.prepare = slow_prepare
 

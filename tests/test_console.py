@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from helpers import metrics, one_line_error, run_cli, run_cli_into_head, tiny
+from trainer.core import errors
 from test_sweep_summary import make_job
 
 
@@ -106,3 +107,17 @@ def test_a_refused_sweep_says_its_error_line_and_no_header(synthetic_root, tmp_p
     assert proc.returncode == 1 and one_line_error(proc).startswith("trainer: error: ")
     assert proc.stdout == "", proc.stdout  # no `Sweep: ... into <folder>` for a folder that is never made
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_broken_pipe_that_is_not_the_console_s_is_a_failure(capsys):
+    """Only a reader of the console going away ends a command quietly: a
+    BrokenPipeError from another pipe it writes is a failure, in one line."""
+    def writes_to_a_pipe_nobody_reads() -> None:
+        read, write = os.pipe()
+        os.close(read)
+        os.write(write, b"x")
+
+    with pytest.raises(SystemExit) as ended:
+        errors.report("trainer", writes_to_a_pipe_nobody_reads)
+    assert ended.value.code == 1
+    assert "internal error: BrokenPipeError" in capsys.readouterr().err

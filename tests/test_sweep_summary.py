@@ -886,6 +886,10 @@ def test_an_error_holding_a_path_is_never_broken_by_the_table(tmp_path):
     error = f"stopped by SIGTERM at epoch 1, step 4; checkpoint saved, continue with resume={folder}"
     make_job(tmp_path, "0_lr=0.1", ["lr=0.1"], acc=0.5)
     make_job(tmp_path, "1_lr=-1", ["lr=-1"], "interrupted", error=error, final=False)
+    make_job(tmp_path, "2_lr=-2", ["lr=-2"], "failed", error="lr=-2 must be positive", final=False)
     console = Console(file=io.StringIO(), width=250)
-    summarize(tmp_path, console)
+    summarize(tmp_path, console, write=True)
     assert f"1_lr=-1: interrupted: {error}" in console.file.getvalue().splitlines()
+    # summary.md keeps its error column, and every error in it: a markdown cell is not cut.
+    md = (tmp_path / "summary.md").read_text()
+    assert error in md and "lr=-2 must be positive" in md

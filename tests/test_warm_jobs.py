@@ -6,6 +6,7 @@ The rules are pure functions tested in-process; one CLI test runs the same
 sweep forked and as plain processes and compares every number."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -279,6 +280,24 @@ def test_a_job_killed_while_starting_says_who_stopped_it(tmp_path, killer, statu
     record = metrics(tmp_path / "0_lr=0.1")
     assert (record["status"], record["overrides"]) == (status, ["lr=0.1"])
     assert record["error"].startswith(says), record["error"]
+
+
+@pytest.mark.parametrize("cv, overlap", [(False, True), (True, False)])
+def test_a_sweep_starts_its_next_job_while_a_finished_one_writes_its_files(synthetic_root, tmp_path, cv, overlap):
+    """One slot, two CPU jobs: the second starts as soon as the first's
+    results are known, while the first still writes its last files
+    (curves.png, slowed by 2 s here); a cross-validation job keeps its slot
+    until its last fold and its summary are done."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", *tiny(synthetic_root, "data.subset=64", "data.test_subset=32", "device=cpu",
+                        *(["cv.folds=2"] if cv else [])),
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "lr=0.01,0.02", f"hydra.sweep.dir={sweep_dir}"]
+    proc = run_cli(args, tmp_path, fault={"slow_curves": 2.0})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = sorted(job_records(sweep_dir))
+    first_done = (sweep_dir / first / "metrics.json").stat().st_mtime  # its record's last write: completed
+    second_started = datetime.datetime.fromisoformat(metrics(sweep_dir / second)["timing"]["started_at"])
+    assert (second_started.timestamp() < first_done) == overlap
 
 
 def job_records(sweep_dir: Path) -> dict[str, dict]:

@@ -111,4 +111,6 @@ def main() -> None:
     try:
         run()
     except BrokenPipeError:  # Hydra's own print() of --help, outside its error reporting
+        if not streams.console_gone():
+            raise  # another pipe than the console's: not a reader that went away
         streams.reader_gone()

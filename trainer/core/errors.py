@@ -104,10 +104,16 @@ def report(prog: str, func, *args):
     except KeyboardInterrupt:
         say("interrupted", prog)
         sys.exit(130)
-    except BrokenPipeError:  # a writer of a library's own (Hydra's --cfg): not a bug, and nobody to tell
-        streams.reader_gone()
+    except BrokenPipeError as e:
+        if streams.console_gone():  # a writer of a library's own (Hydra's --cfg): not a bug, and nobody to tell
+            streams.reader_gone()
+        _bug(e, prog)  # another pipe than the console's
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        say(internal(e), prog)
-        sys.exit(1)
+        _bug(e, prog)
+
+
+def _bug(e: Exception, prog: str) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise e
+    say(internal(e), prog)
+    sys.exit(1)

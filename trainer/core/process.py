@@ -117,26 +117,29 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
 
 
-# A warm sweep job's slot (trainer.sweeps.forkserver): the number of a pipe's
-# write end, closed or written to when the job no longer needs its core.
-SLOT_FD = "TRAINER_SLOT_FD"
+# A warm sweep job's slot (trainer.sweeps.forkserver sets it in the forked
+# job): a pipe's write end, written to or closed when the job no longer needs
+# its core. Not in the environment: a process the job starts is not the job.
+slot_fd: int | None = None
 
 
 def release_slot() -> None:
     """A sweep job whose results are known frees its core: the sweep starts
     its next job while this one writes its last files (curves.png, the
     TensorBoard files, metrics.json) and exits. Once; nothing outside a warm sweep."""
-    fd = os.environ.pop(SLOT_FD, None)
+    global slot_fd
+    fd, slot_fd = slot_fd, None
     if fd is None:
         return
     try:
-        os.write(int(fd), b"\n")
-        os.close(int(fd))
-    except (OSError, ValueError):
+        os.write(fd, b"\n")
+        os.close(fd)
+    except OSError:
         pass  # the template is gone: the job's end frees the slot as well
 
 
 def hold_slot() -> None:
     """A job that trains several runs (a cross-validation's folds and refit)
     keeps its slot until its process ends: its first run's end is not its own."""
-    os.environ.pop(SLOT_FD, None)
+    global slot_fd
+    slot_fd = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import sys
 
 
@@ -46,6 +47,19 @@ def write(text: str = "", stream=None) -> None:
         pass  # closed by the caller (at interpreter exit): nothing to say it on
 
 
+def console_gone() -> bool:
+    """Whether stdout or stderr is a pipe whose reader went away: a
+    BrokenPipeError from another pipe the command writes is a failure like
+    any other, not a reason to end quietly."""
+    poller = select.poll()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller.register(stream.fileno(), select.POLLOUT)
+        except (AttributeError, OSError, ValueError):
+            continue  # not a file (a test's capture)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def reader_gone() -> None:
     """End the command quietly, exit 0 as `ls | head` does: a write it could
     not go on without (Hydra's own print() of --help or --cfg) met a reader
@@ -73,11 +87,11 @@ _guarded = False
 
 
 def guard() -> None:
-    """Once per process, at an entry point: flush() at exit, registered first
-    so that it runs after every other exit handler (atexit runs them last-in,
-    first-out), just before Python's own flush; and a logging handler on the
-    console (Hydra's) silences it, where logging would print `--- Logging
-    error ---` and a traceback for every line left."""
+    """Once per process, at an entry point: flush() at exit (after the exit
+    handlers registered later, atexit being last-in, first-out; before
+    Python's own flush); and a logging handler on the console (Hydra's)
+    silences it, where logging would print `--- Logging error ---` and a
+    traceback for every line left."""
     global _guarded
     if not _guarded:
         atexit.register(flush)

@@ -354,7 +354,8 @@ def fit(run: Run) -> float:
         final = trainer.fit()
     finally:
         run.record.note_timing(_timing(trainer, t0, run.dashboards, drawn_before))
-    process.release_slot()  # only files are left to write: a sweep may start its next job on this core
+    if run.device.type == "cpu":  # a GPU job's memory stays taken until it exits: it keeps its slot
+        process.release_slot()  # only files are left to write: a sweep may start its next job on this core
     es = trainer.schedule.early_stopping
     final["best_epoch"] = es.best_epoch
     if distributed.is_main():

@@ -364,7 +364,8 @@ def _run_job(request: dict, sock: socket.socket, template: int, entry: Callable[
     _set_title(request["title"])
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(request["env"], **{process.SLOT_FD: str(slot)})
+    os.environ.update(request["env"])
+    process.slot_fd = slot
     torch.set_num_threads(request["threads"])  # what OMP_NUM_THREADS would have set in a fresh process
     _fresh_random_state()
     sys.argv = list(request["argv"])

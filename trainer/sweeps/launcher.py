@@ -125,12 +125,13 @@ class JobRunner:
                 if self.stop_signal and not self.running:
                     break
                 time.sleep(0.05)
+        figures.wait_for_warm_up()  # not left importing when the sweep process ends
         return self.stop_signal
 
     def free(self) -> bool:
         """Whether a job may start now: a slot is free and no signal stopped the sweep. A forked job
         frees its slot when its results are known, while it writes its last files and exits."""
-        holding = [p for _, p in self.running if not isinstance(p, forkserver.ForkedJob) or p.holds_slot()]
+        holding = [p for _, p in self.running if _holds_slot(p)]
         return len(holding) < self.n_jobs and not self.stop_signal
 
     def start(self, job: JobSpec):
@@ -154,9 +155,14 @@ class JobRunner:
         for job, process in ended:
             self.running.remove((job, process))
             if process.returncode < 0:
-                by_sweep = -process.returncode == self.stop_signal and process.pid in self.signalled
-                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, job.if_killed, by_sweep)
+                RunFolder(job.run_dir).mark_killed(job.overrides, -process.returncode, job.if_killed,
+                                                   self.stopped_by_sweep(process))
         return ended
+
+    def stopped_by_sweep(self, process) -> bool:
+        """Whether a job killed by a signal died of the sweep's own stop,
+        passed on while it was still starting (before it could catch it)."""
+        return -process.returncode == self.stop_signal and process.pid in self.signalled
 
     def signals(self, on_stop: Callable[[int], None]) -> forwarding_signals:
         """While jobs run: each SIGINT/SIGTERM goes on to every running job
@@ -169,7 +175,8 @@ class JobRunner:
         return forwarding_signals(stopped, jobs=self._pids_to_signal)
 
     def _pids_to_signal(self) -> list[int]:
-        pids = [process.pid for _, process in self.running if process.pid]
+        # Not a job that has handed its slot on: its results are known, it is only writing its files.
+        pids = [process.pid for _, process in self.running if process.pid and _holds_slot(process)]
         self.signalled.update(pids)
         return pids
 
@@ -195,6 +202,11 @@ class JobRunner:
         if self.template is None:
             self.template = forkserver.early() or forkserver.Template.spawn()
         return self.template
+
+
+def _holds_slot(process) -> bool:
+    """A plain process holds its slot until it ends; a forked job until it says its results are known."""
+    return not isinstance(process, forkserver.ForkedJob) or process.holds_slot()
 
 
 def stopping(running: str, one: str) -> Callable[[int], None]:

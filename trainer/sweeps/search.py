@@ -210,9 +210,10 @@ class Runner:
 
         code = trial.process.returncode  # below 0: killed by a signal, and so marked in its folder
         data = record.read(trial.run_dir) or {}
-        # Killed by its search's own stop while starting, its record says interrupted (JobRunner.finished).
-        killed = code < 0 and data.get("status") != "interrupted"
-        status = "killed" if killed else str(data.get("status") or "failed")
+        if code < 0:  # killed; by the search's own stop while it was starting: interrupted, as its record says
+            status = "interrupted" if self.jobs.stopped_by_sweep(trial.process) else "killed"
+        else:
+            status = str(data.get("status") or "failed")
         if status == "interrupted":
             if not self.stop_signal:  # stopped alone, the search goes on: continue it
                 self.to_resume.append(Trial(trial.trial, trial.run_dir, resumed=True))

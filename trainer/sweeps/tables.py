@@ -77,10 +77,7 @@ def _display_columns(rows: list[dict], monitor: str, names_whole: bool = True) -
     if best and best != {"cv/mean"}:  # a cross-validation's best is its mean, in the column before
         columns.append((f"best {best.pop()}" if len(best) == 1 else "best", "best_value"))
     columns += [("epochs", "epochs"), ("time", "seconds")]
-    # An error with a word wider than its column (a path, a command to paste) goes below the table:
-    # the column would break it.
-    if any(r.get("error") for r in rows) and not any(len(word) > ERROR_WIDTH for r in rows
-                                                    for word in str(r.get("error") or "").split()):
+    if any(r.get("error") for r in rows):
         columns.append(("error", "error"))
     return columns
 
@@ -170,6 +167,17 @@ def fitting_columns(rows: list[dict], monitor: str, width: int | None) -> list[t
 
 
 def fit_table(rows: list[dict], monitor: str, width: int | None) -> tuple[list[tuple[str, str]], int | None]:
+    """_fit_table; an error with a word wider than the error column (a path,
+    a command to paste) sends the column below the table, where each error
+    is a line of its own: the column would break the word. (summary.md keeps
+    the column: a markdown cell is not cut.)"""
+    columns, job_width = _fit_table(rows, monitor, width)
+    if any(len(word) > ERROR_WIDTH for r in rows for word in str(r.get("error") or "").split()):
+        columns = [c for c in columns if c[1] != "error"]
+    return columns, job_width
+
+
+def _fit_table(rows: list[dict], monitor: str, width: int | None) -> tuple[list[tuple[str, str]], int | None]:
     """The columns that fit in `width`, and the job column's width (None:
     every name whole). The least useful columns go first (the error column
     is then printed below the table, one line a job), until the job names

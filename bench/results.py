@@ -109,6 +109,10 @@ def readme_main(a) -> int:
     cpu = re.sub(r"[^A-Za-z0-9.-]+", "_", result["machine"]["cpu"]).strip("_")
     path = Path(a.out) / f"readme-{date}-{cpu}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():  # the same day's other README runs on this machine stay beside these
+        earlier = json.loads(path.read_text())
+        if earlier.get("machine") == result["machine"]:
+            result["runs"] = {**earlier.get("runs", {}), **result["runs"]}
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Written: {path}")
     statuses = [r.get("status") for run in result["runs"].values() for r in (run.get("jobs") or {"": run}).values()]

@@ -150,6 +150,9 @@ def test_sigterm_stops_every_job_then_resume_auto_finishes_the_sweep(synthetic_r
     assert not job_pids(str(sweep_dir)), "a process of the stopped sweep is still running"
     statuses = {name: metrics(job)["status"] for name, job in jobs(sweep_dir).items()}
     assert statuses == {"0_epochs=1": "completed", **{name: "interrupted" for name in long_jobs}}
+    for name in long_jobs:  # the sweep continues its jobs: no job's own resume=<folder> as the next step
+        error = metrics(sweep_dir / name)["error"]
+        assert "its sweep's command with resume=auto continues it" in error and "resume=/" not in error, error
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]
     assert (counts["completed"], counts["interrupted"], counts["missing"]) == (1, 3, 1)
     assert "resume=auto" in stopped.stderr

@@ -149,8 +149,10 @@ def _run(config: TrainerConfig, job: Job, record: RunRecord, output: Output) -> 
 def _failure(e: Exception, job: Job, record: RunRecord, run, worst: float) -> tuple[Outcome, str | None]:
     """The outcome of a job that stopped early, and a traceback for a bug."""
     if isinstance(e, Interrupted):
-        where = (f"at epoch {run.trainer.position.epoch}, step {run.trainer.position.step}; checkpoint saved, "
-                 f"continue with resume={job.run_dir}") if run is not None else "before training started"
+        # A sweep's job is continued by its sweep (every job of it, once), not on its own.
+        how = "its sweep's command with resume=auto continues it" if job.in_sweep else f"continue with resume={job.run_dir}"
+        where = (f"at epoch {run.trainer.position.epoch}, step {run.trainer.position.step}; checkpoint saved, {how}"
+                 if run is not None else "before training started")
         return Outcome("interrupted", f"stopped by {signal.Signals(e.signum).name} {where}", worst, job.run_dir,
                        e.signum), None
     if isinstance(e, Diverged):

@@ -273,8 +273,8 @@ def _warm_up() -> None:
             pass
     figures.warm_up()
     Console(file=io.StringIO()).print("warm-up")  # rich's first line loads its emoji table
-    # A job's first optimizer imports torch._dynamo (optimizers are wrapped for torch.compile): a second
-    # of every job's start-up, paid here once.
+    # A job's first optimizer imports torch._dynamo (optimizers are wrapped for torch.compile): 0.7 s of
+    # every job's start-up on a 2-core EPYC (bench/run.py sweep), paid here once.
     torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     try:
         # What SummaryWriter.add_graph runs, without a writer (whose thread must not exist at a fork).

@@ -111,6 +111,5 @@ def main() -> None:
     try:
         run()
     except BrokenPipeError:  # Hydra's own print() of --help, outside its error reporting
-        if not streams.console_gone():
-            raise  # another pipe than the console's: not a reader that went away
-        streams.reader_gone()
+        streams.end_if_reader_gone()
+        raise  # another pipe than the console's

@@ -104,9 +104,8 @@ def report(prog: str, func, *args):
     except KeyboardInterrupt:
         say("interrupted", prog)
         sys.exit(130)
-    except BrokenPipeError as e:
-        if streams.console_gone():  # a writer of a library's own (Hydra's --cfg): not a bug, and nobody to tell
-            streams.reader_gone()
+    except BrokenPipeError as e:  # a writer of a library's own (Hydra's --cfg) whose reader went away
+        streams.end_if_reader_gone()
         _bug(e, prog)  # another pipe than the console's
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback in a file
         _bug(e, prog)

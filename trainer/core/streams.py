@@ -7,7 +7,7 @@ trainer.log still gets every line.
 
 Every console writer comes here: plain lines through `write()`, rich
 consoles through their broken-pipe hook (trainer.report.tracking), a
-library's own print() through `reader_gone()` at the entry points, and
+library's own print() through `end_if_reader_gone()` at the entry points, and
 logging's console handlers (Hydra's --info) and what Python flushes at
 exit through `guard()`.
 """
@@ -58,6 +58,14 @@ def console_gone() -> bool:
         except (AttributeError, OSError, ValueError):
             continue  # not a file (a test's capture)
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def end_if_reader_gone() -> None:
+    """In `except BrokenPipeError`: end the command quietly (reader_gone)
+    when the pipe was the console's; return when it was another pipe, for
+    the caller to treat it as the failure it is."""
+    if console_gone():
+        reader_gone()
 
 
 def reader_gone() -> None:
